@@ -1,0 +1,400 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/calipsoplus/calipso/experiments"
+)
+
+// UserExperiment is an experiment as one user sees it: the link id (what favorite/
+// takes) and the favourite flag, with the experiment and its sessions.
+type UserExperiment struct {
+	LinkID   int64
+	Favorite bool
+	experiments.Experiment
+}
+
+// ExperimentQuery selects a page of a user's experiments.
+type ExperimentQuery struct {
+	Search   string // in subject, body, proposal id and beamline
+	Ordering string // proposal_id, subject, body, beam_line; leading - reverses
+	Favorite *bool  // only favourites (true) or only others (false)
+	Page     int    // from 1
+	PageSize int
+}
+
+var experimentOrdering = map[string]string{
+	"proposal_id": "e.proposal_id", "subject": "e.subject", "body": "e.body", "beam_line": "e.beam_line",
+}
+
+// ExperimentOrderings lists the accepted ordering fields.
+func ExperimentOrderings() []string { return sortedKeys(experimentOrdering) }
+
+// Experiments returns one page of the user's experiments and the total count. Sessions
+// of the page are read in one query, whatever the page size.
+func (s *Store) Experiments(ctx context.Context, userID int64, q ExperimentQuery) ([]UserExperiment, int, error) {
+	where := ` FROM user_experiments l JOIN experiments e ON e.id = l.experiment_id WHERE l.user_id = ?`
+	args := []any{userID}
+	if q.Favorite != nil {
+		where += ` AND l.favorite = ?`
+		args = append(args, *q.Favorite)
+	}
+	if q.Search != "" {
+		p := "%" + likeEscape(strings.ToLower(q.Search)) + "%"
+		where += ` AND (LOWER(e.subject) LIKE ? ESCAPE '!' OR LOWER(e.body) LIKE ? ESCAPE '!' OR LOWER(e.proposal_id) LIKE ? ESCAPE '!' OR LOWER(e.beam_line) LIKE ? ESCAPE '!')`
+		args = append(args, p, p, p, p)
+	}
+	order, err := orderBy(q.Ordering, experimentOrdering, "proposal_id")
+	if err != nil {
+		return nil, 0, err
+	}
+	order = strings.Replace(order, ", id", ", l.id", 1)
+	var total int
+	if err := s.db.QueryRowContext(ctx, `SELECT COUNT(*)`+where, args...).Scan(&total); err != nil {
+		return nil, 0, fmt.Errorf("count experiments: %w", s.wrap(err))
+	}
+	if total == 0 || (q.Page-1)*q.PageSize >= total {
+		return nil, total, nil
+	}
+	rows, err := s.db.QueryContext(ctx, `SELECT l.id, l.favorite, e.id, e.proposal_id, e.subject, e.body, e.beam_line, e.uid, e.gid`+
+		where+order+` LIMIT ? OFFSET ?`, append(args, q.PageSize, (q.Page-1)*q.PageSize)...)
+	if err != nil {
+		return nil, 0, fmt.Errorf("experiments: %w", s.wrap(err))
+	}
+	defer rows.Close()
+	var (
+		out   []UserExperiment
+		ids   []any
+		index = map[int64]int{}
+	)
+	for rows.Next() {
+		var (
+			ue       UserExperiment
+			id       int64
+			uid, gid sql.NullInt64
+		)
+		if err := rows.Scan(&ue.LinkID, &ue.Favorite, &id, &ue.ProposalID, &ue.Subject, &ue.Body, &ue.BeamLine, &uid, &gid); err != nil {
+			return nil, 0, s.wrap(err)
+		}
+		ue.UID, ue.GID = intPtr(uid), intPtr(gid)
+		ue.Sessions = []experiments.Session{}
+		index[id] = len(out)
+		ids = append(ids, id)
+		out = append(out, ue)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, 0, s.wrap(err)
+	}
+	rows.Close()
+	srows, err := s.db.QueryContext(ctx, `SELECT experiment_id, session_number, subject, body, start_date, end_date, data_set_path
+		FROM sessions WHERE experiment_id IN (`+in(len(ids))+`) ORDER BY experiment_id, session_number`, ids...)
+	if err != nil {
+		return nil, 0, fmt.Errorf("sessions: %w", s.wrap(err))
+	}
+	defer srows.Close()
+	for srows.Next() {
+		var (
+			eid        int64
+			ss         experiments.Session
+			start, end sql.NullTime
+		)
+		if err := srows.Scan(&eid, &ss.SessionNumber, &ss.Subject, &ss.Body, &start, &end, &ss.DataSetPath); err != nil {
+			return nil, 0, s.wrap(err)
+		}
+		if start.Valid {
+			ss.StartDate = experiments.Date{Time: start.Time.UTC()}
+		}
+		if end.Valid {
+			ss.EndDate = experiments.Date{Time: end.Time.UTC()}
+		}
+		i := index[eid]
+		out[i].Sessions = append(out[i].Sessions, ss)
+	}
+	return out, total, s.wrap(srows.Err())
+}
+
+func dateArg(d experiments.Date) sql.NullTime {
+	if d.IsZero() {
+		return sql.NullTime{}
+	}
+	return sql.NullTime{Time: d.UTC(), Valid: true}
+}
+
+// PutExperiment creates or updates an experiment and its sessions (sessions not in e
+// are kept: CLI and CSV imports add them one by one). It returns the experiment id.
+func (s *Store) PutExperiment(ctx context.Context, actor string, e experiments.Experiment) (int64, error) {
+	var id int64
+	err := s.tx(ctx, func(tx *sql.Tx) error {
+		var err error
+		id, err = s.putExperiment(ctx, tx, e)
+		if err == nil {
+			s.audit(ctx, tx, actor, "put", "experiment", e.ProposalID, nil)
+		}
+		return err
+	})
+	return id, err
+}
+
+func (s *Store) putExperiment(ctx context.Context, tx *sql.Tx, e experiments.Experiment) (int64, error) {
+	if strings.TrimSpace(e.ProposalID) == "" || len(e.ProposalID) > 50 {
+		return 0, fmt.Errorf("%w: proposal_id must be 1 to 50 characters", ErrInvalid)
+	}
+	now := s.now()
+	var id int64
+	err := tx.QueryRowContext(ctx, `SELECT id FROM experiments WHERE proposal_id = ?`, e.ProposalID).Scan(&id)
+	switch {
+	case err == sql.ErrNoRows:
+		res, err := tx.ExecContext(ctx, `INSERT INTO experiments (proposal_id, subject, body, beam_line, uid, gid, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)`,
+			e.ProposalID, truncate(e.Subject, 255), e.Body, truncate(e.BeamLine, 200), nullInt(e.UID), nullInt(e.GID), now)
+		if err != nil {
+			return 0, fmt.Errorf("experiment %s: %w", e.ProposalID, err)
+		}
+		if id, err = res.LastInsertId(); err != nil {
+			return 0, err
+		}
+	case err != nil:
+		return 0, fmt.Errorf("experiment %s: %w", e.ProposalID, err)
+	default:
+		if _, err := tx.ExecContext(ctx, `UPDATE experiments SET subject = ?, body = ?, beam_line = ?, uid = ?, gid = ?, updated_at = ? WHERE id = ?`,
+			truncate(e.Subject, 255), e.Body, truncate(e.BeamLine, 200), nullInt(e.UID), nullInt(e.GID), now, id); err != nil {
+			return 0, fmt.Errorf("experiment %s: %w", e.ProposalID, err)
+		}
+	}
+	for _, ss := range e.Sessions {
+		if err := s.putSession(ctx, tx, id, ss); err != nil {
+			return 0, fmt.Errorf("experiment %s: %w", e.ProposalID, err)
+		}
+	}
+	return id, nil
+}
+
+func (s *Store) putSession(ctx context.Context, tx *sql.Tx, experimentID int64, ss experiments.Session) error {
+	if strings.TrimSpace(ss.SessionNumber) == "" || len(ss.SessionNumber) > 50 {
+		return fmt.Errorf("%w: session_number must be 1 to 50 characters", ErrInvalid)
+	}
+	res, err := tx.ExecContext(ctx, `UPDATE sessions SET subject = ?, body = ?, start_date = ?, end_date = ?, data_set_path = ? WHERE experiment_id = ? AND session_number = ?`,
+		truncate(ss.Subject, 255), ss.Body, dateArg(ss.StartDate), dateArg(ss.EndDate), ss.DataSetPath, experimentID, ss.SessionNumber)
+	if err != nil {
+		return fmt.Errorf("session %s: %w", ss.SessionNumber, err)
+	}
+	// MySQL counts changed rows, not matched ones: look before inserting.
+	if n, _ := res.RowsAffected(); n > 0 {
+		return nil
+	}
+	var exists int
+	if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM sessions WHERE experiment_id = ? AND session_number = ?`, experimentID, ss.SessionNumber).Scan(&exists); err != nil {
+		return err
+	}
+	if exists > 0 {
+		return nil
+	}
+	_, err = tx.ExecContext(ctx, `INSERT INTO sessions (experiment_id, session_number, subject, body, start_date, end_date, data_set_path) VALUES (?, ?, ?, ?, ?, ?, ?)`,
+		experimentID, ss.SessionNumber, truncate(ss.Subject, 255), ss.Body, dateArg(ss.StartDate), dateArg(ss.EndDate), ss.DataSetPath)
+	if err != nil {
+		return fmt.Errorf("session %s: %w", ss.SessionNumber, err)
+	}
+	return nil
+}
+
+// SyncUserExperiments stores what the user office answered for a user: experiments
+// and sessions upserted, the user linked to each (favourites kept), links to
+// experiments the office no longer lists removed, and the fetch time stamped.
+func (s *Store) SyncUserExperiments(ctx context.Context, userID int64, list []experiments.Experiment) error {
+	return s.tx(ctx, func(tx *sql.Tx) error {
+		keep := map[int64]bool{}
+		for _, e := range list {
+			id, err := s.putExperiment(ctx, tx, e)
+			if err != nil {
+				return err
+			}
+			keep[id] = true
+			if err := s.link(ctx, tx, userID, id); err != nil {
+				return err
+			}
+		}
+		rows, err := tx.QueryContext(ctx, `SELECT experiment_id FROM user_experiments WHERE user_id = ?`, userID)
+		if err != nil {
+			return err
+		}
+		var drop []int64
+		for rows.Next() {
+			var id int64
+			if err := rows.Scan(&id); err != nil {
+				rows.Close()
+				return err
+			}
+			if !keep[id] {
+				drop = append(drop, id)
+			}
+		}
+		rows.Close()
+		for _, id := range drop {
+			if _, err := tx.ExecContext(ctx, `DELETE FROM user_experiments WHERE user_id = ? AND experiment_id = ?`, userID, id); err != nil {
+				return err
+			}
+		}
+		_, err = tx.ExecContext(ctx, `UPDATE users SET experiments_fetched_at = ? WHERE id = ?`, s.now(), userID)
+		return err
+	})
+}
+
+func (s *Store) link(ctx context.Context, tx *sql.Tx, userID, experimentID int64) error {
+	var n int
+	if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM user_experiments WHERE user_id = ? AND experiment_id = ?`, userID, experimentID).Scan(&n); err != nil {
+		return err
+	}
+	if n > 0 {
+		return nil
+	}
+	_, err := tx.ExecContext(ctx, `INSERT INTO user_experiments (user_id, experiment_id, favorite) VALUES (?, ?, FALSE)`, userID, experimentID)
+	return err
+}
+
+// Link makes a user a participant of an experiment (idempotent).
+func (s *Store) Link(ctx context.Context, actor, username, proposalID string) error {
+	return s.tx(ctx, func(tx *sql.Tx) error {
+		uid, eid, err := s.userAndExperiment(ctx, tx, username, proposalID)
+		if err != nil {
+			return err
+		}
+		s.audit(ctx, tx, actor, "link", "experiment", proposalID, map[string]string{"user": username})
+		return s.link(ctx, tx, uid, eid)
+	})
+}
+
+// Unlink removes a user from an experiment (idempotent).
+func (s *Store) Unlink(ctx context.Context, actor, username, proposalID string) error {
+	return s.tx(ctx, func(tx *sql.Tx) error {
+		uid, eid, err := s.userAndExperiment(ctx, tx, username, proposalID)
+		if err != nil {
+			return err
+		}
+		s.audit(ctx, tx, actor, "unlink", "experiment", proposalID, map[string]string{"user": username})
+		_, err = tx.ExecContext(ctx, `DELETE FROM user_experiments WHERE user_id = ? AND experiment_id = ?`, uid, eid)
+		return err
+	})
+}
+
+func (s *Store) userAndExperiment(ctx context.Context, tx *sql.Tx, username, proposalID string) (int64, int64, error) {
+	var uid, eid int64
+	if err := tx.QueryRowContext(ctx, `SELECT id FROM users WHERE username = ?`, username).Scan(&uid); err != nil {
+		return 0, 0, fmt.Errorf("user %q: %w", username, s.wrap(err))
+	}
+	if err := tx.QueryRowContext(ctx, `SELECT id FROM experiments WHERE proposal_id = ?`, proposalID).Scan(&eid); err != nil {
+		return 0, 0, fmt.Errorf("experiment %q: %w", proposalID, s.wrap(err))
+	}
+	return uid, eid, nil
+}
+
+// RemoveExperiment deletes an experiment, its sessions and links.
+func (s *Store) RemoveExperiment(ctx context.Context, actor, proposalID string) error {
+	res, err := s.db.ExecContext(ctx, `DELETE FROM experiments WHERE proposal_id = ?`, proposalID)
+	if err != nil {
+		return fmt.Errorf("remove experiment %q: %w", proposalID, s.wrap(err))
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return fmt.Errorf("experiment %q: %w", proposalID, ErrNotFound)
+	}
+	s.audit(ctx, s.db, actor, "remove", "experiment", proposalID, nil)
+	return nil
+}
+
+// SetFavorite sets the favourite flag of a link, which must be the user's own
+// (ErrForbidden otherwise, ErrNotFound when there is no such link).
+func (s *Store) SetFavorite(ctx context.Context, userID, linkID int64, favorite bool) error {
+	var owner int64
+	if err := s.db.QueryRowContext(ctx, `SELECT user_id FROM user_experiments WHERE id = ?`, linkID).Scan(&owner); err != nil {
+		return fmt.Errorf("experiment link %d: %w", linkID, s.wrap(err))
+	}
+	if owner != userID {
+		return fmt.Errorf("experiment link %d: %w", linkID, ErrForbidden)
+	}
+	if _, err := s.db.ExecContext(ctx, `UPDATE user_experiments SET favorite = ? WHERE id = ?`, favorite, linkID); err != nil {
+		return fmt.Errorf("favorite %d: %w", linkID, s.wrap(err))
+	}
+	return nil
+}
+
+// SessionOf is an experiment session a user may launch for.
+type SessionOf struct {
+	SessionID  int64
+	Experiment experiments.Experiment // with only this session in Sessions
+}
+
+// UserSession finds a session of an experiment the user takes part in. ref is
+// "proposal~session", or one value matched against proposal ids and session numbers
+// (the frontend sends either, as CalipsoPlus accepted).
+func (s *Store) UserSession(ctx context.Context, userID int64, ref string) (SessionOf, error) {
+	proposal, session, split := strings.Cut(ref, "~")
+	q := `SELECT s.id, e.proposal_id, e.subject, e.body, e.beam_line, e.uid, e.gid, s.session_number, s.subject, s.body, s.data_set_path
+		FROM user_experiments l JOIN experiments e ON e.id = l.experiment_id JOIN sessions s ON s.experiment_id = e.id
+		WHERE l.user_id = ? AND `
+	args := []any{userID}
+	if split {
+		q += `e.proposal_id = ? AND s.session_number = ?`
+		args = append(args, proposal, session)
+	} else {
+		q += `(s.session_number = ? OR e.proposal_id = ?)`
+		args = append(args, ref, ref)
+	}
+	rows, err := s.db.QueryContext(ctx, q+` ORDER BY s.id LIMIT 2`, args...)
+	if err != nil {
+		return SessionOf{}, s.wrap(err)
+	}
+	defer rows.Close()
+	var found []SessionOf
+	for rows.Next() {
+		var (
+			so       SessionOf
+			ss       experiments.Session
+			uid, gid sql.NullInt64
+		)
+		e := &so.Experiment
+		if err := rows.Scan(&so.SessionID, &e.ProposalID, &e.Subject, &e.Body, &e.BeamLine, &uid, &gid, &ss.SessionNumber, &ss.Subject, &ss.Body, &ss.DataSetPath); err != nil {
+			return SessionOf{}, s.wrap(err)
+		}
+		e.UID, e.GID = intPtr(uid), intPtr(gid)
+		e.Sessions = []experiments.Session{ss}
+		found = append(found, so)
+	}
+	if err := rows.Err(); err != nil {
+		return SessionOf{}, s.wrap(err)
+	}
+	switch len(found) {
+	case 0:
+		return SessionOf{}, fmt.Errorf("experiment %q: %w", ref, ErrNotFound)
+	case 1:
+		return found[0], nil
+	}
+	return SessionOf{}, fmt.Errorf("%w: experiment %q names more than one session: use proposal~session", ErrInvalid, ref)
+}
+
+// ExperimentsFetchedBefore reports whether the user's experiments are older than age.
+func (u User) ExperimentsFetchedBefore(now time.Time, age time.Duration) bool {
+	return u.ExperimentsFetched == nil || now.Sub(*u.ExperimentsFetched) >= age
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	// Cut on a rune boundary.
+	for n > 0 && (s[n]&0xC0) == 0x80 {
+		n--
+	}
+	return s[:n]
+}
+
+func sortedKeys(m map[string]string) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}

@@ -1,0 +1,326 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/calipsoplus/calipso/quotas"
+)
+
+// State is where a resource is in its life. Transitions are checked in the UPDATE
+// itself (WHERE state IN the allowed sources), so two requests can't both move it.
+type State string
+
+const (
+	Pending  State = "pending"  // quota reserved, engine being asked
+	Running  State = "running"  // the workload is up
+	Stopping State = "stopping" // being stopped
+	Stopped  State = "stopped"  // stopped; the workload may still exist until removed
+	Removed  State = "removed"  // gone from the engine
+	Failed   State = "error"    // launch or run failed; see Error
+)
+
+// LiveStates hold a share of the user's quota.
+var LiveStates = []State{Pending, Running, Stopping}
+
+// transitions lists, for each state, the states it may be reached from.
+var transitions = map[State][]State{
+	Running:  {Pending},
+	Stopping: {Pending, Running},
+	Stopped:  {Stopping},
+	Removed:  {Stopped, Failed, Running, Pending, Stopping},
+	Failed:   {Pending, Running, Stopping},
+}
+
+// Live reports whether the state holds quota.
+func (s State) Live() bool { return slices.Contains(LiveStates, s) }
+
+// CanMove reports whether from → to is allowed.
+func CanMove(from, to State) bool { return slices.Contains(transitions[to], from) }
+
+func liveArgs() []any {
+	out := make([]any, len(LiveStates))
+	for i, s := range LiveStates {
+		out[i] = string(s)
+	}
+	return out
+}
+
+// Resource is one launch of an image for an experiment session by a user.
+type Resource struct {
+	ID                int64
+	UserID            int64
+	Username          string
+	Experiment        string // proposal~session
+	SessionID         *int64
+	PublicName        string
+	Image             string
+	Protocol          string
+	ResourceType      string
+	State             State
+	CPU               float64
+	MemoryBytes       int64
+	HDDBytes          int64
+	EngineName        string // container / workload name
+	EngineID          string
+	HostPort          string // a port, or a URL for notebooks and links
+	GuacamoleUsername string
+	GuacamolePassword string
+	VNCPassword       string
+	Info              string // engine details, JSON
+	Error             string // why it failed, as users may read it
+	Created, Updated  time.Time
+}
+
+// Share is what the resource holds of its owner's quota while live.
+func (r Resource) Share() quotas.Quota {
+	return quotas.Quota{MaxSimultaneous: 1, CPUs: r.CPU, MemoryBytes: r.MemoryBytes, DiskBytes: r.HDDBytes}
+}
+
+const resourceColumns = `r.id, r.user_id, u.username, r.experiment, r.session_id, r.public_name, r.image, r.protocol, r.resource_type, r.state,
+	r.cpu, r.memory_bytes, r.hdd_bytes, r.engine_name, r.engine_id, r.host_port, r.guacamole_username, r.guacamole_password,
+	r.vnc_password, r.info, r.error, r.created_at, r.updated_at`
+
+const resourceFrom = ` FROM resources r JOIN users u ON u.id = r.user_id`
+
+func scanResource(row interface{ Scan(...any) error }) (Resource, error) {
+	var (
+		r       Resource
+		session sql.NullInt64
+		state   string
+	)
+	err := row.Scan(&r.ID, &r.UserID, &r.Username, &r.Experiment, &session, &r.PublicName, &r.Image, &r.Protocol, &r.ResourceType, &state,
+		&r.CPU, &r.MemoryBytes, &r.HDDBytes, &r.EngineName, &r.EngineID, &r.HostPort, &r.GuacamoleUsername, &r.GuacamolePassword,
+		&r.VNCPassword, &r.Info, &r.Error, &r.Created, &r.Updated)
+	if session.Valid {
+		r.SessionID = &session.Int64
+	}
+	r.State = State(state)
+	r.Created, r.Updated = r.Created.UTC(), r.Updated.UTC()
+	return r, err
+}
+
+// Launch is what Reserve needs to know of a launch.
+type Launch struct {
+	UserID        int64
+	Experiment    string
+	SessionID     *int64
+	Image         Image
+	Default       quotas.Quota // applies when the user has no quota of their own
+	VNCPassword   string
+	NameOf        func(id int64) string // engine name from the record id
+	OnePerSession bool                  // refuse a second live resource for the session
+}
+
+// QuotaError says which limit a launch would pass.
+type QuotaError struct{ Reason string }
+
+func (e *QuotaError) Error() string { return e.Reason }
+
+// Is makes errors.Is(err, ErrConflict) true.
+func (e *QuotaError) Is(target error) bool { return target == ErrConflict }
+
+// Reserve checks the user's quota and records the launch as pending, in one
+// transaction: the user's row is locked first, so concurrent launches of one user are
+// serialised and can never exceed the quota together.
+func (s *Store) Reserve(ctx context.Context, l Launch) (Resource, error) {
+	share := l.Image.Share()
+	var id int64
+	err := s.tx(ctx, func(tx *sql.Tx) error {
+		lock := `SELECT id FROM users WHERE id = ?`
+		if s.dialect == mysqlDialect {
+			lock += ` FOR UPDATE` // SQLite's immediate transaction already holds the write lock
+		}
+		var uid int64
+		if err := tx.QueryRowContext(ctx, lock, l.UserID).Scan(&uid); err != nil {
+			return fmt.Errorf("user %d: %w", l.UserID, s.wrap(err))
+		}
+		limit := l.Default
+		var own quotas.Quota
+		err := tx.QueryRowContext(ctx, `SELECT max_simultaneous, cpu, memory_bytes, hdd_bytes FROM quotas WHERE user_id = ?`, l.UserID).
+			Scan(&own.MaxSimultaneous, &own.CPUs, &own.MemoryBytes, &own.DiskBytes)
+		switch {
+		case err == nil:
+			limit = own
+		case err != sql.ErrNoRows:
+			return err
+		}
+		used, err := s.usage(ctx, tx, l.UserID)
+		if err != nil {
+			return err
+		}
+		if reason := limit.Exceeded(used, share); reason != "" {
+			return &QuotaError{Reason: reason}
+		}
+		if l.OnePerSession {
+			var n int
+			if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM resources WHERE user_id = ? AND experiment = ? AND state IN (`+in(len(LiveStates))+`)`,
+				append([]any{l.UserID, l.Experiment}, liveArgs()...)...).Scan(&n); err != nil {
+				return err
+			}
+			if n > 0 {
+				return fmt.Errorf("%w: a resource is already running for experiment session %s", ErrConflict, l.Experiment)
+			}
+		}
+		now := s.now()
+		res, err := tx.ExecContext(ctx, `INSERT INTO resources (user_id, experiment, session_id, public_name, image, protocol, resource_type, state,
+			cpu, memory_bytes, hdd_bytes, vnc_password, info, error, created_at, updated_at)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, '', '', ?, ?)`,
+			l.UserID, l.Experiment, l.SessionID, l.Image.PublicName, l.Image.Image, l.Image.Protocol, l.Image.ResourceType, string(Pending),
+			share.CPUs, share.MemoryBytes, share.DiskBytes, l.VNCPassword, now, now)
+		if err != nil {
+			return err
+		}
+		if id, err = res.LastInsertId(); err != nil {
+			return err
+		}
+		if l.NameOf != nil {
+			if _, err := tx.ExecContext(ctx, `UPDATE resources SET engine_name = ? WHERE id = ?`, l.NameOf(id), id); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return Resource{}, err
+	}
+	return s.Resource(ctx, id)
+}
+
+func (s *Store) usage(ctx context.Context, q interface {
+	QueryRowContext(context.Context, string, ...any) *sql.Row
+}, userID int64) (quotas.Quota, error) {
+	var (
+		used quotas.Quota
+		cpu  sql.NullFloat64
+		mem  sql.NullInt64
+		hdd  sql.NullInt64
+	)
+	err := q.QueryRowContext(ctx, `SELECT COUNT(*), SUM(cpu), SUM(memory_bytes), SUM(hdd_bytes) FROM resources WHERE user_id = ? AND state IN (`+in(len(LiveStates))+`)`,
+		append([]any{userID}, liveArgs()...)...).Scan(&used.MaxSimultaneous, &cpu, &mem, &hdd)
+	used.CPUs, used.MemoryBytes, used.DiskBytes = cpu.Float64, mem.Int64, hdd.Int64
+	return used, err
+}
+
+// Usage sums the user's live resources.
+func (s *Store) Usage(ctx context.Context, userID int64) (quotas.Quota, error) {
+	u, err := s.usage(ctx, s.db, userID)
+	return u, s.wrap(err)
+}
+
+// Resource returns one record.
+func (s *Store) Resource(ctx context.Context, id int64) (Resource, error) {
+	r, err := scanResource(s.db.QueryRowContext(ctx, `SELECT `+resourceColumns+resourceFrom+` WHERE r.id = ?`, id))
+	if err != nil {
+		return Resource{}, fmt.Errorf("resource %d: %w", id, s.wrap(err))
+	}
+	return r, nil
+}
+
+// ResourceByName returns the record of an engine name.
+func (s *Store) ResourceByName(ctx context.Context, name string) (Resource, error) {
+	r, err := scanResource(s.db.QueryRowContext(ctx, `SELECT `+resourceColumns+resourceFrom+` WHERE r.engine_name = ?`, name))
+	if err != nil {
+		return Resource{}, fmt.Errorf("resource %q: %w", name, s.wrap(err))
+	}
+	return r, nil
+}
+
+// ResourceFilter selects records.
+type ResourceFilter struct {
+	UserID int64   // 0: every user
+	States []State // empty: every state
+	Before time.Time
+}
+
+// Resources lists records, newest first.
+func (s *Store) Resources(ctx context.Context, f ResourceFilter) ([]Resource, error) {
+	var (
+		where []string
+		args  []any
+	)
+	if f.UserID != 0 {
+		where = append(where, `r.user_id = ?`)
+		args = append(args, f.UserID)
+	}
+	if len(f.States) > 0 {
+		where = append(where, `r.state IN (`+in(len(f.States))+`)`)
+		for _, st := range f.States {
+			args = append(args, string(st))
+		}
+	}
+	if !f.Before.IsZero() {
+		where = append(where, `r.updated_at < ?`)
+		args = append(args, f.Before.UTC())
+	}
+	q := `SELECT ` + resourceColumns + resourceFrom
+	if len(where) > 0 {
+		q += ` WHERE ` + strings.Join(where, " AND ")
+	}
+	rows, err := s.db.QueryContext(ctx, q+` ORDER BY r.id DESC`, args...)
+	if err != nil {
+		return nil, fmt.Errorf("resources: %w", s.wrap(err))
+	}
+	defer rows.Close()
+	out := []Resource{}
+	for rows.Next() {
+		r, err := scanResource(rows)
+		if err != nil {
+			return nil, s.wrap(err)
+		}
+		out = append(out, r)
+	}
+	return out, s.wrap(rows.Err())
+}
+
+// Update holds the fields a transition may set (nil: unchanged).
+type Update struct {
+	EngineID          *string
+	HostPort          *string
+	GuacamoleUsername *string
+	GuacamolePassword *string
+	Info              *string
+	Error             *string
+}
+
+// Move changes a resource's state if the transition is allowed from its current
+// state, setting the given fields, and returns the record. ErrConflict when the
+// resource is in a state the transition can't start from.
+func (s *Store) Move(ctx context.Context, id int64, to State, u Update) (Resource, error) {
+	from := transitions[to]
+	if len(from) == 0 {
+		return Resource{}, fmt.Errorf("%w: no transition to %s", ErrInvalid, to)
+	}
+	set := []string{`state = ?`, `updated_at = ?`}
+	args := []any{string(to), s.now()}
+	for _, f := range []struct {
+		col string
+		v   *string
+	}{{"engine_id", u.EngineID}, {"host_port", u.HostPort}, {"guacamole_username", u.GuacamoleUsername},
+		{"guacamole_password", u.GuacamolePassword}, {"info", u.Info}, {"error", u.Error}} {
+		if f.v != nil {
+			set = append(set, f.col+` = ?`)
+			args = append(args, *f.v)
+		}
+	}
+	args = append(args, id)
+	for _, st := range from {
+		args = append(args, string(st))
+	}
+	res, err := s.db.ExecContext(ctx, `UPDATE resources SET `+strings.Join(set, ", ")+` WHERE id = ? AND state IN (`+in(len(from))+`)`, args...)
+	if err != nil {
+		return Resource{}, fmt.Errorf("resource %d to %s: %w", id, to, s.wrap(err))
+	}
+	r, err := s.Resource(ctx, id)
+	if err != nil {
+		return Resource{}, err
+	}
+	if n, _ := res.RowsAffected(); n == 0 && r.State != to {
+		return r, fmt.Errorf("%w: resource %d is %s, it can't become %s", ErrConflict, id, r.State, to)
+	}
+	return r, nil
+}

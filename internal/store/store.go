@@ -1,0 +1,352 @@
+// Package store is Calipso's application database: SQLite (modernc.org/sqlite, the
+// embedded default, no cgo) or MySQL/MariaDB (production), with one set of embedded
+// migrations for both. Every query is written once; the few places where the two
+// dialects differ go through the dialect type.
+package store
+
+import (
+	"context"
+	"database/sql"
+	"database/sql/driver"
+	"embed"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing/fstest"
+	"time"
+
+	"github.com/go-sql-driver/mysql"
+	"github.com/pressly/goose/v3"
+	"modernc.org/sqlite" // registers "sqlite"
+)
+
+// SQLite's built-in lower() folds ASCII only; MySQL's folds all of Unicode. Replacing
+// it with Go's keeps search case-insensitive for every script on both.
+func init() {
+	_ = sqlite.RegisterDeterministicScalarFunction("lower", 1, func(_ *sqlite.FunctionContext, args []driver.Value) (driver.Value, error) {
+		switch v := args[0].(type) {
+		case string:
+			return strings.ToLower(v), nil
+		case []byte:
+			return strings.ToLower(string(v)), nil
+		default:
+			return v, nil
+		}
+	})
+}
+
+// Errors of the store, mapped to HTTP statuses by the server.
+var (
+	ErrNotFound  = errors.New("not found")
+	ErrForbidden = errors.New("forbidden")
+	ErrConflict  = errors.New("conflict")
+	ErrInvalid   = errors.New("invalid")
+	// ErrUnavailable: the database cannot be reached.
+	ErrUnavailable = errors.New("database unavailable")
+)
+
+//go:embed migrations/*.sql
+var migrations embed.FS
+
+// Store is the application database.
+type Store struct {
+	db      *sql.DB
+	dialect dialect
+	now     func() time.Time
+}
+
+type dialect string
+
+const (
+	sqliteDialect dialect = "sqlite"
+	mysqlDialect  dialect = "mysql"
+)
+
+// Open connects to the database (driver "sqlite" or "mysql") and returns a Store. It
+// does not migrate: call Migrate (the server does at start, `calipso migrate` too).
+// For SQLite, dsn is a file path; the directory is created.
+func Open(ctx context.Context, driver, dsn string) (*Store, error) {
+	var (
+		db  *sql.DB
+		err error
+	)
+	switch driver {
+	case "sqlite":
+		db, err = openSQLite(dsn)
+	case "mysql":
+		db, err = openMySQL(dsn)
+	default:
+		return nil, fmt.Errorf("database driver %q: want sqlite or mysql", driver)
+	}
+	if err != nil {
+		return nil, err
+	}
+	s := &Store{db: db, dialect: dialect(driver), now: func() time.Time { return time.Now().UTC() }}
+	pingCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := db.PingContext(pingCtx); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("%w: %s: %w", ErrUnavailable, driver, err)
+	}
+	return s, nil
+}
+
+func openSQLite(path string) (*sql.DB, error) {
+	if path == "" {
+		return nil, errors.New("sqlite: empty database path")
+	}
+	path = strings.TrimPrefix(path, "file:")
+	if i := strings.IndexByte(path, '?'); i >= 0 {
+		path = path[:i]
+	}
+	if path != ":memory:" {
+		if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+			return nil, fmt.Errorf("sqlite: %w", err)
+		}
+	}
+	// WAL lets readers run beside the writer; immediate transactions take the write
+	// lock at BEGIN, so that a quota check and its insert can't be interleaved and
+	// two writers never deadlock upgrading a read lock; busy_timeout queues writers.
+	dsn := "file:" + path + "?_txlock=immediate" +
+		"&_pragma=busy_timeout(30000)&_pragma=journal_mode(WAL)&_pragma=synchronous(NORMAL)" +
+		"&_pragma=foreign_keys(1)&_time_format=sqlite"
+	db, err := sql.Open("sqlite", dsn)
+	if err != nil {
+		return nil, fmt.Errorf("sqlite %s: %w", path, err)
+	}
+	db.SetMaxOpenConns(8)
+	db.SetMaxIdleConns(8)
+	db.SetConnMaxIdleTime(0)
+	return db, nil
+}
+
+func openMySQL(dsn string) (*sql.DB, error) {
+	cfg, err := mysql.ParseDSN(dsn)
+	if err != nil {
+		return nil, fmt.Errorf("mysql dsn: %w", err) // ParseDSN's errors carry no password
+	}
+	cfg.ParseTime = true
+	cfg.Loc = time.UTC
+	if cfg.Params == nil {
+		cfg.Params = map[string]string{}
+	}
+	cfg.Params["time_zone"] = "'+00:00'"
+	cfg.MultiStatements = true // migrations
+	if cfg.Timeout == 0 {
+		cfg.Timeout = 5 * time.Second
+	}
+	db, err := sql.Open("mysql", cfg.FormatDSN())
+	if err != nil {
+		return nil, fmt.Errorf("mysql: %w", err)
+	}
+	db.SetMaxOpenConns(50)
+	db.SetMaxIdleConns(50)
+	db.SetConnMaxLifetime(30 * time.Minute)
+	return db, nil
+}
+
+// DB exposes the handle (tests, the CalipsoPlus importer).
+func (s *Store) DB() *sql.DB { return s.db }
+
+// Driver names the dialect: "sqlite" or "mysql".
+func (s *Store) Driver() string { return string(s.dialect) }
+
+// Close closes the database.
+func (s *Store) Close() error { return s.db.Close() }
+
+// Ping checks the database answers.
+func (s *Store) Ping(ctx context.Context) error {
+	if err := s.db.PingContext(ctx); err != nil {
+		return fmt.Errorf("%w: %w", ErrUnavailable, err)
+	}
+	return nil
+}
+
+// migrationsFS renders the embedded migrations for the dialect.
+func (d dialect) migrationsFS() (fs.FS, error) {
+	repl := map[dialect]*strings.Replacer{
+		sqliteDialect: strings.NewReplacer(
+			"{{id}}", "INTEGER PRIMARY KEY AUTOINCREMENT",
+			"{{text}}", "TEXT",
+			"{{time}}", "DATETIME",
+			"{{table}}", ""),
+		mysqlDialect: strings.NewReplacer(
+			"{{id}}", "BIGINT NOT NULL AUTO_INCREMENT PRIMARY KEY",
+			"{{text}}", "LONGTEXT",
+			"{{time}}", "DATETIME(6)",
+			"{{table}}", " ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin"),
+	}[d]
+	out := fstest.MapFS{}
+	err := fs.WalkDir(migrations, "migrations", func(path string, e fs.DirEntry, err error) error {
+		if err != nil || e.IsDir() {
+			return err
+		}
+		b, err := fs.ReadFile(migrations, path)
+		if err != nil {
+			return err
+		}
+		out[e.Name()] = &fstest.MapFile{Data: []byte(repl.Replace(string(b))), Mode: 0o444}
+		return nil
+	})
+	return out, err
+}
+
+// Migrate brings the schema up to date and reports what it applied.
+func (s *Store) Migrate(ctx context.Context, log *slog.Logger) error {
+	fsys, err := s.dialect.migrationsFS()
+	if err != nil {
+		return fmt.Errorf("migrations: %w", err)
+	}
+	gd := goose.DialectSQLite3
+	if s.dialect == mysqlDialect {
+		gd = goose.DialectMySQL
+	}
+	p, err := goose.NewProvider(gd, s.db, fsys)
+	if err != nil {
+		return fmt.Errorf("migrations: %w", err)
+	}
+	results, err := p.Up(ctx)
+	if err != nil {
+		return fmt.Errorf("migrate: %w", err)
+	}
+	for _, r := range results {
+		log.Info("migration applied", "version", r.Source.Version, "file", r.Source.Path, "took", r.Duration)
+	}
+	return nil
+}
+
+// MigrationStatus lists each migration and whether it is applied.
+func (s *Store) MigrationStatus(ctx context.Context) ([]string, error) {
+	fsys, err := s.dialect.migrationsFS()
+	if err != nil {
+		return nil, err
+	}
+	gd := goose.DialectSQLite3
+	if s.dialect == mysqlDialect {
+		gd = goose.DialectMySQL
+	}
+	p, err := goose.NewProvider(gd, s.db, fsys)
+	if err != nil {
+		return nil, err
+	}
+	st, err := p.Status(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, m := range st {
+		out = append(out, fmt.Sprintf("%05d %s %s", m.Source.Version, filepath.Base(m.Source.Path), m.State))
+	}
+	return out, nil
+}
+
+// tx runs fn in a transaction, committing when it returns nil. On MySQL the
+// transaction reads committed rows, so a check made after a locking read sees what
+// the previous lock holder wrote.
+func (s *Store) tx(ctx context.Context, fn func(*sql.Tx) error) error {
+	var opts *sql.TxOptions
+	if s.dialect == mysqlDialect {
+		opts = &sql.TxOptions{Isolation: sql.LevelReadCommitted}
+	}
+	for attempt := 0; ; attempt++ {
+		tx, err := s.db.BeginTx(ctx, opts)
+		if err != nil {
+			return s.wrap(err)
+		}
+		err = fn(tx)
+		if err == nil {
+			err = tx.Commit()
+		} else {
+			_ = tx.Rollback()
+		}
+		if err != nil && attempt < 5 && s.retryable(err) {
+			time.Sleep(time.Duration(attempt+1) * 10 * time.Millisecond)
+			continue
+		}
+		if err != nil {
+			return s.wrap(err)
+		}
+		return nil
+	}
+}
+
+// retryable reports deadlocks and lock timeouts (MySQL) and busy databases (SQLite).
+func (s *Store) retryable(err error) bool {
+	var me *mysql.MySQLError
+	if errors.As(err, &me) {
+		return me.Number == 1213 || me.Number == 1205
+	}
+	msg := err.Error()
+	return strings.Contains(msg, "SQLITE_BUSY") || strings.Contains(msg, "database is locked")
+}
+
+// wrap turns driver errors into the store's kinds where it can.
+func (s *Store) wrap(err error) error {
+	if err == nil {
+		return nil
+	}
+	switch {
+	case errors.Is(err, sql.ErrNoRows):
+		return ErrNotFound
+	case errors.Is(err, ErrNotFound), errors.Is(err, ErrForbidden), errors.Is(err, ErrConflict),
+		errors.Is(err, ErrInvalid), errors.Is(err, ErrUnavailable),
+		errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		return err
+	case isUnique(err):
+		return fmt.Errorf("%w: %w", ErrConflict, err)
+	case errors.Is(err, mysql.ErrInvalidConn), errors.Is(err, sql.ErrConnDone),
+		strings.Contains(err.Error(), "connection refused"), strings.Contains(err.Error(), "no such file or directory"),
+		strings.Contains(err.Error(), "i/o timeout"):
+		return fmt.Errorf("%w: %w", ErrUnavailable, err)
+	}
+	return err
+}
+
+func isUnique(err error) bool {
+	var me *mysql.MySQLError
+	if errors.As(err, &me) {
+		return me.Number == 1062
+	}
+	return strings.Contains(err.Error(), "UNIQUE constraint failed")
+}
+
+// in returns "?, ?, ?" for n placeholders.
+func in(n int) string {
+	if n <= 0 {
+		return "NULL"
+	}
+	return strings.TrimSuffix(strings.Repeat("?, ", n), ", ")
+}
+
+// likeEscape escapes LIKE wildcards in a user's search text (escape character !).
+func likeEscape(s string) string {
+	return strings.NewReplacer("!", "!!", "%", "!%", "_", "!_").Replace(s)
+}
+
+// nullTime converts a NULL-able time column.
+func nullTime(t sql.NullTime) *time.Time {
+	if !t.Valid {
+		return nil
+	}
+	v := t.Time.UTC()
+	return &v
+}
+
+func nullInt(v *int) sql.NullInt64 {
+	if v == nil {
+		return sql.NullInt64{}
+	}
+	return sql.NullInt64{Int64: int64(*v), Valid: true}
+}
+
+func intPtr(v sql.NullInt64) *int {
+	if !v.Valid {
+		return nil
+	}
+	i := int(v.Int64)
+	return &i
+}

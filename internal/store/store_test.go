@@ -1,0 +1,331 @@
+package store_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/calipsoplus/calipso/experiments"
+	"github.com/calipsoplus/calipso/internal/store"
+	"github.com/calipsoplus/calipso/internal/testenv"
+	"github.com/calipsoplus/calipso/quotas"
+)
+
+// backends runs fn on a fresh, migrated SQLite store and a fresh MariaDB store.
+func backends(t *testing.T, fn func(t *testing.T, s *store.Store)) {
+	t.Helper()
+	t.Run("sqlite", func(t *testing.T) {
+		fn(t, openSQLite(t))
+	})
+	t.Run("mariadb", func(t *testing.T) {
+		fn(t, openMySQL(t))
+	})
+}
+
+func openSQLite(t testing.TB) *store.Store {
+	t.Helper()
+	return open(t, "sqlite", filepath.Join(t.TempDir(), "calipso.db"))
+}
+
+func openMySQL(t testing.TB) *store.Store {
+	t.Helper()
+	return open(t, "mysql", testenv.MySQLDSN(t))
+}
+
+func open(t testing.TB, driver, dsn string) *store.Store {
+	t.Helper()
+	ctx := context.Background()
+	s, err := store.Open(ctx, driver, dsn)
+	if err != nil {
+		t.Fatalf("open %s: %v", driver, err)
+	}
+	t.Cleanup(func() { s.Close() })
+	if err := s.Migrate(ctx, slog.New(slog.NewTextHandler(io.Discard, nil))); err != nil {
+		t.Fatalf("migrate %s: %v", driver, err)
+	}
+	return s
+}
+
+func TestMigrateTwiceIsANoop(t *testing.T) {
+	backends(t, func(t *testing.T, s *store.Store) {
+		if err := s.Migrate(context.Background(), slog.New(slog.NewTextHandler(io.Discard, nil))); err != nil {
+			t.Fatalf("second migrate: %v", err)
+		}
+		st, err := s.MigrationStatus(context.Background())
+		if err != nil || len(st) == 0 {
+			t.Fatalf("status = %v, %v", st, err)
+		}
+	})
+}
+
+func TestUsers(t *testing.T) {
+	backends(t, func(t *testing.T, s *store.Store) {
+		ctx := context.Background()
+		u, err := s.RecordLogin(ctx, "alice")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if u.LastLogin == nil || u.UUID == "" || u.IsAdmin {
+			t.Fatalf("first login: %+v", u)
+		}
+		again, err := s.RecordLogin(ctx, "alice")
+		if err != nil || again.ID != u.ID || again.UUID != u.UUID {
+			t.Fatalf("second login made another user: %+v %v", again, err)
+		}
+		if err := s.SetAdmin(ctx, "test", "alice", true); err != nil {
+			t.Fatal(err)
+		}
+		if got, _ := s.User(ctx, "alice"); !got.IsAdmin {
+			t.Fatal("SetAdmin did not stick")
+		}
+		if err := s.SetAdmin(ctx, "test", "nobody", true); !errors.Is(err, store.ErrNotFound) {
+			t.Fatalf("SetAdmin(nobody) = %v, want ErrNotFound", err)
+		}
+		for _, name := range []string{"", "../x", "a b", "x/y", "é"} {
+			if _, err := s.EnsureUser(ctx, name); !errors.Is(err, store.ErrInvalid) {
+				t.Errorf("EnsureUser(%q) = %v, want ErrInvalid", name, err)
+			}
+		}
+		for i := range 25 {
+			if _, err := s.EnsureUser(ctx, fmt.Sprintf("user%02d", i)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		page, total, err := s.Users(ctx, store.UserQuery{Search: "USER1", Ordering: "-username", Page: 1, PageSize: 3})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if total != 10 || len(page) != 3 || page[0].Username != "user19" || page[2].Username != "user17" {
+			t.Fatalf("search page: total %d, %v", total, names(page))
+		}
+		if _, _, err := s.Users(ctx, store.UserQuery{Ordering: "password", Page: 1, PageSize: 3}); !errors.Is(err, store.ErrInvalid) {
+			t.Fatalf("bad ordering: %v", err)
+		}
+		if entries, err := s.Audit(ctx, "user", "alice", 10); err != nil || len(entries) < 2 {
+			t.Fatalf("audit of alice: %v %v", entries, err)
+		}
+	})
+}
+
+func names(us []store.User) []string {
+	var out []string
+	for _, u := range us {
+		out = append(out, u.Username)
+	}
+	return out
+}
+
+func TestExperimentsSyncKeepsFavourites(t *testing.T) {
+	backends(t, func(t *testing.T, s *store.Store) {
+		ctx := context.Background()
+		alice, _ := s.EnsureUser(ctx, "alice")
+		bob, _ := s.EnsureUser(ctx, "bob")
+		start := experiments.Date{Time: time.Date(2019, 1, 2, 3, 4, 5, 0, time.UTC)}
+		list := []experiments.Experiment{
+			{ProposalID: "2019001", Subject: "Ünïcode crystals", BeamLine: "BL13", Sessions: []experiments.Session{
+				{SessionNumber: "S1", StartDate: start, DataSetPath: `{"/d/1": {"bind": "/data", "mode": "ro"}}`},
+				{SessionNumber: "S2", DataSetPath: "[]"}}},
+			{ProposalID: "2019002", Subject: "proteins", BeamLine: "BL04"},
+		}
+		if err := s.SyncUserExperiments(ctx, alice.ID, list); err != nil {
+			t.Fatal(err)
+		}
+		page, total, err := s.Experiments(ctx, alice.ID, store.ExperimentQuery{Page: 1, PageSize: 7})
+		if err != nil || total != 2 {
+			t.Fatalf("experiments: %d %v", total, err)
+		}
+		first := page[0]
+		if first.ProposalID != "2019001" || len(first.Sessions) != 2 || !first.Sessions[0].StartDate.Equal(start.Time) || !first.Sessions[1].StartDate.IsZero() {
+			t.Fatalf("first experiment: %+v", first)
+		}
+		// Search folds case beyond ASCII on both databases.
+		if _, total, err := s.Experiments(ctx, alice.ID, store.ExperimentQuery{Search: "ÜNÏCODE", Page: 1, PageSize: 7}); err != nil || total != 1 {
+			t.Fatalf("unicode case-insensitive search: %d %v", total, err)
+		}
+		if err := s.SetFavorite(ctx, alice.ID, first.LinkID, true); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.SetFavorite(ctx, bob.ID, first.LinkID, true); !errors.Is(err, store.ErrForbidden) {
+			t.Fatalf("bob favourites alice's link: %v", err)
+		}
+		if err := s.SetFavorite(ctx, alice.ID, 99999, true); !errors.Is(err, store.ErrNotFound) {
+			t.Fatalf("unknown link: %v", err)
+		}
+		// A fresh fetch that changes the subject and drops 2019002 keeps the favourite.
+		list[0].Subject = "renamed"
+		if err := s.SyncUserExperiments(ctx, alice.ID, list[:1]); err != nil {
+			t.Fatal(err)
+		}
+		fav := true
+		page, total, err = s.Experiments(ctx, alice.ID, store.ExperimentQuery{Favorite: &fav, Page: 1, PageSize: 7})
+		if err != nil || total != 1 || page[0].Subject != "renamed" || !page[0].Favorite {
+			t.Fatalf("after refetch: %d %+v %v", total, page, err)
+		}
+		so, err := s.UserSession(ctx, alice.ID, "2019001~S1")
+		if err != nil || so.Experiment.Sessions[0].SessionNumber != "S1" {
+			t.Fatalf("UserSession: %+v %v", so, err)
+		}
+		if _, err := s.UserSession(ctx, bob.ID, "2019001~S1"); !errors.Is(err, store.ErrNotFound) {
+			t.Fatalf("bob's session lookup of alice's experiment: %v", err)
+		}
+	})
+}
+
+func TestReserveIsExactUnderConcurrency(t *testing.T) {
+	backends(t, func(t *testing.T, s *store.Store) {
+		ctx := context.Background()
+		u, _ := s.EnsureUser(ctx, "racer")
+		img := store.Image{PublicName: "x", Image: "x", Protocol: "vnc", CPU: 1, Memory: "1G", HDD: "1G", ResourceType: "docker"}
+		limit := quotas.Quota{MaxSimultaneous: 5, CPUs: 100, MemoryBytes: 100 << 30, DiskBytes: 100 << 30}
+		const n = 50
+		var (
+			wg       sync.WaitGroup
+			mu       sync.Mutex
+			ok, full int
+			other    []error
+		)
+		for i := range n {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				_, err := s.Reserve(ctx, store.Launch{UserID: u.ID, Experiment: fmt.Sprint("p~", i), Image: img, Default: limit, OnePerSession: true})
+				mu.Lock()
+				defer mu.Unlock()
+				var qe *store.QuotaError
+				switch {
+				case err == nil:
+					ok++
+				case errors.As(err, &qe):
+					full++
+				default:
+					other = append(other, err)
+				}
+			}()
+		}
+		wg.Wait()
+		if ok != 5 || full != n-5 || len(other) > 0 {
+			t.Fatalf("ok %d, quota refusals %d, other errors %v", ok, full, other)
+		}
+		used, err := s.Usage(ctx, u.ID)
+		if err != nil || used.MaxSimultaneous != 5 || used.CPUs != 5 || used.MemoryBytes != 5<<30 {
+			t.Fatalf("usage %+v %v", used, err)
+		}
+	})
+}
+
+func TestTransitions(t *testing.T) {
+	backends(t, func(t *testing.T, s *store.Store) {
+		ctx := context.Background()
+		u, _ := s.EnsureUser(ctx, "mover")
+		img := store.Image{PublicName: "x", Image: "x", Protocol: "vnc", CPU: 1, Memory: "1G", HDD: "1G", ResourceType: "docker"}
+		limit := quotas.Quota{MaxSimultaneous: 1, CPUs: 1, MemoryBytes: 1 << 30, DiskBytes: 1 << 30}
+		r, err := s.Reserve(ctx, store.Launch{UserID: u.ID, Experiment: "p~s", Image: img, Default: limit,
+			NameOf: func(id int64) string { return fmt.Sprint("calipso-t-", id) }})
+		if err != nil || r.State != store.Pending || r.EngineName != fmt.Sprint("calipso-t-", r.ID) {
+			t.Fatalf("reserve: %+v %v", r, err)
+		}
+		if _, err := s.Reserve(ctx, store.Launch{UserID: u.ID, Experiment: "p~t", Image: img, Default: limit}); err == nil {
+			t.Fatal("second launch over a quota of 1 was accepted")
+		}
+		port := "32768"
+		steps := []struct {
+			to      store.State
+			wantErr error
+		}{
+			{store.Stopped, store.ErrConflict}, // pending can't become stopped directly
+			{store.Running, nil},
+			{store.Running, nil}, // idempotent
+			{store.Stopping, nil},
+			{store.Running, store.ErrConflict},
+			{store.Stopped, nil},
+			{store.Removed, nil},
+			{store.Failed, store.ErrConflict},
+		}
+		for _, st := range steps {
+			_, err := s.Move(ctx, r.ID, st.to, store.Update{HostPort: &port})
+			if !errors.Is(err, st.wantErr) && !(st.wantErr == nil && err == nil) {
+				t.Fatalf("move to %s: %v, want %v", st.to, err, st.wantErr)
+			}
+		}
+		used, _ := s.Usage(ctx, u.ID)
+		if used.MaxSimultaneous != 0 {
+			t.Fatalf("a removed resource still holds quota: %+v", used)
+		}
+		if _, err := s.Reserve(ctx, store.Launch{UserID: u.ID, Experiment: "p~t", Image: img, Default: limit}); err != nil {
+			t.Fatalf("launch after release: %v", err)
+		}
+	})
+}
+
+func TestHTTPSessions(t *testing.T) {
+	backends(t, func(t *testing.T, s *store.Store) {
+		ctx := context.Background()
+		if err := s.SaveHTTPSession(ctx, "tok", "alice", `{"a":1}`, time.Now().Add(time.Hour)); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.SaveHTTPSession(ctx, "tok", "alice", `{"a":1}`, time.Now().Add(time.Hour)); err != nil {
+			t.Fatalf("resave unchanged: %v", err)
+		}
+		if u, d, err := s.HTTPSession(ctx, "tok"); err != nil || u != "alice" || d != `{"a":1}` {
+			t.Fatalf("get: %q %q %v", u, d, err)
+		}
+		if err := s.SaveHTTPSession(ctx, "old", "bob", "{}", time.Now().Add(-time.Second)); err != nil {
+			t.Fatal(err)
+		}
+		if _, _, err := s.HTTPSession(ctx, "old"); !errors.Is(err, store.ErrNotFound) {
+			t.Fatalf("expired session: %v", err)
+		}
+		if n, err := s.PurgeHTTPSessions(ctx); err != nil || n != 1 {
+			t.Fatalf("purge: %d %v", n, err)
+		}
+		if err := s.DeleteHTTPSession(ctx, "tok"); err != nil {
+			t.Fatal(err)
+		}
+		if _, _, err := s.HTTPSession(ctx, "tok"); !errors.Is(err, store.ErrNotFound) {
+			t.Fatalf("deleted session: %v", err)
+		}
+	})
+}
+
+func TestImagesAndQuotas(t *testing.T) {
+	backends(t, func(t *testing.T, s *store.Store) {
+		ctx := context.Background()
+		if err := s.SeedImages(ctx); err != nil {
+			t.Fatal(err)
+		}
+		ims, err := s.Images(ctx)
+		if err != nil || len(ims) != len(store.DefaultImages) {
+			t.Fatalf("seeded images: %v %v", ims, err)
+		}
+		bad := store.Image{PublicName: "../x", Image: "", Protocol: "ftp", CPU: -1, Memory: "3X", HDD: "", ResourceType: "vm"}
+		_, err = s.PutImage(ctx, "t", bad)
+		if !errors.Is(err, store.ErrInvalid) {
+			t.Fatalf("bad image accepted: %v", err)
+		}
+		for _, word := range []string{"public_name", "image", "protocol", "resource_type", "cpu", "memory", "hdd"} {
+			if !strings.Contains(err.Error(), word) {
+				t.Errorf("error %q does not name %s", err, word)
+			}
+		}
+		u, _ := s.EnsureUser(ctx, "q")
+		if _, err := s.Quota(ctx, u.ID); !errors.Is(err, store.ErrNotFound) {
+			t.Fatalf("quota of a new user: %v", err)
+		}
+		want := quotas.Quota{MaxSimultaneous: 2, CPUs: 1.5, MemoryBytes: 3 << 30, DiskBytes: 4 << 30}
+		for range 2 { // insert then update
+			if err := s.SetQuota(ctx, "admin", u.ID, want); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if got, err := s.Quota(ctx, u.ID); err != nil || got != want {
+			t.Fatalf("quota = %+v %v", got, err)
+		}
+	})
+}

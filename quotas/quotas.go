@@ -1,0 +1,114 @@
+// Package quotas holds what a user may use at once (simultaneous resources, CPU,
+// memory, disk) and the arithmetic on it. Sizes are parsed once, at the edge, into
+// bytes; the store reserves a launch's share inside one transaction (see
+// internal/store), so that concurrent launches can never exceed a quota.
+package quotas
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"strconv"
+	"strings"
+)
+
+// ErrInvalid is wrapped by every parse error.
+var ErrInvalid = errors.New("invalid quantity")
+
+// Quota is what a user may use at once, or what is in use.
+type Quota struct {
+	MaxSimultaneous int     // resources running at once
+	CPUs            float64 // cores
+	MemoryBytes     int64
+	DiskBytes       int64
+}
+
+// Exceeded names the first limit that used plus add would pass, or "" when it fits.
+// The messages are the ones users read.
+func (limit Quota) Exceeded(used, add Quota) string {
+	switch {
+	case used.MaxSimultaneous+add.MaxSimultaneous > limit.MaxSimultaneous:
+		return "Max machines exceeded"
+	case used.CPUs+add.CPUs > limit.CPUs+1e-9:
+		return "Max CPU exceeded"
+	case used.MemoryBytes+add.MemoryBytes > limit.MemoryBytes:
+		return "Max memory exceeded"
+	case used.DiskBytes+add.DiskBytes > limit.DiskBytes:
+		return "Max hdd exceeded"
+	}
+	return ""
+}
+
+// Add returns the sum of q and o.
+func (q Quota) Add(o Quota) Quota {
+	return Quota{
+		MaxSimultaneous: q.MaxSimultaneous + o.MaxSimultaneous,
+		CPUs:            q.CPUs + o.CPUs,
+		MemoryBytes:     q.MemoryBytes + o.MemoryBytes,
+		DiskBytes:       q.DiskBytes + o.DiskBytes,
+	}
+}
+
+var units = map[string]float64{
+	"": 1, "b": 1,
+	"k": 1e3, "kb": 1e3, "m": 1e6, "mb": 1e6, "g": 1e9, "gb": 1e9, "t": 1e12, "tb": 1e12,
+	"ki": 1 << 10, "kib": 1 << 10, "mi": 1 << 20, "mib": 1 << 20, "gi": 1 << 30, "gib": 1 << 30, "ti": 1 << 40, "tib": 1 << 40,
+}
+
+// ParseSize parses a size such as "3G", "512M", "0.5Gi", "80GB" or "1024" (bytes).
+// Following Docker and CalipsoPlus, single-letter units are powers of 1024 ("3G" is
+// 3 GiB); "GB" style units are powers of 1000 and "Gi"/"GiB" powers of 1024.
+func ParseSize(s string) (int64, error) {
+	t := strings.TrimSpace(s)
+	if t == "" {
+		return 0, fmt.Errorf("%w: empty size", ErrInvalid)
+	}
+	i := 0
+	for i < len(t) && (t[i] >= '0' && t[i] <= '9' || t[i] == '.') {
+		i++
+	}
+	num, unit := t[:i], strings.ToLower(strings.TrimSpace(t[i:]))
+	v, err := strconv.ParseFloat(num, 64)
+	if err != nil || num == "" {
+		return 0, fmt.Errorf("%w: size %q: want a number with an optional unit, such as 3G, 512M or 0.5Gi", ErrInvalid, s)
+	}
+	mult, ok := units[unit]
+	if !ok {
+		return 0, fmt.Errorf("%w: size %q: unknown unit %q (use K, M, G, T, Ki, Mi, Gi, Ti, KB, MB, GB, TB)", ErrInvalid, s, t[i:])
+	}
+	if len(unit) == 1 && unit != "b" { // Docker's convention: "3G" is 3 GiB.
+		mult = units[unit+"i"]
+	}
+	bytes := v * mult
+	if bytes > math.MaxInt64/2 || math.IsInf(bytes, 0) || math.IsNaN(bytes) {
+		return 0, fmt.Errorf("%w: size %q is too large", ErrInvalid, s)
+	}
+	return int64(math.Round(bytes)), nil
+}
+
+// FormatSize writes bytes the way CalipsoPlus stored sizes ("30G", "512M"), exact.
+func FormatSize(b int64) string {
+	for _, u := range []struct {
+		suffix string
+		size   int64
+	}{{"T", 1 << 40}, {"G", 1 << 30}, {"M", 1 << 20}, {"K", 1 << 10}} {
+		if b != 0 && b%u.size == 0 {
+			return strconv.FormatInt(b/u.size, 10) + u.suffix
+		}
+	}
+	return strconv.FormatInt(b, 10)
+}
+
+// ParseCPUs parses a CPU count: "2", "0.5" or Kubernetes' "500m".
+func ParseCPUs(s string) (float64, error) {
+	t := strings.TrimSpace(s)
+	milli := strings.HasSuffix(t, "m")
+	v, err := strconv.ParseFloat(strings.TrimSuffix(t, "m"), 64)
+	if err != nil || v < 0 || math.IsInf(v, 0) || math.IsNaN(v) || v > 1e6 {
+		return 0, fmt.Errorf("%w: cpu %q: want a number of cores such as 2, 0.5 or 500m", ErrInvalid, s)
+	}
+	if milli {
+		v /= 1000
+	}
+	return v, nil
+}

@@ -1,0 +1,162 @@
+package settings_test
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/calipsoplus/calipso/settings"
+)
+
+func noenv(string) string { return "" }
+
+func TestEmbeddedProfilesLoad(t *testing.T) {
+	for _, p := range []string{"local", "test"} {
+		t.Run(p, func(t *testing.T) {
+			s, err := settings.Load(p, noenv)
+			if err != nil {
+				t.Fatalf("load %s: %v", p, err)
+			}
+			if s.Environment != p || s.Quotas.Default.MaxSimultaneous != 5 || s.Quotas.Default.MemoryBytes != 30<<30 ||
+				s.Quotas.Default.DiskBytes != 80<<30 || s.Quotas.Default.CPUs != 10 || s.Pagination.Experiments != 7 || s.Pagination.Users != 20 {
+				t.Fatalf("%s: unexpected values %+v", p, s)
+			}
+			if !filepath.IsAbs(s.Workloads.DatasetsRoot) {
+				t.Errorf("datasets root %q is not made absolute", s.Workloads.DatasetsRoot)
+			}
+		})
+	}
+}
+
+func TestChoiceFromEnvironment(t *testing.T) {
+	s, err := settings.Load("", func(k string) string {
+		if k == settings.EnvSettings {
+			return "test"
+		}
+		return ""
+	})
+	if err != nil || s.Environment != "test" {
+		t.Fatalf("CALIPSO_SETTINGS=test gave %v, %v", s, err)
+	}
+}
+
+// The prod example must refuse to start without its secrets, and name each problem.
+func TestProdRefusesWithoutSecrets(t *testing.T) {
+	_, err := settings.Load("prod", noenv)
+	var se *settings.Error
+	if !errors.As(err, &se) {
+		t.Fatalf("prod example loaded without secrets: %v", err)
+	}
+	for _, key := range []string{"secret_key_file", "database.dsn_file", "user_office.password_file"} {
+		if !strings.Contains(err.Error(), key) {
+			t.Errorf("error does not name %s:\n%v", key, err)
+		}
+	}
+}
+
+func TestValidationReportsEveryProblem(t *testing.T) {
+	local, _ := settings.Embedded("local")
+	cases := []struct {
+		name   string
+		edit   func(string) string
+		expect []string
+	}{
+		{"unknown keys", func(s string) string { return s + "\nbogus = 1\n[quotas.extra]\nx = 2\n" }, []string{"bogus: unknown setting", "quotas.extra"}},
+		{"bad units", func(s string) string {
+			return strings.NewReplacer(`memory = "30G"`, `memory = "30Q"`, `hdd = "80G"`, `hdd = "lots"`, `cpu = "10"`, `cpu = "ten"`).Replace(s)
+		}, []string{"quotas.memory", "quotas.hdd", "quotas.cpu"}},
+		{"bad enums and urls", func(s string) string {
+			return strings.NewReplacer(`driver = "sqlite"`, `driver = "oracle"`, `frontend_url = "http://localhost:4200"`, `frontend_url = "localhost"`,
+				`log_level = "info"`, `log_level = "loud"`).Replace(s)
+		}, []string{"database.driver", "frontend_url", "log_level"}},
+		{"root and mounts", func(s string) string {
+			return strings.NewReplacer(`uid = 1000`, `uid = 0`, `extra_mounts = []`, `extra_mounts = ["/a:/b:rx", "rel:/c"]`).Replace(s)
+		}, []string{"workloads.uid", "workloads.extra_mounts"}},
+		{"wrong type", func(s string) string {
+			return strings.Replace(s, `max_simultaneous = 5`, `max_simultaneous = "five"`, 1)
+		}, []string{"max_simultaneous"}},
+		{"base path", func(s string) string {
+			return strings.Replace(s, `base_path = "/calipsoplus-services/"`, `base_path = "calipso"`, 1)
+		}, []string{"base_path"}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			_, err := settings.Parse([]byte(c.edit(string(local))), c.name, noenv)
+			if err == nil {
+				t.Fatal("accepted")
+			}
+			for _, want := range c.expect {
+				if !strings.Contains(err.Error(), want) {
+					t.Errorf("error does not mention %q:\n%v", want, err)
+				}
+			}
+		})
+	}
+}
+
+func TestProdStrictness(t *testing.T) {
+	prod, _ := settings.Embedded("prod")
+	dir := t.TempDir()
+	for _, f := range []string{"database.dsn", "guacamole.dsn", "user_office.password"} {
+		if err := os.WriteFile(filepath.Join(dir, f), []byte("x"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	text := strings.NewReplacer("/etc/calipso/database.dsn", filepath.Join(dir, "database.dsn"),
+		"/etc/calipso/guacamole.dsn", filepath.Join(dir, "guacamole.dsn"),
+		"/etc/calipso/user_office.password", filepath.Join(dir, "user_office.password"),
+		`umbrella.psi.ch/idp/shibboleth"`, `umbrella.example/idp"`).Replace(string(prod))
+	env := func(k string) string {
+		if k == "CALIPSO_SECRET_KEY" {
+			return strings.Repeat("k", 40)
+		}
+		return ""
+	}
+	text = strings.Replace(text, "[umbrella]\nenabled = true", "[umbrella]\nenabled = false", 1)
+	if _, err := settings.Parse([]byte(text), "prod", env); err != nil {
+		t.Fatalf("a complete prod file is refused: %v", err)
+	}
+	for name, edit := range map[string]func(string) string{
+		"wildcard hosts": func(s string) string {
+			return strings.Replace(s, `allowed_hosts = ["calipso.facility.example"]`, `allowed_hosts = ["*"]`, 1)
+		},
+		"insecure cookies": func(s string) string { return strings.Replace(s, "secure_cookies = true", "secure_cookies = false", 1) },
+		"demo office":      func(s string) string { return strings.Replace(s, "embedded = false", "embedded = true", 1) },
+	} {
+		t.Run(name, func(t *testing.T) {
+			if _, err := settings.Parse([]byte(edit(text)), "prod", env); err == nil {
+				t.Fatal("accepted")
+			}
+		})
+	}
+	if _, err := settings.Parse([]byte(text), "prod", noenv); err == nil || !strings.Contains(err.Error(), "secret") {
+		t.Fatalf("prod without a secret key: %v", err)
+	}
+}
+
+func TestSecretKeyCreatedOnce(t *testing.T) {
+	s, err := settings.Load("local", noenv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.SecretKeyFile = filepath.Join(t.TempDir(), "sub", "key")
+	s.SecretKey = nil
+	if err := s.EnsureSecretKey(); err != nil || len(s.SecretKey) < 32 {
+		t.Fatalf("create: %v (%d bytes)", err, len(s.SecretKey))
+	}
+	first := string(s.SecretKey)
+	s.SecretKey = nil
+	if err := s.EnsureSecretKey(); err != nil || string(s.SecretKey) != first {
+		t.Fatalf("second start made another key: %v", err)
+	}
+}
+
+func TestParseMount(t *testing.T) {
+	for in, ok := range map[string]bool{"/a:/b": true, "/a:/b:rw": true, "/a:/b:ro": true, "/a:/b:x": false, "a:/b": false, "/a/../b:/c": false, "/a": false} {
+		if _, err := settings.ParseMount(in); (err == nil) != ok {
+			t.Errorf("ParseMount(%q) = %v, want ok=%v", in, err, ok)
+		}
+	}
+}
