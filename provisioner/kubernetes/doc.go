@@ -1,0 +1,42 @@
+// Package kubernetes runs Calipso workloads (remote desktops, notebooks) on a
+// Kubernetes cluster: one bare Pod and one Service per resource record, both named
+// provisioner.Name(instance, id) in one namespace and labelled for reconciliation.
+//
+// Why a bare Pod and not a Deployment: a desktop belongs to one user and one launch.
+// Its data arrives as hostPath mounts that exist on the nodes the facility prepared,
+// and its Guacamole record points at the node address and NodePort. If the node dies
+// or the kubelet evicts the pod, a Deployment would silently start a fresh desktop
+// elsewhere — with the user's session gone, DirectoryOrCreate results folders created
+// empty on the new node, and the launch service still believing the old one runs. A
+// bare Pod instead fails visibly (phase Failed, reason Evicted, or Unknown when the
+// node is lost); the reconciler sees StateError and the user relaunches, which also
+// keeps quotas honest. Stop and Remove map directly: Stop deletes the Pod and keeps
+// the Service (the NodePort, hence the Guacamole record, survives and Inspect reports
+// StateStopped); Start of a stopped name creates the Pod again; Remove deletes both.
+// It also means no controller is needed for anything to happen, which the tests
+// (kube-apiserver and etcd only) rely on.
+//
+// The pod runs with restartPolicy OnFailure: a crashing desktop is restarted in place
+// (CrashLoopBackOff is reported as StateError), a clean exit (the user logged out,
+// Jupyter was shut down) ends in phase Succeeded, reported as StateStopped.
+//
+// Kubernetes label values cannot hold "@" or "~", so the owner and experiment labels
+// carry a sanitised value and the exact values are kept in annotations of the same
+// keys; selection only ever uses the managed-by, instance and resource labels.
+//
+// Volumes (Config.Volumes):
+//   - hostPath (default, as CalipsoPlus): each Mount.Source is a node path; read-only
+//     mounts use type Directory (a missing dataset is an error, not an empty folder),
+//     read-write ones DirectoryOrCreate.
+//   - nfs: each Mount.Source is a path exported by Config.NFSServer.
+//   - pvc: one PersistentVolumeClaim (Config.Claim) holds the data; each Mount.Source
+//     must lie under Config.ClaimRoot and is mounted as a subPath of the claim.
+//
+// Requests equal limits (Guaranteed QoS): Calipso's quotas count limits, so the
+// scheduler must reserve what the quota granted.
+//
+// Start waits up to Config.ReadyTimeout for the pod to run and become ready, then
+// follows its log for Spec.LogRegex. ReadyTimeout 0 returns as soon as the objects
+// exist (StatePending). Following logs needs a kubelet and is not covered by the
+// envtest tests.
+package kubernetes

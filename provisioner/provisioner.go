@@ -1,0 +1,198 @@
+// Package provisioner defines what Calipso asks of a workload engine: start, stop,
+// remove, inspect and list the workloads it made. Engines (Docker, Kubernetes, static
+// links) implement Provisioner in the sub-packages; quotas, Guacamole records and the
+// resource lifecycle stay out of them, in the launch service that calls them.
+//
+// Every engine object is named from the resource record id (Name) and labelled with
+// the installation, owner and record (Labels), so that an interrupted launch can be
+// found again and cleaned up by the reconciler.
+package provisioner
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+)
+
+// Errors an engine reports; callers check them with errors.Is.
+var (
+	// ErrNotFound: the engine has no workload of that name.
+	ErrNotFound = errors.New("workload not found")
+	// ErrUnavailable: the engine cannot be reached or refused to work (retry later).
+	ErrUnavailable = errors.New("engine unavailable")
+	// ErrInvalid: the spec cannot be run (bad image reference, impossible limits...).
+	ErrInvalid = errors.New("invalid workload")
+	// ErrNotReady: the workload started but did not become ready in time
+	// (for example no Jupyter token in its log).
+	ErrNotReady = errors.New("workload not ready")
+)
+
+// Kind names an engine, as the images' resource_type does.
+type Kind string
+
+const (
+	Docker         Kind = "docker"
+	Kubernetes     Kind = "kubernetes"
+	StaticLink     Kind = "static link"
+	VirtualMachine Kind = "virtual machine"
+)
+
+// Well-known container ports, chosen by protocol.
+const (
+	PortRDP  = 3389
+	PortVNC  = 5901
+	PortHTTP = 8888
+)
+
+// PortFor returns the container port a workload of this protocol listens on.
+func PortFor(protocol string) int {
+	switch protocol {
+	case "rdp":
+		return PortRDP
+	case "vnc":
+		return PortVNC
+	default:
+		return PortHTTP
+	}
+}
+
+// Label keys put on every engine object.
+const (
+	LabelManagedBy  = "calipso.managed-by" // always "calipso"
+	LabelInstance   = "calipso.instance"   // the installation (settings "instance")
+	LabelOwner      = "calipso.owner"      // username
+	LabelResource   = "calipso.resource"   // resource record id
+	LabelExperiment = "calipso.experiment" // proposal~session
+)
+
+// Name is the engine object name of resource record id within an installation.
+// It is a valid DNS label (Kubernetes) and container name (Docker).
+func Name(instance string, id int64) string {
+	return "calipso-" + instance + "-" + strconv.FormatInt(id, 10)
+}
+
+// Mount is one bind of a host (or volume) path into the workload.
+type Mount struct {
+	Source   string // absolute host path
+	Target   string // absolute path in the workload
+	ReadOnly bool
+}
+
+func (m Mount) String() string {
+	mode := "rw"
+	if m.ReadOnly {
+		mode = "ro"
+	}
+	return fmt.Sprintf("%s:%s:%s", m.Source, m.Target, mode)
+}
+
+// Spec is one workload to start: everything an engine needs and nothing more.
+type Spec struct {
+	Instance   string // installation label value
+	ResourceID int64  // record id; Name(Instance, ResourceID) names the workload
+	Owner      string // username, for labels
+	Experiment string // proposal~session, for labels
+
+	Image    string // image reference (Docker/Kubernetes) or URL (static link)
+	Protocol string // vnc, rdp, http...
+
+	CPUs        float64 // 0: no limit
+	MemoryBytes int64   // 0: no limit
+	DiskBytes   int64   // 0: no limit (engines that can't enforce it ignore it)
+
+	UID, GID    int   // identity the process runs as
+	AllowRoot   bool  // UID 0 is refused unless set
+	ExtraGroups []int // supplementary groups
+
+	WorkDir string            // working directory inside the workload
+	Mounts  []Mount           // datasets (ro), results (rw), home, extra mounts
+	Env     map[string]string // e.g. VNC_PASSWORD
+
+	// LogRegex, when set, is followed in the workload's log after start until it
+	// matches (Jupyter prints its token this way); the first submatch, or the whole
+	// match, is returned as Instance.LogMatch.
+	LogRegex string
+}
+
+// Name is the workload's engine name.
+func (s Spec) Name() string { return Name(s.Instance, s.ResourceID) }
+
+// Labels is the label set every object of this workload carries.
+func (s Spec) Labels() map[string]string {
+	return map[string]string{
+		LabelManagedBy:  "calipso",
+		LabelInstance:   s.Instance,
+		LabelOwner:      s.Owner,
+		LabelResource:   strconv.FormatInt(s.ResourceID, 10),
+		LabelExperiment: s.Experiment,
+	}
+}
+
+// Validate reports what makes the spec unsafe or impossible to run.
+func (s Spec) Validate() error {
+	var errs []error
+	if s.Instance == "" || s.ResourceID <= 0 {
+		errs = append(errs, errors.New("instance and resource id are required"))
+	}
+	if s.Image == "" {
+		errs = append(errs, errors.New("image is required"))
+	}
+	if s.UID == 0 && !s.AllowRoot {
+		errs = append(errs, errors.New("refusing to run as root (uid 0): set workloads.allow_root to allow it"))
+	}
+	if s.UID < 0 || s.GID < 0 {
+		errs = append(errs, errors.New("uid and gid must not be negative"))
+	}
+	if s.CPUs < 0 || s.MemoryBytes < 0 || s.DiskBytes < 0 {
+		errs = append(errs, errors.New("limits must not be negative"))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("%w: %w", ErrInvalid, err)
+	}
+	return nil
+}
+
+// State is what an engine says of a workload.
+type State string
+
+const (
+	StateCreated State = "created" // exists, not started
+	StateRunning State = "running"
+	StateStopped State = "stopped" // exited or stopped
+	StatePending State = "pending" // scheduled, not yet running (Kubernetes)
+	StateError   State = "error"   // failed: see Instance.Reason
+)
+
+// Instance is a workload as the engine reports it.
+type Instance struct {
+	Name       string
+	ID         string // engine's own id (container id, pod uid)
+	Owner      string
+	ResourceID int64
+	State      State
+	Reason     string // why, when State is StateError (crash loop, image not found...)
+
+	Host     string // address the user's browser or Guacamole reaches it at
+	Port     int    // published port of the protocol's container port
+	URL      string // full URL when reached as a link (notebook with token, static link)
+	LogMatch string // what Spec.LogRegex matched
+}
+
+// Provisioner is one engine. Every method is idempotent: Start of a name that exists
+// adopts it, and Stop and Remove of a name that does not exist succeed.
+type Provisioner interface {
+	// Start creates and starts the workload and waits until it is reachable (and its
+	// LogRegex matched, if any).
+	Start(ctx context.Context, spec Spec) (Instance, error)
+	// Stop stops the workload, keeping it for inspection until Remove.
+	Stop(ctx context.Context, name string) error
+	// Remove deletes the workload and everything made for it.
+	Remove(ctx context.Context, name string) error
+	// Inspect reports one workload; ErrNotFound when there is none.
+	Inspect(ctx context.Context, name string) (Instance, error)
+	// List reports every workload of this installation (by label), for reconciliation.
+	List(ctx context.Context) ([]Instance, error)
+	// Ping says whether the engine answers.
+	Ping(ctx context.Context) error
+}

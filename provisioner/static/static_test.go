@@ -1,0 +1,80 @@
+package static_test
+
+import (
+	"context"
+	"errors"
+	"testing"
+
+	"github.com/calipsoplus/calipso/provisioner"
+	"github.com/calipsoplus/calipso/provisioner/static"
+)
+
+func TestStart(t *testing.T) {
+	tests := []struct {
+		name    string
+		spec    provisioner.Spec
+		wantURL string
+		wantErr error
+	}{
+		{
+			name:    "https link",
+			spec:    provisioner.Spec{Instance: "alba", ResourceID: 7, Owner: "ana", Image: "https://jupyter.example.org/hub/?x=1"},
+			wantURL: "https://jupyter.example.org/hub/?x=1",
+		},
+		{
+			name:    "http link, root uid is irrelevant",
+			spec:    provisioner.Spec{Instance: "alba", ResourceID: 8, Image: "http://host:8080/app"},
+			wantURL: "http://host:8080/app",
+		},
+		{name: "not a URL", spec: provisioner.Spec{Instance: "alba", ResourceID: 9, Image: "jupyter/base:latest"}, wantErr: provisioner.ErrInvalid},
+		{name: "other scheme", spec: provisioner.Spec{Instance: "alba", ResourceID: 9, Image: "javascript:alert(1)"}, wantErr: provisioner.ErrInvalid},
+		{name: "empty link", spec: provisioner.Spec{Instance: "alba", ResourceID: 9}, wantErr: provisioner.ErrInvalid},
+		{name: "no resource id", spec: provisioner.Spec{Instance: "alba", Image: "https://x.org/"}, wantErr: provisioner.ErrInvalid},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := static.New().Start(context.Background(), tt.spec)
+			if tt.wantErr != nil {
+				if !errors.Is(err, tt.wantErr) {
+					t.Fatalf("Start error = %v, want %v", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("Start: %v", err)
+			}
+			want := provisioner.Instance{
+				Name:       tt.spec.Name(),
+				Owner:      tt.spec.Owner,
+				ResourceID: tt.spec.ResourceID,
+				State:      provisioner.StateRunning,
+				URL:        tt.wantURL,
+			}
+			if got != want {
+				t.Errorf("Start = %+v, want %+v", got, want)
+			}
+		})
+	}
+}
+
+func TestNoOps(t *testing.T) {
+	ctx := context.Background()
+	p := static.New()
+	if err := p.Stop(ctx, "calipso-alba-1"); err != nil {
+		t.Errorf("Stop: %v", err)
+	}
+	if err := p.Remove(ctx, "calipso-alba-1"); err != nil {
+		t.Errorf("Remove: %v", err)
+	}
+	inst, err := p.Inspect(ctx, "calipso-alba-1")
+	if err != nil || inst.State != provisioner.StateRunning || inst.Name != "calipso-alba-1" {
+		t.Errorf("Inspect = %+v, %v; want running calipso-alba-1", inst, err)
+	}
+	list, err := p.List(ctx)
+	if err != nil || len(list) != 0 {
+		t.Errorf("List = %v, %v; want nothing", list, err)
+	}
+	if err := p.Ping(ctx); err != nil {
+		t.Errorf("Ping: %v", err)
+	}
+}
