@@ -1,0 +1,297 @@
+package federation
+
+import (
+	"context"
+	"encoding/xml"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"net/netip"
+	"net/url"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/crewjam/saml"
+)
+
+func TestReplayCache(t *testing.T) {
+	now := time.Date(2030, 1, 1, 12, 0, 0, 0, time.UTC)
+	t.Run("remembers until expiry", func(t *testing.T) {
+		c := newReplayCache(10)
+		if err := c.remember("a", now.Add(time.Minute), now); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.remember("a", now.Add(time.Minute), now.Add(59*time.Second)); !errors.Is(err, ErrReplay) {
+			t.Fatalf("replay before expiry: %v", err)
+		}
+		if err := c.remember("a", now.Add(3*time.Minute), now.Add(time.Minute)); err != nil {
+			t.Fatalf("after expiry the assertion is refused as expired anyway, id may be reused: %v", err)
+		}
+	})
+	t.Run("bounded, fails closed, frees expired room", func(t *testing.T) {
+		c := newReplayCache(3)
+		for i := range 3 {
+			if err := c.remember(fmt.Sprint(i), now.Add(time.Duration(i+1)*time.Minute), now); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := c.remember("x", now.Add(time.Hour), now); !errors.Is(err, ErrReplayCacheFull) {
+			t.Fatalf("full cache: %v", err)
+		}
+		if err := c.remember("x", now.Add(time.Hour), now.Add(90*time.Second)); err != nil {
+			t.Fatalf("after one expiry: %v", err)
+		}
+		if c.len() != 3 {
+			t.Fatalf("len = %d", c.len())
+		}
+	})
+	t.Run("concurrent: exactly one winner per id", func(t *testing.T) {
+		c := newReplayCache(1000)
+		var wins atomic.Int32
+		var wg sync.WaitGroup
+		for range 32 {
+			wg.Go(func() {
+				if c.remember("same", now.Add(time.Minute), now) == nil {
+					wins.Add(1)
+				}
+			})
+		}
+		wg.Wait()
+		if wins.Load() != 1 {
+			t.Fatalf("%d goroutines accepted the same assertion", wins.Load())
+		}
+	})
+}
+
+func TestHeaderMode(t *testing.T) {
+	h := HeaderMode{TrustedProxies: []netip.Prefix{netip.MustParsePrefix("10.0.0.5/32"), netip.MustParsePrefix("::1/128")}}
+	tests := []struct {
+		name, remote string
+		headers      map[string]string
+		want         Identity
+		ok           bool
+	}{
+		{"trusted proxy", "10.0.0.5:41000", map[string]string{"EAAHash": "h1", "uid": "jdoe", "mail": "a@b.c;d@e.f"},
+			Identity{EAAHash: "h1", UID: "jdoe", Email: "a@b.c"}, true},
+		{"trusted ipv6 proxy", "[::1]:41000", map[string]string{"EAAHash": "h1"}, Identity{EAAHash: "h1"}, true},
+		{"ipv4-mapped trusted proxy", "[::ffff:10.0.0.5]:41000", map[string]string{"EAAHash": "h1"}, Identity{EAAHash: "h1"}, true},
+		{"untrusted client sends the headers", "203.0.113.7:5000", map[string]string{"EAAHash": "h1", "uid": "admin"}, Identity{}, false},
+		{"neighbour of the proxy", "10.0.0.6:41000", map[string]string{"EAAHash": "h1"}, Identity{}, false},
+		{"no hash", "10.0.0.5:41000", map[string]string{"uid": "jdoe"}, Identity{}, false},
+		{"two hashes", "10.0.0.5:41000", map[string]string{"EAAHash": "h1;h2"}, Identity{}, false},
+		{"escaped semicolon is one value", "10.0.0.5:41000", map[string]string{"EAAHash": `h1\;x`}, Identity{EAAHash: "h1;x"}, true},
+		{"garbage remote address", "not-an-address", map[string]string{"EAAHash": "h1"}, Identity{}, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := httptest.NewRequest(http.MethodGet, "/umbrella/session/", nil)
+			r.RemoteAddr = tt.remote
+			for k, v := range tt.headers {
+				r.Header.Set(k, v)
+			}
+			got, ok := h.Identity(r)
+			if ok != tt.ok || got != tt.want {
+				t.Fatalf("Identity = %+v, %v; want %+v, %v", got, ok, tt.want, tt.ok)
+			}
+		})
+	}
+	if _, ok := (HeaderMode{}).Identity(func() *http.Request {
+		r := httptest.NewRequest(http.MethodGet, "/", nil)
+		r.Header.Set("EAAHash", "h1")
+		return r
+	}()); ok {
+		t.Fatal("no trusted proxies configured, yet headers believed")
+	}
+}
+
+func TestNewRejectsBadConfig(t *testing.T) {
+	testKeys(t)
+	keyPEM, certPEM := spKeys.pem()
+	_, otherCert := bad.pem()
+	idp := newTestIdP(t, false)
+	base, _ := url.Parse("https://calipso.example/calipsoplus-services/")
+	good := func() Config {
+		return Config{BaseURL: base, KeyPEM: keyPEM, CertPEM: certPEM, IdPMetadataXML: idp.metadataXML()}
+	}
+	tests := []struct {
+		name   string
+		change func(*Config)
+		want   string
+	}{
+		{"no base url", func(c *Config) { c.BaseURL = nil }, "BaseURL"},
+		{"relative base url", func(c *Config) { c.BaseURL = &url.URL{Path: "/x/"} }, "BaseURL"},
+		{"no key", func(c *Config) { c.KeyPEM = nil }, "KeyPEM"},
+		{"garbage key", func(c *Config) { c.KeyPEM = []byte("nope") }, "PEM"},
+		{"cert of another key", func(c *Config) { c.CertPEM = otherCert }, "does not match"},
+		{"no idp metadata", func(c *Config) { c.IdPMetadataXML = nil }, "IdPMetadata"},
+		{"metadata without idp", func(c *Config) {
+			c.IdPMetadataXML = []byte(`<EntityDescriptor xmlns="urn:oasis:names:tc:SAML:2.0:metadata" entityID="x"/>`)
+		}, "no identity provider"},
+		{"unreachable metadata url", func(c *Config) { c.IdPMetadataXML, c.IdPMetadataURL = nil, "http://127.0.0.1:1/md" }, "fetch idp metadata"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := good()
+			tt.change(&cfg)
+			_, err := New(t.Context(), cfg)
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("New error = %v, want it to mention %q", err, tt.want)
+			}
+		})
+	}
+	if _, err := New(t.Context(), good()); err != nil {
+		t.Fatalf("good config refused: %v", err)
+	}
+}
+
+func TestMetadataHandler(t *testing.T) {
+	f := newFixture(t, nil)
+	rec := httptest.NewRecorder()
+	f.sp.MetadataHandler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/saml/metadata", nil))
+	var md saml.EntityDescriptor
+	if err := xml.Unmarshal(rec.Body.Bytes(), &md); err != nil {
+		t.Fatalf("metadata does not parse: %v\n%s", err, rec.Body)
+	}
+	wantEntity := f.server.URL + testBasePath + "saml/metadata"
+	if md.EntityID != wantEntity || f.sp.EntityID() != wantEntity {
+		t.Errorf("entityID = %q, want %q", md.EntityID, wantEntity)
+	}
+	d := md.SPSSODescriptors[0]
+	if len(d.AssertionConsumerServices) != 1 || d.AssertionConsumerServices[0].Binding != saml.HTTPPostBinding ||
+		d.AssertionConsumerServices[0].Location != f.server.URL+testBasePath+"saml/acs" {
+		t.Errorf("ACS endpoints = %+v", d.AssertionConsumerServices)
+	}
+	uses := map[string]bool{}
+	for _, kd := range d.KeyDescriptors {
+		uses[kd.Use] = len(kd.KeyInfo.X509Data.X509Certificates) == 1
+	}
+	if !uses["signing"] || !uses["encryption"] {
+		t.Errorf("key descriptors = %+v", uses)
+	}
+	if d.AuthnRequestsSigned == nil || !*d.AuthnRequestsSigned || d.WantAssertionsSigned == nil || !*d.WantAssertionsSigned {
+		t.Errorf("signing flags = %v %v", d.AuthnRequestsSigned, d.WantAssertionsSigned)
+	}
+}
+
+func TestMetadataRefresh(t *testing.T) {
+	idpA, idpB := newTestIdP(t, false), newTestIdP(t, false)
+	var (
+		mu     sync.Mutex
+		status = http.StatusOK
+		serve  = idpA.metadataXML()
+	)
+	mdServer := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		defer mu.Unlock()
+		w.WriteHeader(status)
+		w.Write(serve)
+	}))
+	t.Cleanup(mdServer.Close)
+	keyPEM, certPEM := spKeys.pem()
+	base, _ := url.Parse("https://calipso.example/")
+	sp, err := New(t.Context(), Config{BaseURL: base, KeyPEM: keyPEM, CertPEM: certPEM, IdPMetadataURL: mdServer.URL})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sp.IdPEntityID() != idpA.metadataURL() {
+		t.Fatalf("idp = %s", sp.IdPEntityID())
+	}
+	mu.Lock()
+	status = http.StatusInternalServerError
+	mu.Unlock()
+	if err := sp.Refresh(t.Context()); err == nil {
+		t.Fatal("failed refresh reported no error")
+	}
+	if sp.IdPEntityID() != idpA.metadataURL() {
+		t.Fatalf("last good metadata dropped: %s", sp.IdPEntityID())
+	}
+	mu.Lock()
+	status, serve = http.StatusOK, []byte("<garbage")
+	mu.Unlock()
+	if err := sp.Refresh(t.Context()); err == nil || sp.IdPEntityID() != idpA.metadataURL() {
+		t.Fatalf("garbage metadata: err %v, idp %s", err, sp.IdPEntityID())
+	}
+	mu.Lock()
+	serve = []byte(`<EntitiesDescriptor xmlns="urn:oasis:names:tc:SAML:2.0:metadata">` +
+		`<EntitiesDescriptor>` + string(idpB.metadataXML()) + `</EntitiesDescriptor></EntitiesDescriptor>`)
+	mu.Unlock()
+	if err := sp.Refresh(t.Context()); err != nil {
+		t.Fatalf("refresh from aggregate: %v", err)
+	}
+	if sp.IdPEntityID() != idpB.metadataURL() {
+		t.Fatalf("new metadata not installed: %s", sp.IdPEntityID())
+	}
+
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan struct{})
+	go func() { sp.RefreshLoop(ctx); close(done) }()
+	cancel()
+	<-done
+}
+
+func TestAggregateNeedsEntityID(t *testing.T) {
+	a, b := newTestIdP(t, false), newTestIdP(t, false)
+	agg := []byte(`<EntitiesDescriptor xmlns="urn:oasis:names:tc:SAML:2.0:metadata">` + string(a.metadataXML()) + string(b.metadataXML()) + `</EntitiesDescriptor>`)
+	if _, err := parseIdPMetadata(agg, ""); err == nil || !strings.Contains(err.Error(), "IdPEntityID") {
+		t.Fatalf("ambiguous aggregate: %v", err)
+	}
+	got, err := parseIdPMetadata(agg, b.metadataURL())
+	if err != nil || got.EntityID != b.metadataURL() {
+		t.Fatalf("select by entity id: %v %v", got, err)
+	}
+}
+
+func TestLogoutURL(t *testing.T) {
+	testKeys(t)
+	keyPEM, certPEM := spKeys.pem()
+	base, _ := url.Parse("https://calipso.example/")
+	withSLO := newTestIdP(t, true)
+	sp, err := New(t.Context(), Config{BaseURL: base, KeyPEM: keyPEM, CertPEM: certPEM, IdPMetadataXML: withSLO.metadataXML()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	u, err := sp.LogoutURL("persistent-hash")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if u.Host != withSLO.idp.LogoutURL.Host || u.Path != "/idp/slo" || u.Query().Get("SAMLRequest") == "" {
+		t.Fatalf("logout url = %s", u)
+	}
+	without := newTestIdP(t, false)
+	sp2, err := New(t.Context(), Config{BaseURL: base, KeyPEM: keyPEM, CertPEM: certPEM, IdPMetadataXML: without.metadataXML()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := sp2.LogoutURL("x"); !errors.Is(err, ErrNoSingleLogout) {
+		t.Fatalf("no SLO endpoint: %v", err)
+	}
+}
+
+func TestConsumeAssertionBadRequests(t *testing.T) {
+	f := newFixture(t, nil)
+	tests := []struct {
+		name   string
+		method string
+		body   string
+	}{
+		{"GET", http.MethodGet, ""},
+		{"no SAMLResponse", http.MethodPost, "RelayState=x"},
+		{"not base64", http.MethodPost, "SAMLResponse=%%%"},
+		{"not xml", http.MethodPost, "SAMLResponse=bm90IHhtbA=="},
+		{"oversized", http.MethodPost, "SAMLResponse=" + strings.Repeat("A", maxFormBytes+10)},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := httptest.NewRequest(tt.method, f.server.URL+testBasePath+"saml/acs", strings.NewReader(tt.body))
+			r.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+			_, _, err := f.sp.ConsumeAssertion(httptest.NewRecorder(), r)
+			if !errors.Is(err, ErrMalformed) || !errors.Is(err, ErrInvalidResponse) {
+				t.Fatalf("err = %v", err)
+			}
+		})
+	}
+}
