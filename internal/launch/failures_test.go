@@ -1,0 +1,133 @@
+package launch_test
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"log/slog"
+	"strings"
+	"testing"
+
+	"github.com/calipsoplus/calipso/experiments"
+	"github.com/calipsoplus/calipso/guacamole"
+	"github.com/calipsoplus/calipso/internal/launch"
+	"github.com/calipsoplus/calipso/internal/store"
+	"github.com/calipsoplus/calipso/provisioner"
+)
+
+// TestRefusedBeforeReserving: launches that cannot be made are refused before any
+// quota is taken or the engine is asked: no record, no container.
+func TestRefusedBeforeReserving(t *testing.T) {
+	e := newEnv(t, envOptions{noGuac: true})
+	ctx := context.Background()
+	other := e.newUser(t, "olga")
+	e.experiment(t, other, "not-anas", nil, nil)
+	mine := e.experiment(t, e.user, "mine", nil, nil)
+	volume := func(n, def string) string {
+		return e.experiment(t, e.user, "vol-"+n, nil, nil, experiments.Session{SessionNumber: "1", DataSetPath: def})
+	}
+	tests := []struct {
+		name, ref, image string
+		want             error
+	}{
+		{"unknown image", mine, "no-such-image", store.ErrNotFound},
+		{"experiment not the user's", "not-anas~1", desktopImage, store.ErrNotFound},
+		{"unknown session", "mine~99", desktopImage, store.ErrNotFound},
+		{"dot-dot in a dataset path", volume("dotdot", `{'/p/../../etc': {'bind': '/data', 'mode': 'ro'}}`), desktopImage, experiments.ErrInvalidVolume},
+		{"tilde in a dataset path", volume("tilde", `{'~root/x': {'bind': '/data', 'mode': 'ro'}}`), desktopImage, experiments.ErrInvalidVolume},
+		{"escape from the output root", volume("escape", `{'/a/../../../x': {'bind': '/results', 'mode': 'rw'}}`), desktopImage, experiments.ErrInvalidVolume},
+		{"system directory in the container", volume("system", `{'/p': {'bind': '/etc', 'mode': 'ro'}}`), desktopImage, experiments.ErrInvalidVolume},
+		{"unknown mode", volume("mode", `{'/p': {'bind': '/data', 'mode': 'rx'}}`), desktopImage, experiments.ErrInvalidVolume},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := e.svc.Launch(ctx, e.user, tt.ref, tt.image)
+			if !errors.Is(err, tt.want) {
+				t.Fatalf("Launch = %v, want %v", err, tt.want)
+			}
+			if n := len(e.records(t)); n != 0 {
+				t.Errorf("%d records made, want none", n)
+			}
+			e.assertNothingLeft(t, e.user)
+		})
+	}
+}
+
+// TestEngineErrors: when the engine refuses, the record ends in error with the quota
+// released and no container left.
+func TestEngineErrors(t *testing.T) {
+	tests := []struct {
+		name      string
+		dockerURL string
+		image     string
+		want      error
+	}{
+		{"image not on the engine", "", missingImage, provisioner.ErrInvalid},
+		{"engine unreachable", "unix:///nonexistent.sock", desktopImage, provisioner.ErrUnavailable},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e := newEnv(t, envOptions{dockerURL: tt.dockerURL})
+			ctx := context.Background()
+			ref := e.experiment(t, e.user, "p", nil, nil)
+			_, err := e.svc.Launch(ctx, e.user, ref, tt.image)
+			if !errors.Is(err, tt.want) {
+				t.Fatalf("Launch = %v, want %v", err, tt.want)
+			}
+			assertFailedRecord(t, e)
+			e.assertNothingLeft(t, e.user)
+		})
+	}
+}
+
+// TestGuacamoleDown: a launch whose Guacamole record cannot be written is rolled
+// back: container removed, quota released, record in error.
+func TestGuacamoleDown(t *testing.T) {
+	// Nothing listens on port 1: every statement fails to connect, at once.
+	down, err := sql.Open("mysql", "root@tcp(127.0.0.1:1)/guacamole_db?timeout=2s")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { down.Close() })
+	gs := guacamole.New(down, guacamole.MySQL, guacamole.Options{Logger: slog.New(slog.DiscardHandler)})
+	e := newEnv(t, envOptions{desktops: gs})
+	ctx := context.Background()
+	ref := e.experiment(t, e.user, "p", nil, nil)
+	_, err = e.svc.Launch(ctx, e.user, ref, desktopImage)
+	if !errors.Is(err, guacamole.ErrUnavailable) {
+		t.Fatalf("Launch = %v, want %v", err, guacamole.ErrUnavailable)
+	}
+	assertFailedRecord(t, e)
+	e.assertNothingLeft(t, e.user)
+}
+
+// TestNoEngine: a resource type without an engine is refused before reserving.
+func TestNoEngine(t *testing.T) {
+	db := openStore(t, "")
+	svc := launch.New(db, nil, nil, nil, slog.New(slog.DiscardHandler))
+	svc.ExplainMissing(provisioner.Docker, "docker is disabled in the settings")
+	ctx := context.Background()
+	u, err := db.EnsureUser(ctx, "ana")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := db.SeedImages(ctx); err != nil {
+		t.Fatal(err)
+	}
+	_, err = svc.Launch(ctx, u, "x~1", "base_image")
+	if !errors.Is(err, launch.ErrNoEngine) || !strings.Contains(err.Error(), "disabled in the settings") {
+		t.Errorf("Launch = %v, want ErrNoEngine with the reason", err)
+	}
+}
+
+// assertFailedRecord checks that the one record of e is in error with a message.
+func assertFailedRecord(t *testing.T, e *env) {
+	t.Helper()
+	recs := e.records(t)
+	if len(recs) != 1 {
+		t.Fatalf("%d records, want the failed launch's", len(recs))
+	}
+	if r := recs[0]; r.State != store.Failed || !strings.HasPrefix(r.Error, "launch failed: ") {
+		t.Errorf("record = %s %q, want error with a reason", r.State, r.Error)
+	}
+}

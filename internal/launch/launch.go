@@ -1,0 +1,465 @@
+// Package launch is the resource lifecycle: it reserves quota, starts workloads on an
+// engine, writes their Guacamole records, and takes all of it down again. Every step
+// is recorded in the store before the next one, so that a launch interrupted at any
+// point (server killed, engine or database down) is found and finished or rolled back
+// by Reconcile, which also runs at start-up.
+package launch
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strconv"
+	"time"
+
+	"github.com/calipsoplus/calipso/experiments"
+	"github.com/calipsoplus/calipso/guacamole"
+	"github.com/calipsoplus/calipso/internal/store"
+	"github.com/calipsoplus/calipso/provisioner"
+	"github.com/calipsoplus/calipso/settings"
+)
+
+// ErrNoEngine: no engine is configured (or answering) for the image's resource type.
+var ErrNoEngine = errors.New("no engine for this resource type")
+
+// Desktops is what the lifecycle needs of Guacamole (guacamole.Store).
+type Desktops interface {
+	Create(ctx context.Context, c guacamole.Connection) error
+	Delete(ctx context.Context, name string) error
+	List(ctx context.Context) ([]string, error)
+}
+
+// Service runs the lifecycle.
+type Service struct {
+	db       *store.Store
+	engines  map[provisioner.Kind]provisioner.Provisioner
+	desktops Desktops // nil: Guacamole is not used
+	cfg      *settings.Settings
+	log      *slog.Logger
+	// engineMissing explains, per kind, why there is no engine (shown to users).
+	engineMissing map[provisioner.Kind]string
+	// hook, when set, is called at each Stage of every launch (crash tests).
+	hook func(ctx context.Context, stage Stage, r store.Resource)
+}
+
+// Stage is a point in a launch, reported to the hook set with SetHook.
+type Stage string
+
+const (
+	// StageReserved: the quota is held and the record is pending; the engine has not
+	// been asked yet.
+	StageReserved Stage = "reserved"
+	// StageStarted: the engine's Start returned a running workload; the record is
+	// still pending (no Guacamole record yet).
+	StageStarted Stage = "started"
+)
+
+// SetHook installs f, called synchronously at each Stage of every launch. It exists
+// so that tests can interrupt a launch (kill the process) at a chosen point; call it
+// before the service is used.
+func (s *Service) SetHook(f func(ctx context.Context, stage Stage, r store.Resource)) { s.hook = f }
+
+func (s *Service) reached(ctx context.Context, stage Stage, r store.Resource) {
+	if s.hook != nil {
+		s.hook(ctx, stage, r)
+	}
+}
+
+// New returns a Service. engines maps resource types to engines; desktops may be nil.
+func New(db *store.Store, engines map[provisioner.Kind]provisioner.Provisioner, desktops Desktops, cfg *settings.Settings, log *slog.Logger) *Service {
+	if log == nil {
+		log = slog.Default()
+	}
+	return &Service{db: db, engines: engines, desktops: desktops, cfg: cfg, log: log.With("component", "launch"), engineMissing: map[provisioner.Kind]string{}}
+}
+
+// ExplainMissing records why an engine kind is not available, for the users' error.
+func (s *Service) ExplainMissing(kind provisioner.Kind, why string) { s.engineMissing[kind] = why }
+
+func (s *Service) engine(kind string) (provisioner.Provisioner, error) {
+	if e, ok := s.engines[provisioner.Kind(kind)]; ok && e != nil {
+		return e, nil
+	}
+	why := s.engineMissing[provisioner.Kind(kind)]
+	if why == "" {
+		why = "none is configured"
+	}
+	return nil, fmt.Errorf("%w: launching %s resources needs an engine: %s", ErrNoEngine, kind, why)
+}
+
+func (s *Service) name(id int64) string { return provisioner.Name(s.cfg.Instance, id) }
+
+func randomPassword() string { return rand.Text() }
+
+// isDesktop says whether a protocol is reached through Guacamole.
+func isDesktop(protocol string) bool { return protocol == "vnc" || protocol == "rdp" }
+
+// Launch starts publicName for u on the experiment session ref ("proposal~session").
+func (s *Service) Launch(ctx context.Context, u store.User, ref, publicName string) (store.Resource, error) {
+	im, err := s.db.Image(ctx, publicName)
+	if err != nil {
+		return store.Resource{}, err
+	}
+	engine, err := s.engine(im.ResourceType)
+	if err != nil {
+		return store.Resource{}, err
+	}
+	so, err := s.db.UserSession(ctx, u.ID, ref)
+	if err != nil {
+		return store.Resource{}, err
+	}
+	session := so.Experiment.Sessions[0]
+	vols, err := experiments.ParseVolumes(session.DataSetPath, experiments.Roots{Datasets: s.cfg.Workloads.DatasetsRoot, Output: s.cfg.Workloads.OutputRoot})
+	if err != nil {
+		return store.Resource{}, fmt.Errorf("session %s: %w", ref, err)
+	}
+	experiment := so.Experiment.ProposalID + "~" + session.SessionNumber
+	defaultQuota := s.cfg.Quotas.Default
+	r, err := s.db.Reserve(ctx, store.Launch{
+		UserID: u.ID, Experiment: experiment, SessionID: &so.SessionID, Image: im, Default: defaultQuota,
+		VNCPassword: randomPassword(), NameOf: s.name, OnePerSession: true,
+	})
+	if err != nil {
+		return store.Resource{}, err
+	}
+	// From here on the quota is held: the launch goes on even if the client goes away,
+	// and ends running or failed, never half-made.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.Workloads.LaunchTimeout.Duration)
+	defer cancel()
+	spec := s.spec(r, im, u, so.Experiment, vols)
+	s.reached(ctx, StageReserved, r)
+	inst, err := engine.Start(ctx, spec)
+	if err != nil {
+		return s.fail(ctx, engine, r, fmt.Errorf("start %s: %w", r.EngineName, err))
+	}
+	s.reached(ctx, StageStarted, r)
+	up := store.Update{EngineID: &inst.ID}
+	hostPort := strconv.Itoa(inst.Port)
+	if inst.URL != "" {
+		hostPort = inst.URL
+	}
+	up.HostPort = &hostPort
+	info, _ := json.Marshal(map[string]any{"host": inst.Host, "port": inst.Port, "engine": im.ResourceType, "state": inst.State})
+	infoS := string(info)
+	up.Info = &infoS
+	if isDesktop(im.Protocol) && s.desktops != nil {
+		user, pass := r.EngineName, randomPassword()
+		if err := s.desktops.Create(ctx, s.connection(r, inst, user, pass)); err != nil {
+			return s.fail(ctx, engine, r, fmt.Errorf("guacamole record of %s: %w", r.EngineName, err))
+		}
+		up.GuacamoleUsername, up.GuacamolePassword = &user, &pass
+	}
+	running, err := s.db.Move(ctx, r.ID, store.Running, up)
+	if err != nil {
+		// Removed or stopped while starting: take down what was made.
+		return s.fail(ctx, engine, r, fmt.Errorf("record %s: %w", r.EngineName, err))
+	}
+	s.log.InfoContext(ctx, "launched", "resource", r.ID, "name", r.EngineName, "user", u.Username, "image", im.PublicName)
+	return running, nil
+}
+
+// fail rolls a launch back: workload and Guacamole record removed, record marked
+// failed (which releases the quota). Cleanup that fails is left to Reconcile.
+func (s *Service) fail(ctx context.Context, engine provisioner.Provisioner, r store.Resource, cause error) (store.Resource, error) {
+	ctx = context.WithoutCancel(ctx)
+	if err := engine.Remove(ctx, r.EngineName); err != nil {
+		s.log.WarnContext(ctx, "launch rollback: remove workload (the reconciler retries)", "name", r.EngineName, "err", err)
+	}
+	if s.desktops != nil {
+		if err := s.desktops.Delete(ctx, r.EngineName); err != nil {
+			s.log.WarnContext(ctx, "launch rollback: guacamole (the reconciler retries)", "name", r.EngineName, "err", err)
+		}
+	}
+	msg := "launch failed: " + userMessage(cause)
+	if _, err := s.db.Move(ctx, r.ID, store.Failed, store.Update{Error: &msg}); err != nil && !errors.Is(err, store.ErrConflict) {
+		s.log.ErrorContext(ctx, "launch rollback: record (the reconciler retries)", "resource", r.ID, "err", err)
+	}
+	s.log.WarnContext(ctx, "launch failed", "resource", r.ID, "name", r.EngineName, "err", cause)
+	return store.Resource{}, cause
+}
+
+// userMessage is what a record shows of an error: the kind, not internal detail.
+func userMessage(err error) string {
+	for _, kind := range []error{provisioner.ErrUnavailable, provisioner.ErrNotReady, provisioner.ErrInvalid, guacamole.ErrUnavailable,
+		store.ErrConflict, context.DeadlineExceeded} {
+		if errors.Is(err, kind) {
+			if errors.Is(err, provisioner.ErrInvalid) {
+				return err.Error()
+			}
+			return kind.Error()
+		}
+	}
+	return "internal error"
+}
+
+// spec builds the workload: identity from the experiment, else the user, else the
+// settings; the session's datasets read-only and results read-write; home and extra
+// mounts from settings.
+func (s *Service) spec(r store.Resource, im store.Image, u store.User, e experiments.Experiment, vols []experiments.Volume) provisioner.Spec {
+	w := s.cfg.Workloads
+	uid, gid := w.UID, w.GID
+	switch {
+	case e.UID != nil && e.GID != nil:
+		uid, gid = *e.UID, *e.GID
+	case u.UID != nil && u.GID != nil:
+		uid, gid = *u.UID, *u.GID
+	}
+	spec := provisioner.Spec{
+		Instance: s.cfg.Instance, ResourceID: r.ID, Owner: u.Username, Experiment: r.Experiment,
+		Image: im.Image, Protocol: im.Protocol, CPUs: r.CPU, MemoryBytes: r.MemoryBytes, DiskBytes: r.HDDBytes,
+		UID: uid, GID: gid, AllowRoot: w.AllowRoot, ExtraGroups: append([]int{100}, w.ExtraGroups...),
+		Env: map[string]string{
+			"VNC_PASSWORD": r.VNCPassword, "CALIPSO_USER": u.Username, "CALIPSO_EXPERIMENT": r.Experiment,
+		},
+		LogRegex: im.LogRegex,
+	}
+	for _, v := range vols {
+		spec.Mounts = append(spec.Mounts, provisioner.Mount{Source: v.HostPath, Target: v.ContainerPath, ReadOnly: v.ReadOnly})
+		if !v.ReadOnly && spec.WorkDir == "" {
+			spec.WorkDir = v.ContainerPath
+		}
+	}
+	if w.MountHome {
+		home := u.Home
+		if home == "" {
+			home = w.HomeRoot + "/" + u.Username
+		}
+		spec.Mounts = append(spec.Mounts, provisioner.Mount{Source: home, Target: "/home/" + u.Username})
+	}
+	for _, m := range w.ExtraMounts {
+		if em, err := settings.ParseMount(m); err == nil { // validated at start
+			spec.Mounts = append(spec.Mounts, provisioner.Mount{Source: em.Source, Target: em.Target, ReadOnly: em.ReadOnly})
+		}
+	}
+	spec.ExtraGroups = slices.Compact(slices.Sorted(slices.Values(spec.ExtraGroups)))
+	return spec
+}
+
+// connection is the Guacamole record of a desktop.
+func (s *Service) connection(r store.Resource, inst provisioner.Instance, user, pass string) guacamole.Connection {
+	g := s.cfg.Guacamole
+	host := g.Hostname
+	if host == "" {
+		host = inst.Host
+	}
+	params := map[string]string{"hostname": host, "port": strconv.Itoa(inst.Port), "password": r.VNCPassword}
+	extra := g.VNCParams
+	if r.Protocol == "rdp" {
+		extra = g.RDPParams
+	}
+	for k, v := range extra {
+		params[k] = v
+	}
+	return guacamole.Connection{Name: r.EngineName, Protocol: r.Protocol, Params: params, Username: user, Password: pass}
+}
+
+// Stop stops a resource; its Guacamole record goes, the workload stays until Remove.
+func (s *Service) Stop(ctx context.Context, r store.Resource) (store.Resource, error) {
+	if r.State == store.Stopped {
+		return r, nil
+	}
+	r, err := s.db.Move(ctx, r.ID, store.Stopping, store.Update{})
+	if err != nil {
+		return r, err
+	}
+	return s.finishStop(context.WithoutCancel(ctx), r)
+}
+
+func (s *Service) finishStop(ctx context.Context, r store.Resource) (store.Resource, error) {
+	engine, err := s.engine(r.ResourceType)
+	if err != nil {
+		return r, err
+	}
+	if err := engine.Stop(ctx, r.EngineName); err != nil {
+		return r, fmt.Errorf("stop %s: %w", r.EngineName, err) // stays stopping: retried by Reconcile
+	}
+	if s.desktops != nil {
+		if err := s.desktops.Delete(ctx, r.EngineName); err != nil {
+			return r, fmt.Errorf("guacamole record of %s: %w", r.EngineName, err)
+		}
+	}
+	return s.db.Move(ctx, r.ID, store.Stopped, store.Update{})
+}
+
+// Remove deletes a resource's workload and records (stopping it first if needed).
+func (s *Service) Remove(ctx context.Context, r store.Resource) (store.Resource, error) {
+	if r.State == store.Removed {
+		return r, nil
+	}
+	ctx = context.WithoutCancel(ctx)
+	engine, err := s.engine(r.ResourceType)
+	if err != nil {
+		return r, err
+	}
+	if err := engine.Remove(ctx, r.EngineName); err != nil {
+		return r, fmt.Errorf("remove %s: %w", r.EngineName, err)
+	}
+	if s.desktops != nil {
+		if err := s.desktops.Delete(ctx, r.EngineName); err != nil {
+			return r, fmt.Errorf("guacamole record of %s: %w", r.EngineName, err)
+		}
+	}
+	return s.db.Move(ctx, r.ID, store.Removed, store.Update{})
+}
+
+// Report says what a reconciliation did.
+type Report struct {
+	InterruptedLaunches int // pending records rolled back
+	FinishedStops       int // stopping records completed
+	Vanished            int // running records whose workload was gone or dead
+	OrphanWorkloads     int // engine workloads without a live record, removed
+	OrphanDesktops      int // Guacamole records without a running resource, removed
+	Errors              []error
+}
+
+func (r Report) String() string {
+	return fmt.Sprintf("interrupted launches %d, finished stops %d, vanished %d, orphan workloads %d, orphan guacamole records %d, errors %d",
+		r.InterruptedLaunches, r.FinishedStops, r.Vanished, r.OrphanWorkloads, r.OrphanDesktops, len(r.Errors))
+}
+
+// Reconcile compares the records with what the engines and Guacamole have and makes
+// them agree. Launches pending since before stuckBefore are taken as interrupted (at
+// start-up: every pending launch, since none can still be running).
+func (s *Service) Reconcile(ctx context.Context, stuckBefore time.Time) Report {
+	var rep Report
+	note := func(err error) {
+		if err != nil {
+			rep.Errors = append(rep.Errors, err)
+		}
+	}
+	records, err := s.db.Resources(ctx, store.ResourceFilter{States: []store.State{store.Pending, store.Running, store.Stopping, store.Stopped}})
+	if err != nil {
+		note(err)
+		return rep
+	}
+	byName := map[string]store.Resource{}
+	inFlight := map[string]bool{} // pending launches still within their time: hands off
+	for _, r := range records {
+		byName[r.EngineName] = r
+		switch {
+		case r.State == store.Pending && r.Updated.Before(stuckBefore):
+			engine, err := s.engine(r.ResourceType)
+			if err != nil {
+				note(err)
+				continue
+			}
+			msg := "launch interrupted"
+			_, err = s.fail(ctx, engine, r, errors.New(msg))
+			if err != nil && err.Error() != msg {
+				note(err)
+			}
+			delete(byName, r.EngineName)
+			rep.InterruptedLaunches++
+		case r.State == store.Pending:
+			inFlight[r.EngineName] = true
+		case r.State == store.Stopping:
+			if _, err := s.finishStop(ctx, r); err != nil {
+				note(err)
+			} else {
+				rep.FinishedStops++
+			}
+		case r.State == store.Running:
+			engine, err := s.engine(r.ResourceType)
+			if err != nil {
+				continue
+			}
+			inst, err := engine.Inspect(ctx, r.EngineName)
+			gone := errors.Is(err, provisioner.ErrNotFound)
+			if err != nil && !gone {
+				note(err)
+				continue
+			}
+			if gone || inst.State == provisioner.StateError || inst.State == provisioner.StateStopped {
+				// A Stop may have begun since the records were read (the workload is then
+				// stopped on purpose): look again, so that it is not failed under its feet.
+				if now, err := s.db.Resource(ctx, r.ID); err != nil || now.State != store.Running {
+					note(err)
+					continue
+				}
+				why := "workload vanished from the engine"
+				if !gone {
+					why = "workload " + string(inst.State) + ": " + inst.Reason
+				}
+				if s.desktops != nil {
+					note(s.desktops.Delete(ctx, r.EngineName))
+				}
+				if _, err := s.db.Move(ctx, r.ID, store.Failed, store.Update{Error: &why}); err != nil {
+					note(err)
+				}
+				delete(byName, r.EngineName)
+				rep.Vanished++
+			}
+		}
+	}
+	// Workloads the records don't account for.
+	for kind, engine := range s.engines {
+		list, err := engine.List(ctx)
+		if err != nil {
+			note(fmt.Errorf("list %s workloads: %w", kind, err))
+			continue
+		}
+		for _, inst := range list {
+			if _, ok := byName[inst.Name]; ok || inFlight[inst.Name] || s.launchedSince(ctx, inst.Name) {
+				continue
+			}
+			if err := engine.Remove(ctx, inst.Name); err != nil {
+				note(err)
+				continue
+			}
+			rep.OrphanWorkloads++
+		}
+	}
+	// Guacamole records of resources that are not running.
+	if s.desktops != nil {
+		names, err := s.desktops.List(ctx)
+		note(err)
+		for _, n := range names {
+			if r, ok := byName[n]; (ok && r.State == store.Running) || inFlight[n] || s.launchedSince(ctx, n) {
+				continue
+			}
+			if err := s.desktops.Delete(ctx, n); err != nil {
+				note(err)
+				continue
+			}
+			rep.OrphanDesktops++
+		}
+	}
+	for _, err := range rep.Errors {
+		s.log.WarnContext(ctx, "reconcile", "err", err)
+	}
+	if rep.InterruptedLaunches+rep.FinishedStops+rep.Vanished+rep.OrphanWorkloads+rep.OrphanDesktops > 0 {
+		s.log.InfoContext(ctx, "reconciled", "report", rep.String())
+	}
+	return rep
+}
+
+// launchedSince reports whether name has a live record now: a launch reserved after
+// Reconcile read the records must not lose its new workload or Guacamole record as
+// an orphan. Unsure (database error) counts as live: the next pass decides.
+func (s *Service) launchedSince(ctx context.Context, name string) bool {
+	r, err := s.db.ResourceByName(ctx, name)
+	if errors.Is(err, store.ErrNotFound) {
+		return false
+	}
+	return err != nil || r.State.Live() || r.State == store.Stopped
+}
+
+// Loop reconciles at start (every pending launch is interrupted: this process has
+// none yet) and then every interval, until ctx ends.
+func (s *Service) Loop(ctx context.Context) {
+	s.Reconcile(ctx, time.Now().Add(time.Second))
+	t := time.NewTicker(s.cfg.Workloads.ReconcileInterval.Duration)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			s.Reconcile(ctx, time.Now().Add(-s.cfg.Workloads.StuckAfter.Duration))
+		}
+	}
+}

@@ -1,0 +1,241 @@
+package server
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+
+	"github.com/gorilla/mux"
+	"github.com/gorilla/sessions"
+
+	"github.com/calipsoplus/calipso/experiments"
+	"github.com/calipsoplus/calipso/internal/store"
+)
+
+func rand32() string { return strings.ToLower(rand.Text() + rand.Text())[:32] }
+
+// decodeJSON reads a JSON object body into v: size-limited (limitBody), one value,
+// unknown fields ignored as Django REST framework does. Errors are 400s that say why.
+func decodeJSON(r *http.Request, v any) error {
+	dec := json.NewDecoder(r.Body)
+	if err := dec.Decode(v); err != nil {
+		var tooLarge *http.MaxBytesError
+		var syntax *json.SyntaxError
+		var typeErr *json.UnmarshalTypeError
+		switch {
+		case errors.As(err, &tooLarge):
+			return errTooLarge
+		case errors.Is(err, io.EOF):
+			return fmt.Errorf("%w: empty body, want a JSON object", errBadRequest)
+		case errors.As(err, &syntax):
+			return fmt.Errorf("%w: malformed JSON at byte %d", errBadRequest, syntax.Offset)
+		case errors.As(err, &typeErr):
+			return fmt.Errorf("%w: field %q must be a %s", errBadRequest, typeErr.Field, typeErr.Type)
+		default:
+			return fmt.Errorf("%w: malformed JSON", errBadRequest)
+		}
+	}
+	if dec.More() {
+		return fmt.Errorf("%w: more than one JSON value", errBadRequest)
+	}
+	return nil
+}
+
+// session returns the request's session; a broken store gives an empty one (logged).
+func (s *server) session(r *http.Request) *sessions.Session {
+	sess, err := s.sessions.Get(r, sessionCookie)
+	if err != nil {
+		s.Log.WarnContext(r.Context(), "session store", "err", err)
+	}
+	return sess
+}
+
+// currentUser returns the logged-in user, or errUnauthorized.
+func (s *server) currentUser(r *http.Request) (store.User, error) {
+	if u, ok := r.Context().Value(userKey).(store.User); ok {
+		return u, nil
+	}
+	sess, err := s.sessions.Get(r, sessionCookie)
+	if err != nil {
+		return store.User{}, err
+	}
+	name, _ := sess.Values[keyUsername].(string)
+	if name == "" {
+		return store.User{}, errUnauthorized
+	}
+	u, err := s.Store.User(r.Context(), name)
+	if errors.Is(err, store.ErrNotFound) { // removed since: the session is worthless
+		return store.User{}, errUnauthorized
+	}
+	return u, err
+}
+
+// authed serves only logged-in users; the handler gets the user.
+func (s *server) authed(h func(w http.ResponseWriter, r *http.Request, u store.User)) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		u, err := s.currentUser(r)
+		if err != nil {
+			writeError(w, r, s.Log, err)
+			return
+		}
+		infoOf(r).user = u.Username
+		h(w, r.WithContext(context.WithValue(r.Context(), userKey, u)), u)
+	}
+}
+
+// own serves a <u> path only to u itself or an admin: nobody reads or acts on
+// another user's experiments, resources or credentials.
+func (s *server) own(h func(w http.ResponseWriter, r *http.Request, me, target store.User)) http.HandlerFunc {
+	return s.authed(func(w http.ResponseWriter, r *http.Request, me store.User) {
+		name := mux.Vars(r)["username"]
+		if name != me.Username && !me.IsAdmin {
+			writeError(w, r, s.Log, fmt.Errorf("%w: %s may not act for %s", errForbidden, me.Username, name))
+			return
+		}
+		target := me
+		if name != me.Username {
+			t, err := s.Store.User(r.Context(), name)
+			if err != nil {
+				writeError(w, r, s.Log, err)
+				return
+			}
+			target = t
+		}
+		h(w, r, me, target)
+	})
+}
+
+// admin serves only admins.
+func (s *server) admin(h func(w http.ResponseWriter, r *http.Request, me store.User)) http.HandlerFunc {
+	return s.authed(func(w http.ResponseWriter, r *http.Request, me store.User) {
+		if !me.IsAdmin {
+			writeError(w, r, s.Log, fmt.Errorf("%w: admins only", errForbidden))
+			return
+		}
+		h(w, r, me)
+	})
+}
+
+// startSession logs username in on this browser, with a fresh session token.
+func (s *server) startSession(w http.ResponseWriter, r *http.Request, username string, keep map[string]string) error {
+	u, err := s.Store.RecordLogin(r.Context(), username)
+	if err != nil {
+		return err
+	}
+	sess := s.session(r)
+	if err := s.sessions.rotate(r.Context(), sess); err != nil {
+		return err
+	}
+	sess.Values = map[any]any{keyUsername: u.Username}
+	for k, v := range keep {
+		sess.Values[k] = v
+	}
+	sess.Options.MaxAge = int(s.Settings.Auth.SessionMaxAge.Seconds())
+	sess.Options.Secure = s.Settings.Auth.SecureCookies || client(r).scheme == "https"
+	return sess.Save(r, w)
+}
+
+func (s *server) handleLogin() http.HandlerFunc {
+	type request struct {
+		Username *string `json:"username"`
+		Password *string `json:"password"`
+	}
+	return func(w http.ResponseWriter, r *http.Request) {
+		if !s.Settings.Auth.LocalLogin {
+			writeError(w, r, s.Log, fmt.Errorf("%w: local login is disabled: use Umbrella", errForbidden))
+			return
+		}
+		var req request
+		if err := decodeJSON(r, &req); err != nil {
+			writeError(w, r, s.Log, err)
+			return
+		}
+		if req.Username == nil || req.Password == nil || *req.Username == "" || *req.Password == "" {
+			writeError(w, r, s.Log, fmt.Errorf("%w: username and password are required", errBadRequest))
+			return
+		}
+		if !store.ValidUsername(*req.Username) {
+			s.metrics.login("local", "refused")
+			writeJSON(w, http.StatusUnauthorized, "Unable to authenticate")
+			return
+		}
+		err := s.Office.Login(r.Context(), *req.Username, *req.Password)
+		switch {
+		case errors.Is(err, experiments.ErrBadCredentials), errors.Is(err, experiments.ErrNotFound), errors.Is(err, experiments.ErrBadRequest):
+			s.metrics.login("local", "refused")
+			writeJSON(w, http.StatusUnauthorized, "Unable to authenticate")
+			return
+		case err != nil:
+			s.metrics.login("local", "error")
+			writeError(w, r, s.Log, fmt.Errorf("login: %w", err))
+			return
+		}
+		if err := s.startSession(w, r, *req.Username, nil); err != nil {
+			s.metrics.login("local", "error")
+			writeError(w, r, s.Log, err)
+			return
+		}
+		s.metrics.login("local", "ok")
+		writeJSON(w, http.StatusOK, "Login OK")
+	}
+}
+
+func (s *server) endSession(w http.ResponseWriter, r *http.Request) error {
+	sess := s.session(r)
+	sess.Options.MaxAge = -1
+	return sess.Save(r, w)
+}
+
+func (s *server) handleLogout() http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if err := s.endSession(w, r); err != nil {
+			writeError(w, r, s.Log, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, "Logout OK")
+	}
+}
+
+func (s *server) handleAuthenticated() http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		u, err := s.currentUser(r)
+		if errors.Is(err, errUnauthorized) {
+			writeJSON(w, http.StatusUnauthorized, map[string]string{"authenticated": "false"})
+			return
+		}
+		if err != nil {
+			writeError(w, r, s.Log, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, map[string]string{"username": u.Username, "authenticated": "true"})
+	}
+}
+
+func (s *server) handleSettings() http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]bool{"local_auth": s.Settings.Auth.LocalLogin})
+	}
+}
+
+func (s *server) handleLoginType() http.HandlerFunc {
+	return s.authed(func(w http.ResponseWriter, r *http.Request, u store.User) {
+		if s.Settings.Auth.DefaultAuthorised {
+			writeJSON(w, http.StatusOK, map[string]bool{"result": true})
+			return
+		}
+		ok, err := s.Office.IsAuthorized(r.Context(), u.Username)
+		if errors.Is(err, experiments.ErrNotFound) {
+			ok, err = false, nil
+		}
+		if err != nil {
+			writeError(w, r, s.Log, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, map[string]bool{"result": ok})
+	})
+}

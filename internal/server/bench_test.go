@@ -1,0 +1,138 @@
+package server_test
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/calipsoplus/calipso/experiments"
+	"github.com/calipsoplus/calipso/settings"
+)
+
+// Benchmarks run the real server on real TCP with a logged-in session (SQLite), with
+// keep-alive clients in parallel: ns/op is the inverse of the throughput (req/s =
+// 1e9 / ns/op) of client and server sharing the machine's cores.
+
+func benchHarness(b *testing.B) (*harness, *browser) {
+	b.Helper()
+	h := newHarness(b, withSettings(func(s *settings.Settings) { s.UserOffice.DynamicExperiments = false }))
+	tr := h.srv.Client().Transport.(*http.Transport).Clone()
+	tr.MaxIdleConnsPerHost = 64
+	br := h.loggedIn("alice")
+	br.c.Transport = tr
+	return h, br
+}
+
+// hit sends one request and checks its status; body may be nil.
+func hit(b *testing.B, c *http.Client, method, target, body string, header http.Header, want int) {
+	var rd io.Reader
+	if body != "" {
+		rd = strings.NewReader(body)
+	}
+	req, err := http.NewRequest(method, target, rd)
+	if err != nil {
+		b.Fatal(err)
+	}
+	for k, v := range header {
+		req.Header[k] = v
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		b.Fatal(err)
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != want {
+		b.Fatalf("%s %s: %d, want %d", method, target, resp.StatusCode, want)
+	}
+}
+
+func benchGET(b *testing.B, br *browser, path string) {
+	b.Helper()
+	target := br.h.api(path)
+	hit(b, br.c, http.MethodGet, target, "", nil, http.StatusOK) // warm
+	b.ReportAllocs()
+	b.SetParallelism(parallelism)
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			hit(b, br.c, http.MethodGet, target, "", nil, http.StatusOK)
+		}
+	})
+	reportRate(b)
+}
+
+// parallelism × GOMAXPROCS clients keep requests in flight while others wait on the
+// network, as a browser crowd does.
+const parallelism = 8
+
+func reportRate(b *testing.B) {
+	if e := b.Elapsed(); e > 0 {
+		b.ReportMetric(float64(b.N)/e.Seconds(), "req/s")
+	}
+}
+
+func BenchmarkGetUser(b *testing.B) {
+	_, br := benchHarness(b)
+	benchGET(b, br, "users/alice/")
+}
+
+func BenchmarkAuthenticated(b *testing.B) {
+	_, br := benchHarness(b)
+	benchGET(b, br, "authenticated/")
+}
+
+func BenchmarkImages(b *testing.B) {
+	_, br := benchHarness(b)
+	benchGET(b, br, "images/")
+}
+
+func BenchmarkLogin(b *testing.B) {
+	_, br := benchHarness(b)
+	header := http.Header{
+		"Content-Type": {"application/json"}, "Origin": {frontendOrigin}, "X-CSRFToken": {br.csrfToken()},
+	}
+	target := br.h.api("login/")
+	body := `{"username": "alice", "password": "alice-demo"}`
+	// Each login rotates the session: clients without a jar keep only the csrftoken.
+	c := &http.Client{Transport: br.c.Transport}
+	header.Set("Cookie", "csrftoken="+br.csrfToken())
+	b.ReportAllocs()
+	b.SetParallelism(parallelism)
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			hit(b, c, http.MethodPost, target, body, header, http.StatusOK)
+		}
+	})
+	reportRate(b)
+}
+
+func BenchmarkExperimentsPage(b *testing.B) {
+	h, br := benchHarness(b)
+	ctx := context.Background()
+	start := time.Date(2020, 1, 1, 0, 0, 0, 0, time.UTC)
+	for i := range 500 {
+		e := experiments.Experiment{
+			ProposalID: fmt.Sprintf("P%05d", i), Subject: fmt.Sprintf("Subject %d of the benchmark", i),
+			Body: "A body of some length to look like a real proposal abstract.", BeamLine: fmt.Sprintf("BL%02d", i%30),
+		}
+		for s := range 3 {
+			e.Sessions = append(e.Sessions, experiments.Session{
+				SessionNumber: fmt.Sprintf("P%05d-%02d", i, s), Subject: "Shift", DataSetPath: "[]",
+				StartDate: experiments.Date{Time: start.AddDate(0, 0, i+s)}, EndDate: experiments.Date{Time: start.AddDate(0, 0, i+s+1)},
+			})
+		}
+		if _, err := h.db.PutExperiment(ctx, "bench", e); err != nil {
+			b.Fatal(err)
+		}
+		if err := h.db.Link(ctx, "bench", "alice", e.ProposalID); err != nil {
+			b.Fatal(err)
+		}
+	}
+	benchGET(b, br, "users/alice/experiments/?page=3&ordering=-subject")
+}

@@ -1,0 +1,185 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/gorilla/mux"
+	"golang.org/x/sync/singleflight"
+
+	"github.com/calipsoplus/calipso/experiments"
+	"github.com/calipsoplus/calipso/internal/store"
+	"github.com/calipsoplus/calipso/settings"
+)
+
+// officeCache keeps each user's experiments from the user office in the local
+// database, fetched again at most every refresh interval. When the office is down
+// or slow, the local copy is served marked stale; with no local copy, 503.
+type officeCache struct {
+	db      *store.Store
+	office  UserOffice
+	cfg     settings.UserOffice
+	log     *slog.Logger
+	flights singleflight.Group // one fetch per user at a time
+}
+
+func newOfficeCache(db *store.Store, office UserOffice, cfg settings.UserOffice, log *slog.Logger) *officeCache {
+	return &officeCache{db: db, office: office, cfg: cfg, log: log}
+}
+
+// refresh brings u's experiments up to date; stale reports that the office could not
+// be asked and an older copy stands.
+func (c *officeCache) refresh(ctx context.Context, u store.User) (stale bool, err error) {
+	if !c.cfg.DynamicExperiments || c.office == nil {
+		return false, nil
+	}
+	if !u.ExperimentsFetchedBefore(time.Now(), c.cfg.RefreshInterval.Duration) {
+		return false, nil
+	}
+	_, err, _ = c.flights.Do(u.Username, func() (any, error) {
+		// Detached from the request so that one impatient client doesn't cancel the
+		// fetch others wait for; bounded by the office timeout all the same.
+		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.cfg.Timeout.Duration)
+		defer cancel()
+		list, err := c.office.AllExperiments(fctx, u.Username)
+		if errors.Is(err, experiments.ErrNotFound) {
+			list, err = nil, nil // the office doesn't know the account: no experiments
+		}
+		if err != nil {
+			return nil, err
+		}
+		return nil, c.db.SyncUserExperiments(fctx, u.ID, list)
+	})
+	if err == nil {
+		return false, nil
+	}
+	if u.ExperimentsFetched != nil && !errors.Is(err, store.ErrUnavailable) {
+		c.log.WarnContext(ctx, "user office failed: serving the local copy", "user", u.Username, "err", err)
+		return true, nil
+	}
+	return false, fmt.Errorf("experiments of %s: %w", u.Username, err)
+}
+
+// experimentJSON is CalipsoPlus' experiment shape (with the link id and favourite).
+type experimentJSON struct {
+	ID         int64         `json:"id"`
+	Favorite   bool          `json:"favorite"`
+	ProposalID string        `json:"proposal_id"`
+	Subject    string        `json:"subject"`
+	Body       string        `json:"body"`
+	BeamLine   string        `json:"beam_line"`
+	UID        *int          `json:"uid"`
+	GID        *int          `json:"gid"`
+	Sessions   []sessionJSON `json:"sessions"`
+}
+
+type sessionJSON struct {
+	SessionNumber string     `json:"session_number"`
+	StartDate     *time.Time `json:"start_date"`
+	EndDate       *time.Time `json:"end_date"`
+	Subject       string     `json:"subject"`
+	Body          string     `json:"body"`
+	DataSetPath   string     `json:"data_set_path"`
+}
+
+func datePtr(d experiments.Date) *time.Time {
+	if d.IsZero() {
+		return nil
+	}
+	return &d.Time
+}
+
+func (s *server) handleExperiments() http.HandlerFunc {
+	return s.own(func(w http.ResponseWriter, r *http.Request, _, target store.User) {
+		p, err := pageNumber(r)
+		if err != nil {
+			writeError(w, r, s.Log, err)
+			return
+		}
+		q := r.URL.Query()
+		query := store.ExperimentQuery{Search: q.Get("search"), Ordering: q.Get("ordering"), Page: p, PageSize: s.Settings.Pagination.Experiments}
+		if len(query.Search) > 200 {
+			writeError(w, r, s.Log, fmt.Errorf("%w: search is limited to 200 characters", errBadRequest))
+			return
+		}
+		if v := q.Get("calipsouserexperiment__favorite"); v != "" {
+			fav, err := strconv.ParseBool(v)
+			if err != nil {
+				writeError(w, r, s.Log, fmt.Errorf("%w: calipsouserexperiment__favorite must be true or false", errBadRequest))
+				return
+			}
+			query.Favorite = &fav
+		}
+		stale, err := s.office.refresh(r.Context(), target)
+		if err != nil {
+			writeError(w, r, s.Log, err)
+			return
+		}
+		list, total, err := s.Store.Experiments(r.Context(), target.ID, query)
+		if err != nil {
+			writeError(w, r, s.Log, err)
+			return
+		}
+		out := page[experimentJSON]{Count: total, PageSize: query.PageSize, Results: make([]experimentJSON, 0, len(list)), Stale: stale}
+		for _, e := range list {
+			ej := experimentJSON{ID: e.LinkID, Favorite: e.Favorite, ProposalID: e.ProposalID, Subject: e.Subject, Body: e.Body,
+				BeamLine: e.BeamLine, UID: e.UID, GID: e.GID, Sessions: make([]sessionJSON, 0, len(e.Sessions))}
+			for _, ss := range e.Sessions {
+				ej.Sessions = append(ej.Sessions, sessionJSON{SessionNumber: ss.SessionNumber, StartDate: datePtr(ss.StartDate),
+					EndDate: datePtr(ss.EndDate), Subject: ss.Subject, Body: ss.Body, DataSetPath: ss.DataSetPath})
+			}
+			out.Results = append(out.Results, ej)
+		}
+		out.Next, out.Previous = pageLinks(r, p, query.PageSize, total)
+		if stale {
+			w.Header().Set("Warning", `110 calipso "Response is Stale: the user office did not answer"`)
+		}
+		writeJSON(w, http.StatusOK, out)
+	})
+}
+
+func (s *server) handleFavorite() http.HandlerFunc {
+	return s.authed(func(w http.ResponseWriter, r *http.Request, u store.User) {
+		id, err := strconv.ParseInt(mux.Vars(r)["id"], 10, 64)
+		if err != nil || id <= 0 {
+			writeError(w, r, s.Log, fmt.Errorf("%w: experiment link id must be a positive number", errBadRequest))
+			return
+		}
+		var req struct {
+			Favorite *flexBool `json:"favorite"`
+		}
+		if err := decodeJSON(r, &req); err != nil {
+			writeError(w, r, s.Log, err)
+			return
+		}
+		if req.Favorite == nil {
+			writeError(w, r, s.Log, fmt.Errorf("%w: favorite is required (true, false, \"1\" or \"0\")", errBadRequest))
+			return
+		}
+		if err := s.Store.SetFavorite(r.Context(), u.ID, id, bool(*req.Favorite)); err != nil {
+			writeError(w, r, s.Log, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, map[string]any{"id": id, "favorite": bool(*req.Favorite)})
+	})
+}
+
+// flexBool accepts true/false and the frontend's "1"/"0" (and "true"/"false").
+type flexBool bool
+
+func (b *flexBool) UnmarshalJSON(data []byte) error {
+	switch string(data) {
+	case "true", `"1"`, `"true"`, "1", `"True"`:
+		*b = true
+	case "false", `"0"`, `"false"`, "0", `"False"`:
+		*b = false
+	default:
+		return fmt.Errorf("want true, false, \"1\" or \"0\"")
+	}
+	return nil
+}

@@ -1,0 +1,322 @@
+package server_test
+
+import (
+	"cmp"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/calipsoplus/calipso/experiments/useroffice"
+	"github.com/calipsoplus/calipso/settings"
+)
+
+// officeData builds a user office with user dana in n experiments (and one she is
+// not in), with repeated beamlines and non-ASCII text.
+func officeData(n int, subjectSuffix string) *useroffice.Data {
+	words := []string{"Crystal growth", "Über Strukturen", "ΣΟΦΊΑ optics", "straße samples", "日本語 powders", "Magnetism", "thin FILMS", "100% pure_sample"}
+	d := &useroffice.Data{Accounts: []useroffice.Account{
+		{Username: "dana", Password: demoPassword("dana-pw")},
+		{Username: "eve", Password: demoPassword("eve-pw")},
+	}}
+	for i := range n {
+		d.Experiments = append(d.Experiments, useroffice.Experiment{
+			ProposalID:   fmt.Sprintf("P%04d", (i*37)%1000), // not in insertion order
+			Subject:      fmt.Sprintf("%s %d%s", words[i%len(words)], i, subjectSuffix),
+			Body:         fmt.Sprintf("Body %c%d", 'z'-rune(i%26), i%5),
+			BeamLine:     fmt.Sprintf("BL%02d", i%4),
+			Participants: []string{"dana"},
+			Sessions: []useroffice.Session{{SessionNumber: fmt.Sprintf("S%04d-1", i), Subject: "Shift", DataSetPath: "[]",
+				StartDate: json.RawMessage(`"2020-01-02T00:00:00Z"`)}},
+		})
+	}
+	d.Experiments = append(d.Experiments, useroffice.Experiment{ProposalID: "EVE01", Subject: "Crystal of eve", Body: "x", BeamLine: "BL00",
+		Participants: []string{"eve"}, Sessions: []useroffice.Session{{SessionNumber: "E1"}}})
+	return d
+}
+
+// row is an experiment as the API lists it.
+type row struct {
+	ID         int64  `json:"id"`
+	Favorite   bool   `json:"favorite"`
+	ProposalID string `json:"proposal_id"`
+	Subject    string `json:"subject"`
+	Body       string `json:"body"`
+	BeamLine   string `json:"beam_line"`
+}
+
+type expPage struct {
+	Count    int     `json:"count"`
+	Next     *string `json:"next"`
+	Previous *string `json:"previous"`
+	PageSize int     `json:"page_size"`
+	Results  []row   `json:"results"`
+	Stale    bool    `json:"stale"`
+}
+
+func getPage(t *testing.T, b *browser, query string) (expPage, answer) {
+	t.Helper()
+	a := b.do(http.MethodGet, "users/dana/experiments/"+query, nil)
+	wantStatus(t, a, http.StatusOK)
+	var p expPage
+	a.json(t, &p)
+	return p, a
+}
+
+// allRows pages through everything with the default ordering.
+func allRows(t *testing.T, b *browser) []row {
+	t.Helper()
+	var out []row
+	for n := 1; ; n++ {
+		p, _ := getPage(t, b, "?page="+strconv.Itoa(n))
+		out = append(out, p.Results...)
+		if p.Next == nil {
+			return out
+		}
+	}
+}
+
+var fields = map[string]func(row) string{
+	"proposal_id": func(r row) string { return r.ProposalID },
+	"subject":     func(r row) string { return r.Subject },
+	"body":        func(r row) string { return r.Body },
+	"beam_line":   func(r row) string { return r.BeamLine },
+}
+
+// expect computes what a query must answer from all rows: case-insensitive search in
+// the four fields, favourite filter, ordering with the link id as tie-break.
+func expect(all []row, search, ordering string, fav *bool) []row {
+	var out []row
+	s := strings.ToLower(search)
+	for _, r := range all {
+		if fav != nil && r.Favorite != *fav {
+			continue
+		}
+		if s != "" && !slices.ContainsFunc([]string{r.Subject, r.Body, r.ProposalID, r.BeamLine}, func(f string) bool {
+			return strings.Contains(strings.ToLower(f), s)
+		}) {
+			continue
+		}
+		out = append(out, r)
+	}
+	if ordering == "" {
+		ordering = "proposal_id"
+	}
+	desc := strings.HasPrefix(ordering, "-")
+	key := fields[strings.TrimPrefix(ordering, "-")]
+	slices.SortFunc(out, func(a, b row) int {
+		c := cmp.Or(strings.Compare(key(a), key(b)), cmp.Compare(a.ID, b.ID))
+		if desc {
+			return -c
+		}
+		return c
+	})
+	return out
+}
+
+func TestExperimentsQueries(t *testing.T) {
+	const total = 40
+	h := newHarness(t, withOffice(officeData(total, "")))
+	dana := h.browser()
+	dana.login("dana", "dana-pw")
+	all := allRows(t, dana)
+	if len(all) != total {
+		t.Fatalf("dana sees %d experiments, want %d", len(all), total)
+	}
+	// Some favourites, set through the API.
+	for i, r := range all {
+		if i%3 == 0 {
+			wantStatus(t, dana.do(http.MethodPut, fmt.Sprintf("favorite/%d/", r.ID), map[string]any{"favorite": true}), http.StatusOK)
+			all[i].Favorite = true
+		}
+	}
+	yes, no := true, false
+	type tc struct {
+		search, ordering string
+		fav              *bool
+		page             int
+	}
+	cases := []tc{
+		{"", "", nil, 1}, {"", "", nil, 2}, {"", "", nil, 6},
+		{"", "proposal_id", nil, 1}, {"", "-proposal_id", nil, 1}, {"", "-proposal_id", nil, 3},
+		{"", "subject", nil, 1}, {"", "-subject", nil, 2}, {"", "body", nil, 1}, {"", "-body", nil, 4},
+		{"", "beam_line", nil, 1}, {"", "beam_line", nil, 2}, {"", "-beam_line", nil, 5},
+		{"crystal", "", nil, 1}, {"CRYSTAL", "", nil, 1}, {"films", "-subject", nil, 1},
+		{"p00", "", nil, 2}, {"P0037", "", nil, 1}, {"bl02", "", nil, 1}, {"BL0", "-beam_line", nil, 3},
+		{"body y", "", nil, 1}, {"über", "", nil, 1}, {"ÜBER", "", nil, 1}, {"σοφία", "", nil, 1},
+		{"STRASSE", "", nil, 1}, {"straße", "subject", nil, 1}, {"日本", "", nil, 1},
+		{"100%", "", nil, 1}, {"pure_sample", "", nil, 1}, {"_", "", nil, 1}, {"no such thing", "", nil, 1},
+		{"eve", "", nil, 1}, {"'", "", nil, 1},
+		{"", "", &yes, 1}, {"", "", &yes, 2}, {"", "-subject", &no, 1}, {"crystal", "", &yes, 1},
+		{"", "", nil, 99}, {"crystal", "", nil, 5},
+	}
+	for _, c := range cases {
+		name := fmt.Sprintf("search=%q ordering=%q fav=%v page=%d", c.search, c.ordering, deref(c.fav), c.page)
+		t.Run(name, func(t *testing.T) {
+			q := url.Values{}
+			if c.search != "" {
+				q.Set("search", c.search)
+			}
+			if c.ordering != "" {
+				q.Set("ordering", c.ordering)
+			}
+			if c.fav != nil {
+				q.Set("calipsouserexperiment__favorite", strconv.FormatBool(*c.fav))
+			}
+			q.Set("page", strconv.Itoa(c.page))
+			got, _ := getPage(t, dana, "?"+q.Encode())
+			want := expect(all, c.search, c.ordering, c.fav)
+			if got.Count != len(want) || got.PageSize != 7 {
+				t.Fatalf("count %d page_size %d, want %d and 7", got.Count, got.PageSize, len(want))
+			}
+			from, to := min((c.page-1)*7, len(want)), min(c.page*7, len(want))
+			if gotIDs, wantIDs := ids(got.Results), ids(want[from:to]); !slices.Equal(gotIDs, wantIDs) {
+				t.Fatalf("page %d: got %v, want %v", c.page, gotIDs, wantIDs)
+			}
+			last := max((len(want)+6)/7, 1)
+			checkLink(t, "next", got.Next, c.page < last, c.page+1)
+			checkLink(t, "previous", got.Previous, c.page > 1, min(c.page-1, last))
+		})
+	}
+}
+
+func deref(b *bool) string {
+	if b == nil {
+		return "-"
+	}
+	return strconv.FormatBool(*b)
+}
+
+func ids(rs []row) []string {
+	out := make([]string, len(rs))
+	for i, r := range rs {
+		out[i] = r.ProposalID
+	}
+	return out
+}
+
+// checkLink checks a next/previous link: present when want, pointing at page n (page
+// 1 is written without ?page, as DRF does).
+func checkLink(t *testing.T, name string, link *string, want bool, n int) {
+	t.Helper()
+	if (link != nil) != want {
+		t.Fatalf("%s %v, want present=%v", name, link, want)
+	}
+	if link == nil {
+		return
+	}
+	u, err := url.Parse(*link)
+	if err != nil {
+		t.Fatalf("%s %q: %v", name, *link, err)
+	}
+	p := u.Query().Get("page")
+	if (n == 1 && p != "") || (n > 1 && p != strconv.Itoa(n)) {
+		t.Fatalf("%s %s: want page %d", name, *link, n)
+	}
+}
+
+// TestExperimentLinksBehindProxy: next/previous use the proxy's scheme and host.
+func TestExperimentLinksBehindProxy(t *testing.T) {
+	h := newHarness(t, withOffice(officeData(20, "")), trustLoopback())
+	dana := h.browser()
+	dana.login("dana", "dana-pw")
+	dana.header.Set("X-Forwarded-Proto", "https")
+	dana.header.Set("X-Forwarded-Host", "calipso.example.org")
+	p, _ := getPage(t, dana, "?page=2&ordering=-subject&search=bl")
+	for name, link := range map[string]*string{"next": p.Next, "previous": p.Previous} {
+		if link == nil || !strings.HasPrefix(*link, "https://calipso.example.org"+basePath+"users/dana/experiments/?") {
+			t.Fatalf("%s link %v", name, link)
+		}
+		u, _ := url.Parse(*link)
+		if u.Query().Get("ordering") != "-subject" || u.Query().Get("search") != "bl" {
+			t.Fatalf("%s link %s lost the query", name, *link)
+		}
+	}
+}
+
+// TestFavouritesSurviveRefetch: the office's data changes; a fresh fetch updates the
+// experiments and keeps the user's favourites.
+func TestFavouritesSurviveRefetch(t *testing.T) {
+	h := newHarness(t, withOffice(officeData(5, "")), withSettings(func(s *settings.Settings) {
+		s.UserOffice.RefreshInterval = settings.Duration{Duration: time.Nanosecond}
+	}))
+	dana := h.browser()
+	dana.login("dana", "dana-pw")
+	before := allRows(t, dana)
+	fav := before[2]
+	wantStatus(t, dana.do(http.MethodPut, fmt.Sprintf("favorite/%d/", fav.ID), map[string]any{"favorite": "1"}), http.StatusOK)
+
+	h.setOfficeData(officeData(6, " (revised)"))
+	after := allRows(t, dana)
+	if len(after) != 6 {
+		t.Fatalf("after the change: %d experiments, want 6", len(after))
+	}
+	for _, r := range after {
+		if !strings.HasSuffix(r.Subject, " (revised)") {
+			t.Errorf("%s: subject %q not refreshed", r.ProposalID, r.Subject)
+		}
+		if want := r.ProposalID == fav.ProposalID; r.Favorite != want {
+			t.Errorf("%s: favorite %v, want %v", r.ProposalID, r.Favorite, want)
+		}
+	}
+}
+
+// TestOfficeDownOrSlow: with a local copy the API serves it marked stale; without,
+// 503 with a message; either way within the office timeout and a margin.
+func TestOfficeDownOrSlow(t *testing.T) {
+	const timeout = 300 * time.Millisecond
+	const margin = 1500 * time.Millisecond
+	tiny := withSettings(func(s *settings.Settings) {
+		s.UserOffice.RefreshInterval = settings.Duration{Duration: time.Nanosecond}
+		s.UserOffice.Timeout = settings.Duration{Duration: timeout}
+	})
+	rows := []struct {
+		name      string
+		localCopy bool
+		down      bool // else slow
+	}{
+		{"slow, local copy", true, false},
+		{"slow, no local copy", false, false},
+		{"down, local copy", true, true},
+		{"down, no local copy", false, true},
+	}
+	for _, row := range rows {
+		t.Run(row.name, func(t *testing.T) {
+			h := newHarness(t, withOffice(officeData(3, "")), tiny)
+			dana := h.browser()
+			dana.login("dana", "dana-pw")
+			if row.localCopy {
+				getPage(t, dana, "")
+			}
+			if row.down {
+				h.office.Close()
+			} else {
+				h.officeOp = append(h.officeOp, useroffice.WithDelay(10*timeout))
+				h.setOfficeData(officeData(3, ""))
+			}
+			start := time.Now()
+			a := dana.do(http.MethodGet, "users/dana/experiments/", nil)
+			if took := time.Since(start); took > timeout+margin {
+				t.Errorf("took %v, want at most %v", took, timeout+margin)
+			}
+			if !row.localCopy {
+				msg := wantError(t, a, http.StatusServiceUnavailable)
+				if !strings.Contains(msg, "user office") {
+					t.Errorf("message %q does not name the user office", msg)
+				}
+				return
+			}
+			wantStatus(t, a, http.StatusOK)
+			var p expPage
+			a.json(t, &p)
+			if !p.Stale || p.Count != 3 || !strings.HasPrefix(a.header.Get("Warning"), "110 ") {
+				t.Fatalf("stale %v count %d Warning %q; want true, 3, 110", p.Stale, p.Count, a.header.Get("Warning"))
+			}
+		})
+	}
+}

@@ -1,0 +1,169 @@
+package server
+
+import (
+	"fmt"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/gorilla/mux"
+
+	"github.com/calipsoplus/calipso/internal/store"
+	"github.com/calipsoplus/calipso/quotas"
+)
+
+// containerJSON is CalipsoPlus' container record.
+type containerJSON struct {
+	ID                int64     `json:"id"`
+	CalipsoUser       int64     `json:"calipso_user"`
+	Username          string    `json:"username"`
+	CalipsoExperiment string    `json:"calipso_experiment"`
+	ContainerID       string    `json:"container_id"`
+	ContainerName     string    `json:"container_name"`
+	ContainerStatus   string    `json:"container_status"`
+	ContainerLogs     string    `json:"container_logs"`
+	GuacamoleUsername string    `json:"guacamole_username"`
+	GuacamolePassword string    `json:"guacamole_password"`
+	CreationDate      time.Time `json:"creation_date"`
+	HostPort          string    `json:"host_port"`
+	PublicName        string    `json:"public_name"`
+	ContainerInfo     string    `json:"container_info"`
+	Image             string    `json:"image"`
+	NumCPUs           float64   `json:"num_cpus"`
+	MemoryAllocated   string    `json:"memory_allocated"`
+	HDDAllocated      string    `json:"hdd_allocated"`
+}
+
+// compatStatus maps our states to the statuses the frontend knows.
+func compatStatus(s store.State) string {
+	switch s {
+	case store.Pending, store.Stopping:
+		return "busy"
+	case store.Running:
+		return "running"
+	case store.Stopped:
+		return "stopped"
+	case store.Removed:
+		return "removed"
+	default:
+		return "error"
+	}
+}
+
+// toContainerJSON renders a record. Guacamole credentials are only ever put in
+// records answered to their owner or an admin: every caller checks that first.
+func toContainerJSON(r store.Resource) containerJSON {
+	return containerJSON{
+		ID: r.ID, CalipsoUser: r.UserID, Username: r.Username, CalipsoExperiment: r.Experiment,
+		ContainerID: r.EngineID, ContainerName: r.EngineName, ContainerStatus: compatStatus(r.State),
+		ContainerLogs: r.Error, GuacamoleUsername: r.GuacamoleUsername, GuacamolePassword: r.GuacamolePassword,
+		CreationDate: r.Created, HostPort: r.HostPort, PublicName: r.PublicName, ContainerInfo: r.Info,
+		Image: r.Image, NumCPUs: r.CPU, MemoryAllocated: quotas.FormatSize(r.MemoryBytes), HDDAllocated: quotas.FormatSize(r.HDDBytes),
+	}
+}
+
+func toContainersJSON(rs []store.Resource) []containerJSON {
+	out := make([]containerJSON, 0, len(rs))
+	for _, r := range rs {
+		out = append(out, toContainerJSON(r))
+	}
+	return out
+}
+
+func (s *server) handleRun() http.HandlerFunc {
+	return s.stateChangingGET(s.own(func(w http.ResponseWriter, r *http.Request, _, target store.User) {
+		v := mux.Vars(r)
+		res, err := s.Resources.Launch(r.Context(), target, v["experiment"], v["public_name"])
+		if err != nil {
+			writeError(w, r, s.Log, err)
+			return
+		}
+		writeJSON(w, http.StatusCreated, toContainerJSON(res))
+	}))
+}
+
+// ownedResource finds the record named in the path and checks it is target's.
+func (s *server) ownedResource(r *http.Request, target store.User) (store.Resource, error) {
+	v := mux.Vars(r)
+	res, err := s.Store.ResourceByName(r.Context(), v["name"])
+	if err != nil {
+		return store.Resource{}, err
+	}
+	if res.UserID != target.ID {
+		// Same answer as for an unknown name: don't reveal other users' resources.
+		return store.Resource{}, fmt.Errorf("resource %q: %w", v["name"], store.ErrNotFound)
+	}
+	if pn := v["public_name"]; pn != "" && pn != res.PublicName {
+		return store.Resource{}, fmt.Errorf("%w: resource %q runs %q, not %q", errBadRequest, v["name"], res.PublicName, pn)
+	}
+	return res, nil
+}
+
+func (s *server) handleStop() http.HandlerFunc {
+	return s.stateChangingGET(s.own(func(w http.ResponseWriter, r *http.Request, _, target store.User) {
+		res, err := s.ownedResource(r, target)
+		if err == nil {
+			res, err = s.Resources.Stop(r.Context(), res)
+		}
+		if err != nil {
+			writeError(w, r, s.Log, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, toContainerJSON(res))
+	}))
+}
+
+func (s *server) handleRemove() http.HandlerFunc {
+	return s.stateChangingGET(s.own(func(w http.ResponseWriter, r *http.Request, _, target store.User) {
+		res, err := s.ownedResource(r, target)
+		if err == nil {
+			res, err = s.Resources.Remove(r.Context(), res)
+		}
+		if err != nil {
+			writeError(w, r, s.Log, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, toContainerJSON(res))
+	}))
+}
+
+// shownStates are the records a user's list shows: everything not yet removed.
+var shownStates = []store.State{store.Pending, store.Running, store.Stopping, store.Stopped, store.Failed}
+
+func (s *server) handleUserContainers() http.HandlerFunc {
+	return s.own(func(w http.ResponseWriter, r *http.Request, _, target store.User) {
+		rs, err := s.Store.Resources(r.Context(), store.ResourceFilter{UserID: target.ID, States: shownStates})
+		if err != nil {
+			writeError(w, r, s.Log, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, toContainersJSON(rs))
+	})
+}
+
+func (s *server) handleAllContainers(states []store.State) http.HandlerFunc {
+	return s.admin(func(w http.ResponseWriter, r *http.Request, _ store.User) {
+		rs, err := s.Store.Resources(r.Context(), store.ResourceFilter{States: states})
+		if err != nil {
+			writeError(w, r, s.Log, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, toContainersJSON(rs))
+	})
+}
+
+func (s *server) handleContainer() http.HandlerFunc {
+	return s.admin(func(w http.ResponseWriter, r *http.Request, _ store.User) {
+		id, err := strconv.ParseInt(mux.Vars(r)["id"], 10, 64)
+		if err != nil || id <= 0 {
+			writeError(w, r, s.Log, fmt.Errorf("%w: container id must be a positive number", errBadRequest))
+			return
+		}
+		res, err := s.Store.Resource(r.Context(), id)
+		if err != nil {
+			writeError(w, r, s.Log, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, toContainerJSON(res))
+	})
+}

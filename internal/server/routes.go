@@ -1,0 +1,67 @@
+package server
+
+import (
+	"net/http"
+
+	"github.com/gorilla/mux"
+
+	"github.com/calipsoplus/calipso/internal/store"
+)
+
+// routes lists every endpoint. root serves operations (/healthz, /readyz, /metrics)
+// and the SAML endpoints at their configured URLs; api is the base path.
+func (s *server) routes(root, api *mux.Router) {
+	root.Use(routeName)
+	api.Use(routeName)
+
+	root.Handle("/healthz", handleHealthz()).Methods(http.MethodGet, http.MethodHead)
+	root.Handle("/readyz", s.handleReadyz()).Methods(http.MethodGet, http.MethodHead)
+	if s.Settings.Server.Metrics {
+		root.Handle("/metrics", s.metrics.handler).Methods(http.MethodGet)
+	}
+
+	get := []string{http.MethodGet, http.MethodHead}
+	// Session and identity.
+	api.Handle("/login/", s.handleLogin()).Methods(http.MethodPost)
+	api.Handle("/logout/", s.handleLogout()).Methods(get...)
+	api.Handle("/authenticated/", s.handleAuthenticated()).Methods(get...)
+	api.Handle("/settings/", s.handleSettings()).Methods(get...)
+	api.Handle("/login/type/", s.handleLoginType()).Methods(get...)
+	api.Handle("/users/", s.handleUsers()).Methods(get...)
+	api.Handle("/users/{username}/", s.handleUser()).Methods(get...)
+	api.Handle("/users/{username}/admin", s.handleUserAdmin()).Methods(http.MethodGet, http.MethodPost)
+
+	// Umbrella (federated login).
+	api.Handle("/umbrella/login/", s.handleUmbrellaLogin()).Methods(get...)
+	api.Handle("/umbrella/frontend/", s.handleUmbrellaFrontend()).Methods(get...)
+	api.Handle("/umbrella/session/", s.handleUmbrellaSession()).Methods(get...)
+	api.Handle("/umbrella/wuo/", s.handleUmbrellaWUO()).Methods(http.MethodPost)
+	api.Handle("/umbrella/logout/", s.handleUmbrellaLogout()).Methods(get...)
+	if s.SAML != nil {
+		md, acs := s.SAML.MetadataURL(), s.SAML.ACSURL()
+		root.Handle(md.Path, s.SAML.MetadataHandler()).Methods(get...)
+		// The IdP posts cross-site by design; the assertion itself is the proof.
+		root.Handle(acs.Path, s.handleACS()).Methods(http.MethodPost)
+	}
+
+	// Experiments.
+	api.Handle("/users/{username}/experiments/", s.handleExperiments()).Methods(get...)
+	api.Handle("/favorite/{id}/", s.handleFavorite()).Methods(http.MethodPut)
+
+	// Images and quotas.
+	api.Handle("/images/", s.handleImages()).Methods(get...)
+	api.Handle("/images/{public_name}/", s.handleImage()).Methods(http.MethodGet, http.MethodPost, http.MethodPut, http.MethodDelete)
+	api.Handle("/quota/{username}/", s.handleQuota()).Methods(http.MethodGet, http.MethodPost, http.MethodPut)
+	api.Handle("/used_quota/{username}/", s.handleUsedQuota()).Methods(get...)
+
+	// Resources.
+	api.Handle("/resource/run/{username}/{experiment}/{public_name}/", s.handleRun()).Methods(http.MethodGet)
+	api.Handle("/resource/stop/{username}/{name}/{public_name}/", s.handleStop()).Methods(http.MethodGet)
+	api.Handle("/resource/rm/{username}/{name}/{public_name}/", s.handleRemove()).Methods(http.MethodGet)
+	api.Handle("/resource/list/{username}/", s.handleUserContainers()).Methods(get...)
+	api.Handle("/users/{username}/containers/", s.handleUserContainers()).Methods(get...)
+	api.Handle("/containers/", s.handleAllContainers(nil)).Methods(get...)
+	api.Handle("/activecontainers/", s.handleAllContainers(store.LiveStates)).Methods(get...)
+	api.Handle("/containers/{id}", s.handleContainer()).Methods(get...)
+	api.Handle("/containers/{id}/", s.handleContainer()).Methods(get...)
+}

@@ -1,0 +1,449 @@
+// Package server is Calipso's HTTP API: the CalipsoPlus-compatible endpoints the
+// existing web frontend calls (docs in API.md), under a configurable base path.
+// Handlers are functions that close over their dependencies; routes.go lists them all.
+package server
+
+import (
+	"context"
+	"crypto/subtle"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"net/url"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/gorilla/mux"
+	"github.com/gorilla/sessions"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/rs/cors"
+
+	"github.com/calipsoplus/calipso/experiments"
+	"github.com/calipsoplus/calipso/federation"
+	"github.com/calipsoplus/calipso/internal/store"
+	"github.com/calipsoplus/calipso/settings"
+)
+
+// UserOffice is what the server asks of the facility's user office.
+type UserOffice interface {
+	Login(ctx context.Context, username, password string) error
+	UmbrellaUser(ctx context.Context, eaaHash string) (string, error)
+	IsAuthorized(ctx context.Context, login string) (bool, error)
+	AllExperiments(ctx context.Context, login string) ([]experiments.Experiment, error)
+}
+
+// Resources launches and ends workloads (internal/launch).
+type Resources interface {
+	Launch(ctx context.Context, u store.User, experimentRef, publicName string) (store.Resource, error)
+	Stop(ctx context.Context, r store.Resource) (store.Resource, error)
+	Remove(ctx context.Context, r store.Resource) (store.Resource, error)
+}
+
+// Federation is the SAML service provider (federation.ServiceProvider).
+type Federation interface {
+	StartLogin(w http.ResponseWriter, r *http.Request, relayState string) error
+	ConsumeAssertion(w http.ResponseWriter, r *http.Request) (federation.Identity, string, error)
+	MetadataHandler() http.Handler
+	MetadataURL() url.URL
+	ACSURL() url.URL
+}
+
+// Check is one readiness check of /readyz.
+type Check struct {
+	Name string
+	Fn   func(ctx context.Context) error
+}
+
+// Deps is everything the server uses.
+type Deps struct {
+	Settings  *settings.Settings
+	Store     *store.Store
+	Office    UserOffice
+	Resources Resources
+	// SAML is nil unless umbrella.enabled in saml mode; Header is set in header mode.
+	SAML    Federation
+	Header  *federation.HeaderMode
+	Checks  []Check
+	Log     *slog.Logger
+	Metrics *prometheus.Registry
+}
+
+// server holds what the handlers share.
+type server struct {
+	Deps
+	sessions *dbSessionStore
+	metrics  *metrics
+	cop      *http.CrossOriginProtection
+	office   *officeCache
+}
+
+// New returns the HTTP handler of the whole API.
+func New(d Deps) (http.Handler, error) {
+	s := d.Settings
+	if d.Log == nil {
+		d.Log = slog.Default()
+	}
+	if d.Metrics == nil {
+		d.Metrics = prometheus.NewRegistry()
+	}
+	sessOpts := sessions.Options{
+		Path:     s.BasePath,
+		MaxAge:   int(s.Auth.SessionMaxAge.Seconds()),
+		HttpOnly: true,
+		Secure:   s.Auth.SecureCookies,
+		SameSite: http.SameSiteLaxMode,
+	}
+	srv := &server{
+		Deps:     d,
+		sessions: newSessionStore(d.Store, s.SecretKey, sessOpts),
+		metrics:  newMetrics(d.Metrics),
+		cop:      http.NewCrossOriginProtection(),
+	}
+	srv.office = newOfficeCache(d.Store, d.Office, s.UserOffice, d.Log)
+	for _, o := range s.CORSOrigins {
+		if err := srv.cop.AddTrustedOrigin(o); err != nil {
+			return nil, err
+		}
+	}
+	// Refusals answer JSON like every other error.
+	srv.cop.SetDenyHandler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, r, d.Log, errCrossSite)
+	}))
+
+	// No path cleaning: mux would answer "/a/../b" with a redirect to "/b" (turning a
+	// POST into a GET); saneRequest refuses dot segments instead.
+	root := mux.NewRouter().SkipClean(true)
+	api := root.PathPrefix(strings.TrimSuffix(s.BasePath, "/")).Subrouter()
+	srv.routes(root, api)
+	// mux answers a known path with the wrong method 404 when routes sit in a
+	// subrouter; a path that some route matches is told 405 here instead.
+	var paths []*regexp.Regexp
+	_ = root.Walk(func(rt *mux.Route, _ *mux.Router, _ []*mux.Route) error {
+		if re, err := rt.GetPathRegexp(); err == nil && rt.GetHandler() != nil { // not the base path's prefix
+			paths = append(paths, regexp.MustCompile(re))
+		}
+		return nil
+	})
+	notFound := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		for _, re := range paths {
+			if re.MatchString(r.URL.Path) {
+				writeJSON(w, http.StatusMethodNotAllowed, map[string]string{"error": "method not allowed"})
+				return
+			}
+		}
+		writeError(w, r, d.Log, errNotFound)
+	})
+	root.NotFoundHandler, api.NotFoundHandler = notFound, notFound
+
+	corsHandler := cors.New(cors.Options{
+		AllowedOrigins:   s.CORSOrigins,
+		AllowedMethods:   []string{http.MethodGet, http.MethodPost, http.MethodPut, http.MethodDelete, http.MethodOptions},
+		AllowedHeaders:   []string{"Content-Type", "X-CSRFToken", "X-Requested-With"},
+		AllowCredentials: true,
+		MaxAge:           600,
+	})
+	var h http.Handler = root
+	h = srv.saneRequest(h)
+	h = srv.csrf(h)
+	h = corsHandler.Handler(h)
+	h = srv.limitBody(h)
+	h = srv.allowedHosts(h)
+	h = srv.logAndMeasure(h)
+	h = srv.forwarded(h)
+	h = srv.recoverPanics(h)
+	return h, nil
+}
+
+// HTTPServer wraps h with the settings' timeouts.
+func HTTPServer(s *settings.Settings, h http.Handler, log *slog.Logger) *http.Server {
+	return &http.Server{
+		Addr:              s.Listen,
+		Handler:           h,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       s.Server.ReadTimeout.Duration,
+		WriteTimeout:      s.Server.WriteTimeout.Duration,
+		IdleTimeout:       s.Server.IdleTimeout.Duration,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+}
+
+// recoverPanics turns a panic into a logged 500: one bad request never takes the
+// server down.
+func (s *server) recoverPanics(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		defer func() {
+			if v := recover(); v != nil {
+				if v == http.ErrAbortHandler {
+					panic(v)
+				}
+				s.Log.ErrorContext(r.Context(), "panic", "path", r.URL.Path, "panic", v)
+				writeJSON(w, http.StatusInternalServerError, map[string]string{"error": "internal error"})
+			}
+		}()
+		next.ServeHTTP(w, r)
+	})
+}
+
+type ctxKey int
+
+const (
+	clientKey ctxKey = iota
+	userKey
+)
+
+// clientInfo is what forwarded() learnt of the client.
+type clientInfo struct {
+	addr   string // the client's address (X-Forwarded-For from a trusted proxy)
+	scheme string // http or https, as the client used
+	host   string // the host the client asked for
+	proxy  bool   // the request came through a trusted proxy
+}
+
+func client(r *http.Request) clientInfo {
+	if c, ok := r.Context().Value(clientKey).(clientInfo); ok {
+		return c
+	}
+	return clientInfo{addr: r.RemoteAddr, scheme: "http", host: r.Host}
+}
+
+// trusted reports whether the connection comes from a configured proxy.
+func (s *server) trusted(remoteAddr string) bool {
+	host, _, err := net.SplitHostPort(remoteAddr)
+	if err != nil {
+		host = remoteAddr
+	}
+	a, err := netip.ParseAddr(host)
+	if err != nil {
+		return false
+	}
+	a = a.Unmap()
+	for _, p := range s.Settings.TrustedPrefixes {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
+}
+
+// forwarded honours X-Forwarded-For/Proto/Host only from trusted proxies; from
+// anyone else they are ignored, so a client can't fake its address or the links.
+func (s *server) forwarded(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		c := clientInfo{addr: r.RemoteAddr, scheme: "http", host: r.Host}
+		if r.TLS != nil {
+			c.scheme = "https"
+		}
+		if s.trusted(r.RemoteAddr) {
+			c.proxy = true
+			if xff := r.Header.Get("X-Forwarded-For"); xff != "" {
+				// The proxy appends the address it saw: the last entry is the one it vouches for.
+				parts := strings.Split(xff, ",")
+				c.addr = strings.TrimSpace(parts[len(parts)-1])
+			}
+			if p := r.Header.Get("X-Forwarded-Proto"); p == "https" || p == "http" {
+				c.scheme = p
+			}
+			if h := r.Header.Get("X-Forwarded-Host"); h != "" {
+				c.host = strings.TrimSpace(strings.Split(h, ",")[0])
+			}
+		}
+		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), clientKey, c)))
+	})
+}
+
+// allowedHosts refuses Host headers not in allowed_hosts (Django's ALLOWED_HOSTS).
+func (s *server) allowedHosts(next http.Handler) http.Handler {
+	allowed := s.Settings.AllowedHosts
+	if slices.Contains(allowed, "*") || len(allowed) == 0 {
+		return next
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		host := client(r).host
+		if h, _, err := net.SplitHostPort(host); err == nil {
+			host = h
+		}
+		if !slices.Contains(allowed, strings.ToLower(host)) && !isProbe(r) {
+			writeJSON(w, http.StatusBadRequest, map[string]string{"error": "host not allowed"})
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// isProbe: health checks come from load balancers and kubelets by IP.
+func isProbe(r *http.Request) bool {
+	return r.URL.Path == "/healthz" || r.URL.Path == "/readyz" || r.URL.Path == "/metrics"
+}
+
+func (s *server) limitBody(next http.Handler) http.Handler {
+	max := s.Settings.Server.MaxBodyBytes
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.ContentLength > max {
+			writeError(w, r, s.Log, errTooLarge)
+			return
+		}
+		r.Body = http.MaxBytesReader(w, r.Body, max)
+		next.ServeHTTP(w, r)
+	})
+}
+
+// saneRequest refuses, with a 400 that says why, paths with dot segments or NUL bytes
+// (decoded: %2e%2e is ..) and query strings that don't parse, which Go would
+// otherwise drop silently.
+func (s *server) saneRequest(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		p := r.URL.Path
+		if strings.ContainsRune(p, 0) {
+			writeError(w, r, s.Log, fmt.Errorf("%w: NUL byte in the path", errBadRequest))
+			return
+		}
+		for seg := range strings.SplitSeq(p, "/") {
+			if seg == "." || seg == ".." {
+				writeError(w, r, s.Log, fmt.Errorf("%w: . and .. are not allowed in paths", errBadRequest))
+				return
+			}
+		}
+		if _, err := url.ParseQuery(r.URL.RawQuery); err != nil {
+			writeError(w, r, s.Log, fmt.Errorf("%w: malformed query string", errBadRequest))
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// csrfCookie is the cookie the frontend reads and sends back as X-CSRFToken (Django's).
+const csrfCookie = "csrftoken"
+
+// csrf guards cookie-authenticated state changes twice: the standard library's
+// cross-origin protection (Sec-Fetch-Site / Origin against the trusted frontend
+// origins) and, for the existing frontend, Django's double-submit token: unsafe
+// methods must echo the csrftoken cookie in X-CSRFToken. gorilla/csrf can't serve
+// here: its header must carry a masked token, not the cookie's value.
+func (s *server) csrf(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		token := ""
+		if c, err := r.Cookie(csrfCookie); err == nil && len(c.Value) >= 32 && len(c.Value) <= 64 {
+			token = c.Value
+		} else {
+			token = rand32()
+			http.SetCookie(w, &http.Cookie{
+				// Path "/": the frontend's JavaScript, served outside the base path, must read it.
+				Name: csrfCookie, Value: token, Path: "/",
+				MaxAge: 365 * 24 * 3600, Secure: s.Settings.Auth.SecureCookies, SameSite: http.SameSiteLaxMode,
+			})
+		}
+		switch r.Method {
+		case http.MethodGet, http.MethodHead, http.MethodOptions:
+		default:
+			if err := s.cop.Check(r); err != nil {
+				writeError(w, r, s.Log, errCrossSite)
+				return
+			}
+			sent := r.Header.Get("X-CSRFToken")
+			if sent == "" || subtle.ConstantTimeCompare([]byte(sent), []byte(token)) != 1 {
+				writeJSON(w, http.StatusForbidden, map[string]string{"error": "CSRF token missing or incorrect: send the csrftoken cookie's value as X-CSRFToken"})
+				return
+			}
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// stateChangingGET protects the compat API's GETs that change state (resource/run,
+// stop, rm): they get the cross-origin check an unsafe method would.
+func (s *server) stateChangingGET(next http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		probe := r.Clone(r.Context())
+		probe.Method = http.MethodPost
+		if err := s.cop.Check(probe); err != nil {
+			writeError(w, r, s.Log, errCrossSite)
+			return
+		}
+		next(w, r)
+	}
+}
+
+// statusRecorder remembers the status a handler wrote.
+type statusRecorder struct {
+	http.ResponseWriter
+	status int
+}
+
+func (r *statusRecorder) WriteHeader(code int) {
+	if r.status == 0 {
+		r.status = code
+	}
+	r.ResponseWriter.WriteHeader(code)
+}
+
+func (r *statusRecorder) Write(b []byte) (int, error) {
+	if r.status == 0 {
+		r.status = http.StatusOK
+	}
+	return r.ResponseWriter.Write(b)
+}
+
+func (r *statusRecorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
+
+// logAndMeasure logs each request and counts it by route template.
+func (s *server) logAndMeasure(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		rec := &statusRecorder{ResponseWriter: w}
+		info := &requestInfo{route: "unmatched"}
+		next.ServeHTTP(rec, r.WithContext(context.WithValue(r.Context(), infoKey{}, info)))
+		if rec.status == 0 {
+			rec.status = http.StatusOK
+		}
+		took := time.Since(start)
+		s.metrics.observe(info.route, r.Method, rec.status, took)
+		level := slog.LevelInfo
+		if rec.status >= 500 {
+			level = slog.LevelError
+		}
+		if isProbe(r) {
+			level = slog.LevelDebug
+		}
+		if s.Log.Enabled(r.Context(), level) {
+			s.Log.LogAttrs(r.Context(), level, "request",
+				slog.String("method", r.Method), slog.String("route", info.route), slog.String("path", r.URL.Path),
+				slog.Int("status", rec.status), slog.Duration("took", took),
+				slog.String("client", client(r).addr), slog.String("user", info.user))
+		}
+	})
+}
+
+type infoKey struct{}
+
+// requestInfo is filled in by the router and the auth layer for the request log.
+type requestInfo struct {
+	route string
+	user  string
+}
+
+func infoOf(r *http.Request) *requestInfo {
+	if i, ok := r.Context().Value(infoKey{}).(*requestInfo); ok {
+		return i
+	}
+	return &requestInfo{}
+}
+
+// routeName records the matched route template for logs and metrics.
+func routeName(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if rt := mux.CurrentRoute(r); rt != nil {
+			if tpl, err := rt.GetPathTemplate(); err == nil {
+				infoOf(r).route = tpl
+			}
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+func itoa(i int64) string { return strconv.FormatInt(i, 10) }

@@ -1,0 +1,346 @@
+package server
+
+import (
+	"encoding/json"
+	"fmt"
+	"math"
+	"net/http"
+	"net/url"
+	"strconv"
+	"time"
+
+	"github.com/gorilla/mux"
+
+	"github.com/calipsoplus/calipso/internal/store"
+	"github.com/calipsoplus/calipso/quotas"
+)
+
+// userJSON is CalipsoPlus' user shape.
+type userJSON struct {
+	ID         int64         `json:"id"`
+	CalipsoUID string        `json:"calipso_uid"`
+	UserID     int64         `json:"user_id"`
+	User       innerUserJSON `json:"user"`
+}
+
+type innerUserJSON struct {
+	Username    string     `json:"username"`
+	LastLogin   *time.Time `json:"last_login"`
+	IsSuperuser bool       `json:"is_superuser"`
+}
+
+func toUserJSON(u store.User) userJSON {
+	return userJSON{ID: u.ID, CalipsoUID: u.UUID, UserID: u.ID,
+		User: innerUserJSON{Username: u.Username, LastLogin: u.LastLogin, IsSuperuser: u.IsAdmin}}
+}
+
+// page is Django REST framework's page shape.
+type page[T any] struct {
+	Count    int     `json:"count"`
+	Next     *string `json:"next"`
+	Previous *string `json:"previous"`
+	PageSize int     `json:"page_size"`
+	Results  []T     `json:"results"`
+	// Stale is set when the user office could not be asked and the local copy is shown.
+	Stale bool `json:"stale,omitempty"`
+}
+
+// pageNumber reads ?page= (default 1).
+func pageNumber(r *http.Request) (int, error) {
+	v := r.URL.Query().Get("page")
+	if v == "" {
+		return 1, nil
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 1 || n > 1_000_000 {
+		return 0, fmt.Errorf("%w: page %q: want a whole number from 1", errBadRequest, v)
+	}
+	return n, nil
+}
+
+// pageLinks builds next/previous as the client sees this URL (behind a proxy: its
+// scheme and host), only ?page changed.
+func pageLinks(r *http.Request, page, size, count int) (next, prev *string) {
+	c := client(r)
+	link := func(p int) *string {
+		u := url.URL{Scheme: c.scheme, Host: c.host, Path: r.URL.Path}
+		q := r.URL.Query()
+		if p == 1 {
+			q.Del("page") // as DRF does
+		} else {
+			q.Set("page", strconv.Itoa(p))
+		}
+		u.RawQuery = q.Encode()
+		s := u.String()
+		return &s
+	}
+	last := int(math.Ceil(float64(count) / float64(size)))
+	if page < last {
+		next = link(page + 1)
+	}
+	if page > 1 {
+		prev = link(min(page-1, max(last, 1)))
+	}
+	return next, prev
+}
+
+func (s *server) handleUser() http.HandlerFunc {
+	return s.own(func(w http.ResponseWriter, r *http.Request, _, target store.User) {
+		writeJSON(w, http.StatusOK, toUserJSON(target))
+	})
+}
+
+func (s *server) handleUsers() http.HandlerFunc {
+	return s.admin(func(w http.ResponseWriter, r *http.Request, _ store.User) {
+		p, err := pageNumber(r)
+		if err != nil {
+			writeError(w, r, s.Log, err)
+			return
+		}
+		size := s.Settings.Pagination.Users
+		q := r.URL.Query()
+		users, total, err := s.Store.Users(r.Context(), store.UserQuery{Search: q.Get("search"), Ordering: q.Get("ordering"), Page: p, PageSize: size})
+		if err != nil {
+			writeError(w, r, s.Log, err)
+			return
+		}
+		out := page[userJSON]{Count: total, PageSize: size, Results: []userJSON{}}
+		for _, u := range users {
+			out.Results = append(out.Results, toUserJSON(u))
+		}
+		out.Next, out.Previous = pageLinks(r, p, size, total)
+		writeJSON(w, http.StatusOK, out)
+	})
+}
+
+func (s *server) handleUserAdmin() http.HandlerFunc {
+	return s.admin(func(w http.ResponseWriter, r *http.Request, me store.User) {
+		name := mux.Vars(r)["username"]
+		target, err := s.Store.User(r.Context(), name)
+		if err != nil {
+			writeError(w, r, s.Log, err)
+			return
+		}
+		if r.Method == http.MethodGet {
+			writeJSON(w, http.StatusOK, map[string]bool{"is_admin": target.IsAdmin})
+			return
+		}
+		var req struct {
+			IsSuperuser *bool `json:"is_superuser"`
+		}
+		if err := decodeJSON(r, &req); err != nil {
+			writeError(w, r, s.Log, err)
+			return
+		}
+		if req.IsSuperuser == nil {
+			writeError(w, r, s.Log, fmt.Errorf("%w: is_superuser (true or false) is required", errBadRequest))
+			return
+		}
+		if err := s.Store.SetAdmin(r.Context(), me.Username, name, *req.IsSuperuser); err != nil {
+			writeError(w, r, s.Log, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, map[string]bool{"is_admin": *req.IsSuperuser})
+	})
+}
+
+// quotaJSON is CalipsoPlus' quota shape; sizes as strings with a unit.
+type quotaJSON struct {
+	CPU             float64 `json:"cpu"`
+	Memory          string  `json:"memory"`
+	HDD             string  `json:"hdd"`
+	MaxSimultaneous int     `json:"max_simultaneous"`
+}
+
+func toQuotaJSON(q quotas.Quota) quotaJSON {
+	return quotaJSON{CPU: q.CPUs, Memory: quotas.FormatSize(q.MemoryBytes), HDD: quotas.FormatSize(q.DiskBytes), MaxSimultaneous: q.MaxSimultaneous}
+}
+
+// flexNumber accepts 10, 1.5 or "10" (CalipsoPlus' forms send strings).
+type flexNumber string
+
+func (f *flexNumber) UnmarshalJSON(b []byte) error {
+	var n json.Number
+	if err := json.Unmarshal(b, &n); err == nil {
+		*f = flexNumber(n)
+		return nil
+	}
+	var s string
+	if err := json.Unmarshal(b, &s); err != nil {
+		return fmt.Errorf("want a number")
+	}
+	*f = flexNumber(s)
+	return nil
+}
+
+func (s *server) quotaOf(r *http.Request, u store.User) (quotas.Quota, error) {
+	q, err := s.Store.Quota(r.Context(), u.ID)
+	if err == nil {
+		return q, nil
+	}
+	if err == store.ErrNotFound {
+		return s.Settings.Quotas.Default, nil
+	}
+	return quotas.Quota{}, err
+}
+
+func (s *server) handleQuota() http.HandlerFunc {
+	get := s.own(func(w http.ResponseWriter, r *http.Request, _, target store.User) {
+		q, err := s.quotaOf(r, target)
+		if err != nil {
+			writeError(w, r, s.Log, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, toQuotaJSON(q))
+	})
+	set := s.admin(func(w http.ResponseWriter, r *http.Request, me store.User) {
+		target, err := s.Store.User(r.Context(), mux.Vars(r)["username"])
+		if err != nil {
+			writeError(w, r, s.Log, err)
+			return
+		}
+		var req struct {
+			CPU             *flexNumber `json:"cpu"`
+			Memory          *string     `json:"memory"`
+			HDD             *string     `json:"hdd"`
+			MaxSimultaneous *flexNumber `json:"max_simultaneous"`
+		}
+		if err := decodeJSON(r, &req); err != nil {
+			writeError(w, r, s.Log, err)
+			return
+		}
+		if req.CPU == nil || req.Memory == nil || req.HDD == nil || req.MaxSimultaneous == nil {
+			writeError(w, r, s.Log, fmt.Errorf("%w: cpu, memory, hdd and max_simultaneous are required", errBadRequest))
+			return
+		}
+		var q quotas.Quota
+		var errs []string
+		if q.CPUs, err = quotas.ParseCPUs(string(*req.CPU)); err != nil {
+			errs = append(errs, err.Error())
+		}
+		if q.MemoryBytes, err = quotas.ParseSize(*req.Memory); err != nil {
+			errs = append(errs, "memory: "+err.Error())
+		}
+		if q.DiskBytes, err = quotas.ParseSize(*req.HDD); err != nil {
+			errs = append(errs, "hdd: "+err.Error())
+		}
+		if n, err := strconv.Atoi(string(*req.MaxSimultaneous)); err != nil || n < 0 || n > 10000 {
+			errs = append(errs, "max_simultaneous must be a whole number from 0 to 10000")
+		} else {
+			q.MaxSimultaneous = n
+		}
+		if len(errs) > 0 {
+			writeError(w, r, s.Log, fmt.Errorf("%w: %v", errBadRequest, errs))
+			return
+		}
+		if err := s.Store.SetQuota(r.Context(), me.Username, target.ID, q); err != nil {
+			writeError(w, r, s.Log, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, toQuotaJSON(q))
+	})
+	return func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodPost || r.Method == http.MethodPut {
+			set(w, r)
+			return
+		}
+		get(w, r)
+	}
+}
+
+func (s *server) handleUsedQuota() http.HandlerFunc {
+	return s.own(func(w http.ResponseWriter, r *http.Request, _, target store.User) {
+		used, err := s.Store.Usage(r.Context(), target.ID)
+		if err != nil {
+			writeError(w, r, s.Log, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, toQuotaJSON(used))
+	})
+}
+
+// imageJSON is the contract's image shape. port_hook and log_regex are site
+// configuration: shown to admins (who set them), not part of what users see.
+type imageJSON struct {
+	PublicName   string  `json:"public_name"`
+	Image        string  `json:"image"`
+	Protocol     string  `json:"protocol"`
+	CPU          float64 `json:"cpu"`
+	Memory       string  `json:"memory"`
+	HDD          string  `json:"hdd"`
+	ResourceType string  `json:"resource_type"`
+}
+
+func toImageJSON(im store.Image, admin bool) any {
+	if admin {
+		return im
+	}
+	return imageJSON{PublicName: im.PublicName, Image: im.Image, Protocol: im.Protocol, CPU: im.CPU,
+		Memory: im.Memory, HDD: im.HDD, ResourceType: im.ResourceType}
+}
+
+func (s *server) handleImages() http.HandlerFunc {
+	return s.authed(func(w http.ResponseWriter, r *http.Request, u store.User) {
+		ims, err := s.Store.Images(r.Context())
+		if err != nil {
+			writeError(w, r, s.Log, err)
+			return
+		}
+		out := make([]any, 0, len(ims))
+		for _, im := range ims {
+			out = append(out, toImageJSON(im, u.IsAdmin))
+		}
+		writeJSON(w, http.StatusOK, out)
+	})
+}
+
+func (s *server) handleImage() http.HandlerFunc {
+	get := s.authed(func(w http.ResponseWriter, r *http.Request, u store.User) {
+		im, err := s.Store.Image(r.Context(), mux.Vars(r)["public_name"])
+		if err != nil {
+			writeError(w, r, s.Log, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, toImageJSON(im, u.IsAdmin))
+	})
+	change := s.admin(func(w http.ResponseWriter, r *http.Request, me store.User) {
+		name := mux.Vars(r)["public_name"]
+		if r.Method == http.MethodDelete {
+			if err := s.Store.DeleteImage(r.Context(), me.Username, name); err != nil {
+				writeError(w, r, s.Log, err)
+				return
+			}
+			w.WriteHeader(http.StatusNoContent)
+			return
+		}
+		var im store.Image
+		if err := decodeJSON(r, &im); err != nil {
+			writeError(w, r, s.Log, err)
+			return
+		}
+		if im.PublicName == "" {
+			im.PublicName = name
+		}
+		if im.PublicName != name {
+			writeError(w, r, s.Log, fmt.Errorf("%w: public_name %q differs from the path's %q", errBadRequest, im.PublicName, name))
+			return
+		}
+		created, err := s.Store.PutImage(r.Context(), me.Username, im)
+		if err != nil {
+			writeError(w, r, s.Log, err)
+			return
+		}
+		status := http.StatusOK
+		if created {
+			status = http.StatusCreated
+		}
+		writeJSON(w, status, im)
+	})
+	return func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodGet {
+			get(w, r)
+			return
+		}
+		change(w, r)
+	}
+}
