@@ -1,0 +1,453 @@
+package main
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/docker/docker/api/types/container"
+	"github.com/docker/docker/api/types/filters"
+
+	"github.com/calipsoplus/calipso/experiments/useroffice"
+	"github.com/calipsoplus/calipso/internal/store"
+	"github.com/calipsoplus/calipso/internal/testenv"
+	"github.com/calipsoplus/calipso/provisioner"
+)
+
+const (
+	crashUser     = "ana"
+	crashPassword = "ana-secret"
+	crashImage    = "desk"
+	crashProposal = "p1"
+)
+
+var calipsoBinary struct {
+	once sync.Once
+	path string
+	err  error
+}
+
+// buildCalipso compiles this command once per test process.
+func buildCalipso(t testing.TB) string {
+	t.Helper()
+	calipsoBinary.once.Do(func() {
+		dir, err := os.MkdirTemp("", "calipso-bin-")
+		if err != nil {
+			calipsoBinary.err = err
+			return
+		}
+		calipsoBinary.path = filepath.Join(dir, "calipso")
+		out, err := exec.Command("go", "build", "-o", calipsoBinary.path, ".").CombinedOutput()
+		if err != nil {
+			calipsoBinary.err = fmt.Errorf("go build: %w: %s", err, out)
+		}
+	})
+	if calipsoBinary.err != nil {
+		t.Fatal(calipsoBinary.err)
+	}
+	return calipsoBinary.path
+}
+
+// liveServer is a calipso process with its own settings, database, Docker
+// installation label and Guacamole database.
+type liveServer struct {
+	t        testing.TB
+	bin      string
+	settings string
+	dbPath   string
+	base     string // API base URL
+	instance string
+	guacDB   *sql.DB
+	cmd      *exec.Cmd
+	done     chan error
+	logs     *lockedLog
+}
+
+// newLiveServer prepares (not starts) a server for users ana plus extra
+// (password "<name>-secret" for extras), each with sessions s1..sN of proposal p1.
+func newLiveServer(t testing.TB, sessions int, extraUsers ...string) *liveServer {
+	t.Helper()
+	cli := testenv.DockerClient(t)
+	_ = cli
+	image := testenv.WorkloadImage(t)
+	s := &liveServer{t: t, bin: buildCalipso(t), instance: testenv.Instance(t)}
+	dir := t.TempDir()
+	fresh, guacDSN := testenv.MySQL(t)
+	loadGuacSchemaInto(t, fresh)
+	s.guacDB = fresh
+
+	data := useroffice.Data{}
+	participants := []string{crashUser}
+	data.Accounts = append(data.Accounts, useroffice.Account{Username: crashUser, Password: useroffice.HashPassword(crashPassword, 1000)})
+	for _, u := range extraUsers {
+		data.Accounts = append(data.Accounts, useroffice.Account{Username: u, Password: useroffice.HashPassword(u+"-secret", 1000)})
+		participants = append(participants, u)
+	}
+	exp := useroffice.Experiment{ProposalID: crashProposal, Subject: "crash test", Participants: participants}
+	for i := 1; i <= sessions; i++ {
+		exp.Sessions = append(exp.Sessions, useroffice.Session{SessionNumber: fmt.Sprintf("s%d", i), Subject: "beamtime"})
+	}
+	data.Experiments = []useroffice.Experiment{exp}
+	dataFile := filepath.Join(dir, "office.json")
+	writeJSONFile(t, dataFile, data)
+
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	s.base = "http://" + addr + "/calipsoplus-services/"
+	s.dbPath = filepath.Join(dir, "calipso.db")
+	settings := fmt.Sprintf(`environment = "test"
+instance = %q
+listen = %q
+data_dir = %q
+secret_key_file = %q
+log_level = "info"
+
+[database]
+driver = "sqlite"
+dsn = %q
+
+[guacamole]
+enabled = true
+driver = "mysql"
+dsn = %q
+hostname = "127.0.0.1"
+
+[user_office]
+embedded = true
+embedded_data = %q
+username = "calipso"
+password = "office-secret"
+dynamic_experiments = true
+
+[quotas]
+max_simultaneous = 5
+
+[workloads]
+datasets_root = %q
+output_root = %q
+uid = 1000
+gid = 1000
+reconcile_interval = "2s"
+
+[docker]
+enabled = true
+host_address = "127.0.0.1"
+publish_address = "127.0.0.1"
+`, s.instance, addr, dir, filepath.Join(dir, "secret_key"), s.dbPath, guacDSN, dataFile, filepath.Join(dir, "datasets"), filepath.Join(dir, "results"))
+	s.settings = filepath.Join(dir, "settings.toml")
+	if err := os.WriteFile(s.settings, []byte(settings), 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	// The seeded images are not on this engine: add one that is, as an admin would.
+	ctx := context.Background()
+	db, err := store.Open(ctx, "sqlite", s.dbPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if err := db.Migrate(ctx, slog.New(slog.DiscardHandler)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.PutImage(ctx, "test", store.Image{PublicName: crashImage, Image: image, Protocol: "vnc", CPU: 0.5, Memory: "64M", HDD: "1G", ResourceType: "docker"}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.stop)
+	return s
+}
+
+func writeJSONFile(t testing.TB, path string, v any) {
+	t.Helper()
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// start runs the server with extra environment and waits until /readyz answers 200.
+func (s *liveServer) start(env ...string) {
+	s.t.Helper()
+	s.logs = &lockedLog{}
+	s.cmd = exec.Command(s.bin, "--settings", s.settings, "serve")
+	s.cmd.Env = append(os.Environ(), env...)
+	s.cmd.Stdout, s.cmd.Stderr = s.logs, s.logs
+	if err := s.cmd.Start(); err != nil {
+		s.t.Fatal(err)
+	}
+	s.done = make(chan error, 1)
+	go func() { s.done <- s.cmd.Wait() }()
+	ready := strings.TrimSuffix(s.base, "calipsoplus-services/") + "readyz"
+	deadline := time.Now().Add(60 * time.Second) // generous: proves no hang only
+	for time.Now().Before(deadline) {
+		select {
+		case err := <-s.done:
+			s.t.Fatalf("server exited at start: %v\n%s", err, s.logs)
+		default:
+		}
+		resp, err := http.Get(ready)
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return
+			}
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	s.t.Fatalf("server not ready after 60s\n%s", s.logs)
+}
+
+// waitKilled waits for the process to die of SIGKILL (its own crash hook).
+func (s *liveServer) waitKilled() {
+	s.t.Helper()
+	select {
+	case err := <-s.done:
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || ee.Sys().(syscall.WaitStatus).Signal() != syscall.SIGKILL {
+			s.t.Fatalf("server ended with %v, want killed by SIGKILL\n%s", err, s.logs)
+		}
+		s.cmd = nil
+	case <-time.After(2 * time.Minute):
+		s.t.Fatalf("server still running after the crash point\n%s", s.logs)
+	}
+}
+
+// stop ends a running server (SIGTERM, then SIGKILL).
+func (s *liveServer) stop() {
+	if s.cmd == nil {
+		return
+	}
+	_ = s.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-s.done:
+	case <-time.After(30 * time.Second):
+		_ = s.cmd.Process.Kill()
+		<-s.done
+	}
+	s.cmd = nil
+}
+
+// client logs crashUser in.
+func (s *liveServer) client(user, password string) *apiClient {
+	s.t.Helper()
+	c, err := newAPIClient(s.base, 3*time.Minute)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	if err := c.login(context.Background(), user, password); err != nil {
+		s.t.Fatalf("%v\n%s", err, s.logs)
+	}
+	// The experiments page fetches the user's experiments from the user office.
+	if _, err := c.sessionRefs(context.Background(), user); err != nil {
+		s.t.Fatal(err)
+	}
+	return c
+}
+
+// containers lists this installation's containers, stopped ones too.
+func (s *liveServer) containers() []container.Summary {
+	s.t.Helper()
+	list, err := testenv.DockerClient(s.t).ContainerList(context.Background(), container.ListOptions{
+		All: true, Filters: filters.NewArgs(filters.Arg("label", provisioner.LabelInstance+"="+s.instance)),
+	})
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	return list
+}
+
+func (s *liveServer) guacRows() int {
+	s.t.Helper()
+	var n int
+	if err := s.guacDB.QueryRow(`SELECT (SELECT COUNT(*) FROM guacamole_connection) + (SELECT COUNT(*) FROM guacamole_connection_parameter)`).Scan(&n); err != nil {
+		s.t.Fatal(err)
+	}
+	return n
+}
+
+// records reads the resource records straight from the database (server stopped or not).
+func (s *liveServer) records() []store.Resource {
+	s.t.Helper()
+	db, err := store.Open(context.Background(), "sqlite", s.dbPath)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	defer db.Close()
+	list, err := db.Resources(context.Background(), store.ResourceFilter{})
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	return list
+}
+
+// lockedLog collects a process's stdout and stderr (written from two goroutines).
+type lockedLog struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *lockedLog) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedLog) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// TestCrashDuringLaunch kills the server at three points of a launch and checks that
+// the restarted server leaves no trace of it: no container, no Guacamole rows, the
+// record in error and the quota free; and that launching works again.
+func TestCrashDuringLaunch(t *testing.T) {
+	tests := []struct {
+		at string
+		// atCrash checks the state the crash left, so that the test knows it crashed
+		// where it meant to.
+		containerState string // "" for none
+	}{
+		{at: "reserved", containerState: ""},
+		{at: "created", containerState: "created"},
+		{at: "started", containerState: "running"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.at, func(t *testing.T) {
+			s := newLiveServer(t, 2)
+			s.start("CALIPSO_CRASH_AT=" + tt.at)
+			c := s.client(crashUser, crashPassword)
+			status, body, err := c.call(context.Background(), http.MethodGet, launchPath(crashUser, crashProposal+"~s1", crashImage), nil)
+			if err == nil {
+				t.Fatalf("launch answered %d %s, want the server to die", status, body)
+			}
+			s.waitKilled()
+
+			// What the crash left behind.
+			recs := s.records()
+			if len(recs) != 1 || recs[0].State != store.Pending {
+				t.Fatalf("records after the crash = %+v, want one pending", recs)
+			}
+			list := s.containers()
+			switch {
+			case tt.containerState == "" && len(list) != 0:
+				t.Fatalf("containers after crash at %s: %d, want none", tt.at, len(list))
+			case tt.containerState != "" && (len(list) != 1 || list[0].State != tt.containerState):
+				t.Fatalf("containers after crash at %s: %+v, want one %s", tt.at, list, tt.containerState)
+			}
+
+			// The restarted server repairs it.
+			s.start()
+			c = s.client(crashUser, crashPassword)
+			deadline := time.Now().Add(60 * time.Second) // generous: proves no hang only
+			var problems []string
+			for time.Now().Before(deadline) {
+				problems = s.leftovers(c, recs[0].EngineName)
+				if len(problems) == 0 {
+					break
+				}
+				time.Sleep(200 * time.Millisecond)
+			}
+			if len(problems) > 0 {
+				t.Fatalf("after restart: %s\n%s", strings.Join(problems, "; "), s.logs)
+			}
+
+			// And launching works again.
+			status, body, err = c.call(context.Background(), http.MethodGet, launchPath(crashUser, crashProposal+"~s2", crashImage), nil)
+			if err != nil || status != http.StatusCreated {
+				t.Fatalf("launch after restart = %d %s, %v", status, body, err)
+			}
+			var rec containerRecord
+			if err := json.Unmarshal(body, &rec); err != nil || rec.Status != "running" {
+				t.Fatalf("launch after restart answered %s", body)
+			}
+			if n := s.guacRows(); n == 0 {
+				t.Error("no Guacamole rows for the new desktop")
+			}
+			if status, err := removeResource(context.Background(), c, crashUser, rec); err != nil || status != http.StatusOK {
+				t.Errorf("remove after restart = %d, %v", status, err)
+			}
+			if n := len(s.containers()); n != 0 {
+				t.Errorf("%d containers after removal", n)
+			}
+		})
+	}
+}
+
+// leftovers says what of the interrupted launch is still there.
+func (s *liveServer) leftovers(c *apiClient, name string) []string {
+	var p []string
+	if n := len(s.containers()); n != 0 {
+		p = append(p, fmt.Sprintf("%d containers", n))
+	}
+	if n := s.guacRows(); n != 0 {
+		p = append(p, fmt.Sprintf("%d guacamole rows", n))
+	}
+	status, body, err := c.call(context.Background(), http.MethodGet, "resource/list/"+crashUser+"/", nil)
+	var list []containerRecord
+	if err != nil || status != http.StatusOK || json.Unmarshal(body, &list) != nil {
+		p = append(p, fmt.Sprintf("resource/list: %d %s %v", status, body, err))
+	} else if len(list) != 1 || list[0].Name != name || list[0].Status != "error" {
+		p = append(p, fmt.Sprintf("resource/list = %s, want %s in error", body, name))
+	}
+	status, body, err = c.call(context.Background(), http.MethodGet, "used_quota/"+crashUser+"/", nil)
+	var used struct {
+		Max json.Number `json:"max_simultaneous"`
+	}
+	if err != nil || status != http.StatusOK || json.Unmarshal(body, &used) != nil {
+		p = append(p, fmt.Sprintf("used_quota: %d %s %v", status, body, err))
+	} else if used.Max.String() != "0" {
+		p = append(p, "used_quota = "+string(body))
+	}
+	return p
+}
+
+// loadGuacSchemaInto loads Guacamole's own MySQL schema (shared/fixtures, found by
+// walking up from the working directory).
+func loadGuacSchemaInto(t testing.TB, db *sql.DB) {
+	t.Helper()
+	dir, err := os.Getwd()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for {
+		candidate := filepath.Join(dir, "shared", "fixtures", "guacamole", "mysql")
+		if st, err := os.Stat(candidate); err == nil && st.IsDir() {
+			dir = candidate
+			break
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			testenv.Missing(t, "Guacamole schema fixtures", "no shared/fixtures/guacamole above the working directory")
+		}
+		dir = parent
+	}
+	for _, f := range []string{"001-create-schema.sql", "002-create-admin-user.sql"} {
+		script, err := os.ReadFile(filepath.Join(dir, f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := db.Exec(string(script)); err != nil {
+			t.Fatalf("load %s: %v", f, err)
+		}
+	}
+}
