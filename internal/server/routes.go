@@ -2,6 +2,7 @@ package server
 
 import (
 	"net/http"
+	"strings"
 
 	"github.com/gorilla/mux"
 
@@ -9,10 +10,9 @@ import (
 )
 
 // routes lists every endpoint. root serves operations (/healthz, /readyz, /metrics)
-// and the SAML endpoints at their configured URLs; api is the base path.
-func (s *server) routes(root, api *mux.Router) {
+// and the SAML endpoints at their configured URLs; the returned router is the base path.
+func (s *server) routes(root *mux.Router) (api *mux.Router) {
 	root.Use(routeName)
-	api.Use(routeName)
 
 	root.Handle("/healthz", handleHealthz()).Methods(http.MethodGet, http.MethodHead)
 	root.Handle("/readyz", s.handleReadyz()).Methods(http.MethodGet, http.MethodHead)
@@ -21,6 +21,20 @@ func (s *server) routes(root, api *mux.Router) {
 	}
 
 	get := []string{http.MethodGet, http.MethodHead}
+	if s.SAML != nil {
+		md, acs := s.SAML.MetadataURL(), s.SAML.ACSURL()
+		root.Handle(md.Path, s.SAML.MetadataHandler()).Methods(get...)
+		// The IdP posts cross-site by design; the assertion itself is the proof (csrf()
+		// lets this path through).
+		root.Handle(acs.Path, s.handleACS()).Methods(http.MethodPost)
+	}
+
+	// The base path's subrouter comes after the root routes: mux tries routes in
+	// order, and a subrouter with a NotFoundHandler claims every path under its
+	// prefix, including SAML URLs configured under the base path.
+	api = root.PathPrefix(strings.TrimSuffix(s.Settings.BasePath, "/")).Subrouter()
+	api.Use(routeName)
+
 	// Session and identity.
 	api.Handle("/login/", s.handleLogin()).Methods(http.MethodPost)
 	api.Handle("/logout/", s.handleLogout()).Methods(get...)
@@ -37,12 +51,6 @@ func (s *server) routes(root, api *mux.Router) {
 	api.Handle("/umbrella/session/", s.handleUmbrellaSession()).Methods(get...)
 	api.Handle("/umbrella/wuo/", s.handleUmbrellaWUO()).Methods(http.MethodPost)
 	api.Handle("/umbrella/logout/", s.handleUmbrellaLogout()).Methods(get...)
-	if s.SAML != nil {
-		md, acs := s.SAML.MetadataURL(), s.SAML.ACSURL()
-		root.Handle(md.Path, s.SAML.MetadataHandler()).Methods(get...)
-		// The IdP posts cross-site by design; the assertion itself is the proof.
-		root.Handle(acs.Path, s.handleACS()).Methods(http.MethodPost)
-	}
 
 	// Experiments.
 	api.Handle("/users/{username}/experiments/", s.handleExperiments()).Methods(get...)
@@ -64,4 +72,5 @@ func (s *server) routes(root, api *mux.Router) {
 	api.Handle("/activecontainers/", s.handleAllContainers(store.LiveStates)).Methods(get...)
 	api.Handle("/containers/{id}", s.handleContainer()).Methods(get...)
 	api.Handle("/containers/{id}/", s.handleContainer()).Methods(get...)
+	return api
 }

@@ -124,10 +124,13 @@ func TestForwardedHeaders(t *testing.T) {
 	rows := []struct {
 		name    string
 		trusted bool
+		host    string // X-Forwarded-Host as the server receives it
 		want    string // scheme://host of the next link; "" the server's own
 	}{
-		{"untrusted client", false, ""},
-		{"trusted proxy", true, "https://calipso.example.org"},
+		{"untrusted client", false, "calipso.example.org", ""},
+		{"trusted proxy", true, "calipso.example.org", "https://calipso.example.org"},
+		// The client sent its own X-Forwarded-Host; the proxy appended the real one.
+		{"client-supplied host before the proxy's", true, "evil.example, calipso.example.org", "https://calipso.example.org"},
 	}
 	for _, row := range rows {
 		t.Run(row.name, func(t *testing.T) {
@@ -138,7 +141,7 @@ func TestForwardedHeaders(t *testing.T) {
 			h := newHarness(t, opts...)
 			carol := h.loggedIn("carol")
 			h.loggedIn("alice")
-			carol.header.Set("X-Forwarded-Host", "calipso.example.org")
+			carol.header.Set("X-Forwarded-Host", row.host)
 			carol.header.Set("X-Forwarded-Proto", "https")
 			carol.header.Set("X-Forwarded-For", "203.0.113.9")
 			a := carol.do(http.MethodGet, "users/?search=", nil)

@@ -80,6 +80,7 @@ type server struct {
 	metrics  *metrics
 	cop      *http.CrossOriginProtection
 	office   *officeCache
+	acsPath  string // the SAML assertion consumer's path, exempt from CSRF; "" without SAML
 }
 
 // New returns the HTTP handler of the whole API.
@@ -105,6 +106,9 @@ func New(d Deps) (http.Handler, error) {
 		cop:      http.NewCrossOriginProtection(),
 	}
 	srv.office = newOfficeCache(d.Store, d.Office, s.UserOffice, d.Log)
+	if d.SAML != nil {
+		srv.acsPath = d.SAML.ACSURL().Path
+	}
 	for _, o := range s.CORSOrigins {
 		if err := srv.cop.AddTrustedOrigin(o); err != nil {
 			return nil, err
@@ -118,8 +122,7 @@ func New(d Deps) (http.Handler, error) {
 	// No path cleaning: mux would answer "/a/../b" with a redirect to "/b" (turning a
 	// POST into a GET); saneRequest refuses dot segments instead.
 	root := mux.NewRouter().SkipClean(true)
-	api := root.PathPrefix(strings.TrimSuffix(s.BasePath, "/")).Subrouter()
-	srv.routes(root, api)
+	api := srv.routes(root)
 	// mux answers a known path with the wrong method 404 when routes sit in a
 	// subrouter; a path that some route matches is told 405 here instead.
 	var paths []*regexp.Regexp
@@ -250,7 +253,10 @@ func (s *server) forwarded(next http.Handler) http.Handler {
 				c.scheme = p
 			}
 			if h := r.Header.Get("X-Forwarded-Host"); h != "" {
-				c.host = strings.TrimSpace(strings.Split(h, ",")[0])
+				// As for X-Forwarded-For: the client may send its own header, which the
+				// proxy appends to; only the last entry is the proxy's.
+				parts := strings.Split(h, ",")
+				c.host = strings.TrimSpace(parts[len(parts)-1])
 			}
 		}
 		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), clientKey, c)))
@@ -338,8 +344,11 @@ func (s *server) csrf(next http.Handler) http.Handler {
 				MaxAge: 365 * 24 * 3600, Secure: s.Settings.Auth.SecureCookies, SameSite: http.SameSiteLaxMode,
 			})
 		}
-		switch r.Method {
-		case http.MethodGet, http.MethodHead, http.MethodOptions:
+		switch {
+		case r.Method == http.MethodGet || r.Method == http.MethodHead || r.Method == http.MethodOptions:
+		case s.acsPath != "" && r.Method == http.MethodPost && r.URL.Path == s.acsPath:
+			// The IdP's browser POST to the assertion consumer is cross-site by design
+			// and carries no token of ours; the signed assertion is what is checked.
 		default:
 			if err := s.cop.Check(r); err != nil {
 				writeError(w, r, s.Log, errCrossSite)
