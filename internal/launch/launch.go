@@ -342,17 +342,16 @@ func (s *Service) Reconcile(ctx context.Context, stuckBefore time.Time) Report {
 		byName[r.EngineName] = r
 		switch {
 		case r.State == store.Pending && r.Updated.Before(stuckBefore):
-			engine, err := s.engine(r.ResourceType)
-			if err != nil {
-				note(err)
+			// Claim the record first: a launch that is slow rather than dead then finds
+			// it failed and rolls back its own workload, instead of racing this.
+			msg := "launch interrupted"
+			if _, err := s.db.MoveFrom(ctx, r.ID, store.Pending, store.Failed, store.Update{Error: &msg}); err != nil {
+				if !errors.Is(err, store.ErrConflict) {
+					note(err)
+				}
 				continue
 			}
-			msg := "launch interrupted"
-			_, err = s.fail(ctx, engine, r, errors.New(msg))
-			if err != nil && err.Error() != msg {
-				note(err)
-			}
-			delete(byName, r.EngineName)
+			delete(byName, r.EngineName) // the passes below remove its workload and record
 			rep.InterruptedLaunches++
 		case r.State == store.Pending:
 			inFlight[r.EngineName] = true
@@ -374,21 +373,20 @@ func (s *Service) Reconcile(ctx context.Context, stuckBefore time.Time) Report {
 				continue
 			}
 			if gone || inst.State == provisioner.StateError || inst.State == provisioner.StateStopped {
-				// A Stop may have begun since the records were read (the workload is then
-				// stopped on purpose): look again, so that it is not failed under its feet.
-				if now, err := s.db.Resource(ctx, r.ID); err != nil || now.State != store.Running {
-					note(err)
-					continue
-				}
 				why := "workload vanished from the engine"
 				if !gone {
 					why = "workload " + string(inst.State) + ": " + inst.Reason
 				}
+				// Only from running: a Stop may have begun since the records were read
+				// (the workload is then stopped on purpose) and must not be failed.
+				if _, err := s.db.MoveFrom(ctx, r.ID, store.Running, store.Failed, store.Update{Error: &why}); err != nil {
+					if !errors.Is(err, store.ErrConflict) {
+						note(err)
+					}
+					continue
+				}
 				if s.desktops != nil {
 					note(s.desktops.Delete(ctx, r.EngineName))
-				}
-				if _, err := s.db.Move(ctx, r.ID, store.Failed, store.Update{Error: &why}); err != nil {
-					note(err)
 				}
 				delete(byName, r.EngineName)
 				rep.Vanished++

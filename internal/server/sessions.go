@@ -25,6 +25,9 @@ const (
 	keyUmbrellaUID  = "umbrella_uid"
 )
 
+// sessionUserKey holds, in a loaded session's values, the account read with it.
+type sessionUserKey struct{}
+
 // dbSessionStore is a gorilla/sessions Store that keeps sessions in the application
 // database: the cookie holds only a signed random token, so logout (or an admin
 // removing a user) really ends the session, wherever the cookie went.
@@ -59,7 +62,7 @@ func (s *dbSessionStore) New(r *http.Request, name string) (*sessions.Session, e
 	if err := s.codec.Decode(name, c.Value, &token); err != nil {
 		return sess, nil // forged, expired or from an old key: start afresh
 	}
-	username, data, err := s.db.HTTPSession(r.Context(), token)
+	su, err := s.db.HTTPSessionUser(r.Context(), token)
 	if errors.Is(err, store.ErrNotFound) {
 		return sess, nil
 	}
@@ -67,13 +70,17 @@ func (s *dbSessionStore) New(r *http.Request, name string) (*sessions.Session, e
 		return sess, err
 	}
 	values := map[string]string{}
-	if err := json.Unmarshal([]byte(data), &values); err != nil {
+	if err := json.Unmarshal([]byte(su.Data), &values); err != nil {
 		return sess, nil
 	}
 	for k, v := range values {
 		sess.Values[k] = v
 	}
-	sess.Values[keyUsername] = username
+	sess.Values[keyUsername] = su.Username
+	if su.User != nil {
+		// Read with the session, so that currentUser needs no second query.
+		sess.Values[sessionUserKey{}] = *su.User
+	}
 	sess.ID = token
 	sess.IsNew = false
 	return sess, nil
@@ -97,6 +104,9 @@ func (s *dbSessionStore) Save(r *http.Request, w http.ResponseWriter, sess *sess
 	values := map[string]string{}
 	username := ""
 	for k, v := range sess.Values {
+		if _, ok := k.(sessionUserKey); ok {
+			continue // the account read with the session, not a value of it
+		}
 		ks, ok1 := k.(string)
 		vs, ok2 := v.(string)
 		if !ok1 || !ok2 {

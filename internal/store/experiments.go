@@ -55,13 +55,13 @@ func (s *Store) Experiments(ctx context.Context, userID int64, q ExperimentQuery
 	}
 	order = strings.Replace(order, ", id", ", l.id", 1)
 	var total int
-	if err := s.db.QueryRowContext(ctx, `SELECT COUNT(*)`+where, args...).Scan(&total); err != nil {
+	if err := s.queryRow(ctx, `SELECT COUNT(*)`+where, args...).Scan(&total); err != nil {
 		return nil, 0, fmt.Errorf("count experiments: %w", s.wrap(err))
 	}
 	if total == 0 || (q.Page-1)*q.PageSize >= total {
 		return nil, total, nil
 	}
-	rows, err := s.db.QueryContext(ctx, `SELECT l.id, l.favorite, e.id, e.proposal_id, e.subject, e.body, e.beam_line, e.uid, e.gid`+
+	rows, err := s.query(ctx, `SELECT l.id, l.favorite, e.id, e.proposal_id, e.subject, e.body, e.beam_line, e.uid, e.gid`+
 		where+order+` LIMIT ? OFFSET ?`, append(args, q.PageSize, (q.Page-1)*q.PageSize)...)
 	if err != nil {
 		return nil, 0, fmt.Errorf("experiments: %w", s.wrap(err))
@@ -91,7 +91,7 @@ func (s *Store) Experiments(ctx context.Context, userID int64, q ExperimentQuery
 		return nil, 0, s.wrap(err)
 	}
 	rows.Close()
-	srows, err := s.db.QueryContext(ctx, `SELECT experiment_id, session_number, subject, body, start_date, end_date, data_set_path
+	srows, err := s.query(ctx, `SELECT experiment_id, session_number, subject, body, start_date, end_date, data_set_path
 		FROM sessions WHERE experiment_id IN (`+in(len(ids))+`) ORDER BY experiment_id, session_number`, ids...)
 	if err != nil {
 		return nil, 0, fmt.Errorf("sessions: %w", s.wrap(err))
@@ -293,7 +293,7 @@ func (s *Store) userAndExperiment(ctx context.Context, tx *sql.Tx, username, pro
 
 // RemoveExperiment deletes an experiment, its sessions and links.
 func (s *Store) RemoveExperiment(ctx context.Context, actor, proposalID string) error {
-	res, err := s.db.ExecContext(ctx, `DELETE FROM experiments WHERE proposal_id = ?`, proposalID)
+	res, err := s.exec(ctx, `DELETE FROM experiments WHERE proposal_id = ?`, proposalID)
 	if err != nil {
 		return fmt.Errorf("remove experiment %q: %w", proposalID, s.wrap(err))
 	}
@@ -308,13 +308,13 @@ func (s *Store) RemoveExperiment(ctx context.Context, actor, proposalID string) 
 // (ErrForbidden otherwise, ErrNotFound when there is no such link).
 func (s *Store) SetFavorite(ctx context.Context, userID, linkID int64, favorite bool) error {
 	var owner int64
-	if err := s.db.QueryRowContext(ctx, `SELECT user_id FROM user_experiments WHERE id = ?`, linkID).Scan(&owner); err != nil {
+	if err := s.queryRow(ctx, `SELECT user_id FROM user_experiments WHERE id = ?`, linkID).Scan(&owner); err != nil {
 		return fmt.Errorf("experiment link %d: %w", linkID, s.wrap(err))
 	}
 	if owner != userID {
 		return fmt.Errorf("experiment link %d: %w", linkID, ErrForbidden)
 	}
-	if _, err := s.db.ExecContext(ctx, `UPDATE user_experiments SET favorite = ? WHERE id = ?`, favorite, linkID); err != nil {
+	if _, err := s.exec(ctx, `UPDATE user_experiments SET favorite = ? WHERE id = ?`, favorite, linkID); err != nil {
 		return fmt.Errorf("favorite %d: %w", linkID, s.wrap(err))
 	}
 	return nil
@@ -342,7 +342,7 @@ func (s *Store) UserSession(ctx context.Context, userID int64, ref string) (Sess
 		q += `(s.session_number = ? OR e.proposal_id = ?)`
 		args = append(args, ref, ref)
 	}
-	rows, err := s.db.QueryContext(ctx, q+` ORDER BY s.id LIMIT 2`, args...)
+	rows, err := s.query(ctx, q+` ORDER BY s.id LIMIT 2`, args...)
 	if err != nil {
 		return SessionOf{}, s.wrap(err)
 	}

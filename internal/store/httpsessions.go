@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"database/sql"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
@@ -17,31 +18,63 @@ func sessionKey(token string) string {
 	return hex.EncodeToString(sum[:])
 }
 
-// HTTPSession returns a live session's owner and data; ErrNotFound when unknown or expired.
-func (s *Store) HTTPSession(ctx context.Context, token string) (username, data string, err error) {
-	var expires time.Time
-	err = s.db.QueryRowContext(ctx, `SELECT username, data, expires_at FROM http_sessions WHERE id = ?`, sessionKey(token)).
-		Scan(&username, &data, &expires)
+// SessionUser is a live session with its user, read in one query: every
+// authenticated request starts with it.
+type SessionUser struct {
+	Username string // "" while a federated login waits for its account
+	Data     string
+	// User is the account; nil when Username is empty or the account was removed.
+	User *User
+}
+
+// HTTPSessionUser returns a live session and its account; ErrNotFound when the
+// session is unknown or expired.
+func (s *Store) HTTPSessionUser(ctx context.Context, token string) (SessionUser, error) {
+	var (
+		out       SessionUser
+		expires   time.Time
+		id        sql.NullInt64
+		name      sql.NullString
+		uuid      sql.NullString
+		admin     sql.NullBool
+		email     sql.NullString
+		uid, gid  sql.NullInt64
+		home      sql.NullString
+		joined    sql.NullTime
+		last, got sql.NullTime
+	)
+	err := s.queryRow(ctx, `SELECT h.username, h.data, h.expires_at,
+		u.id, u.username, u.uuid, u.is_admin, u.email, u.uid, u.gid, u.home, u.date_joined, u.last_login, u.experiments_fetched_at
+		FROM http_sessions h LEFT JOIN users u ON u.username = h.username AND h.username <> ''
+		WHERE h.id = ?`, sessionKey(token)).
+		Scan(&out.Username, &out.Data, &expires, &id, &name, &uuid, &admin, &email, &uid, &gid, &home, &joined, &last, &got)
 	if err != nil {
-		return "", "", s.wrap(err)
+		return SessionUser{}, s.wrap(err)
 	}
 	if !expires.After(s.now()) {
-		return "", "", ErrNotFound
+		return SessionUser{}, ErrNotFound
 	}
-	return username, data, nil
+	if id.Valid {
+		out.User = &User{
+			ID: id.Int64, Username: name.String, UUID: uuid.String, IsAdmin: admin.Bool, Email: email.String,
+			UID: intPtr(uid), GID: intPtr(gid), Home: home.String, Joined: joined.Time.UTC(),
+			LastLogin: nullTime(last), ExperimentsFetched: nullTime(got),
+		}
+	}
+	return out, nil
 }
 
 // SaveHTTPSession creates or replaces a session.
 func (s *Store) SaveHTTPSession(ctx context.Context, token, username, data string, expires time.Time) error {
 	key := sessionKey(token)
-	res, err := s.db.ExecContext(ctx, `UPDATE http_sessions SET username = ?, data = ?, expires_at = ? WHERE id = ?`, username, data, expires.UTC(), key)
+	res, err := s.exec(ctx, `UPDATE http_sessions SET username = ?, data = ?, expires_at = ? WHERE id = ?`, username, data, expires.UTC(), key)
 	if err != nil {
 		return fmt.Errorf("save session: %w", s.wrap(err))
 	}
 	if n, _ := res.RowsAffected(); n > 0 {
 		return nil
 	}
-	_, err = s.db.ExecContext(ctx, `INSERT INTO http_sessions (id, username, data, expires_at) VALUES (?, ?, ?, ?)`, key, username, data, expires.UTC())
+	_, err = s.exec(ctx, `INSERT INTO http_sessions (id, username, data, expires_at) VALUES (?, ?, ?, ?)`, key, username, data, expires.UTC())
 	if err != nil && isUnique(err) { // MySQL reports 0 rows when nothing changed
 		return nil
 	}
@@ -53,13 +86,13 @@ func (s *Store) SaveHTTPSession(ctx context.Context, token, username, data strin
 
 // DeleteHTTPSession ends a session (unknown is fine).
 func (s *Store) DeleteHTTPSession(ctx context.Context, token string) error {
-	_, err := s.db.ExecContext(ctx, `DELETE FROM http_sessions WHERE id = ?`, sessionKey(token))
+	_, err := s.exec(ctx, `DELETE FROM http_sessions WHERE id = ?`, sessionKey(token))
 	return s.wrap(err)
 }
 
 // PurgeHTTPSessions deletes expired sessions and says how many.
 func (s *Store) PurgeHTTPSessions(ctx context.Context) (int64, error) {
-	res, err := s.db.ExecContext(ctx, `DELETE FROM http_sessions WHERE expires_at <= ?`, s.now())
+	res, err := s.exec(ctx, `DELETE FROM http_sessions WHERE expires_at <= ?`, s.now())
 	if err != nil {
 		return 0, s.wrap(err)
 	}

@@ -93,7 +93,7 @@ func scanImage(row interface{ Scan(...any) error }) (Image, error) {
 
 // Images lists every image by public name.
 func (s *Store) Images(ctx context.Context) ([]Image, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT `+imageColumns+` FROM images ORDER BY public_name`)
+	rows, err := s.query(ctx, `SELECT `+imageColumns+` FROM images ORDER BY public_name`)
 	if err != nil {
 		return nil, fmt.Errorf("images: %w", s.wrap(err))
 	}
@@ -111,7 +111,7 @@ func (s *Store) Images(ctx context.Context) ([]Image, error) {
 
 // Image returns one image by public name.
 func (s *Store) Image(ctx context.Context, publicName string) (Image, error) {
-	im, err := scanImage(s.db.QueryRowContext(ctx, `SELECT `+imageColumns+` FROM images WHERE public_name = ?`, publicName))
+	im, err := scanImage(s.queryRow(ctx, `SELECT `+imageColumns+` FROM images WHERE public_name = ?`, publicName))
 	if err != nil {
 		return Image{}, fmt.Errorf("image %q: %w", publicName, s.wrap(err))
 	}
@@ -146,7 +146,7 @@ func (s *Store) PutImage(ctx context.Context, actor string, im Image) (created b
 
 // DeleteImage removes an image. Resources launched from it keep their own copy.
 func (s *Store) DeleteImage(ctx context.Context, actor, publicName string) error {
-	res, err := s.db.ExecContext(ctx, `DELETE FROM images WHERE public_name = ?`, publicName)
+	res, err := s.exec(ctx, `DELETE FROM images WHERE public_name = ?`, publicName)
 	if err != nil {
 		return fmt.Errorf("delete image %q: %w", publicName, s.wrap(err))
 	}
@@ -160,7 +160,7 @@ func (s *Store) DeleteImage(ctx context.Context, actor, publicName string) error
 // SeedImages inserts the default images when there are no images at all (first start).
 func (s *Store) SeedImages(ctx context.Context) error {
 	var n int
-	if err := s.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM images`).Scan(&n); err != nil {
+	if err := s.queryRow(ctx, `SELECT COUNT(*) FROM images`).Scan(&n); err != nil {
 		return s.wrap(err)
 	}
 	if n > 0 {
@@ -177,7 +177,7 @@ func (s *Store) SeedImages(ctx context.Context) error {
 // Quota returns the user's own quota, or ErrNotFound when the defaults apply.
 func (s *Store) Quota(ctx context.Context, userID int64) (quotas.Quota, error) {
 	var q quotas.Quota
-	err := s.db.QueryRowContext(ctx, `SELECT max_simultaneous, cpu, memory_bytes, hdd_bytes FROM quotas WHERE user_id = ?`, userID).
+	err := s.queryRow(ctx, `SELECT max_simultaneous, cpu, memory_bytes, hdd_bytes FROM quotas WHERE user_id = ?`, userID).
 		Scan(&q.MaxSimultaneous, &q.CPUs, &q.MemoryBytes, &q.DiskBytes)
 	if err != nil {
 		return quotas.Quota{}, s.wrap(err)

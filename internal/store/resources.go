@@ -214,7 +214,7 @@ func (s *Store) Usage(ctx context.Context, userID int64) (quotas.Quota, error) {
 
 // Resource returns one record.
 func (s *Store) Resource(ctx context.Context, id int64) (Resource, error) {
-	r, err := scanResource(s.db.QueryRowContext(ctx, `SELECT `+resourceColumns+resourceFrom+` WHERE r.id = ?`, id))
+	r, err := scanResource(s.queryRow(ctx, `SELECT `+resourceColumns+resourceFrom+` WHERE r.id = ?`, id))
 	if err != nil {
 		return Resource{}, fmt.Errorf("resource %d: %w", id, s.wrap(err))
 	}
@@ -223,7 +223,7 @@ func (s *Store) Resource(ctx context.Context, id int64) (Resource, error) {
 
 // ResourceByName returns the record of an engine name.
 func (s *Store) ResourceByName(ctx context.Context, name string) (Resource, error) {
-	r, err := scanResource(s.db.QueryRowContext(ctx, `SELECT `+resourceColumns+resourceFrom+` WHERE r.engine_name = ?`, name))
+	r, err := scanResource(s.queryRow(ctx, `SELECT `+resourceColumns+resourceFrom+` WHERE r.engine_name = ?`, name))
 	if err != nil {
 		return Resource{}, fmt.Errorf("resource %q: %w", name, s.wrap(err))
 	}
@@ -261,7 +261,7 @@ func (s *Store) Resources(ctx context.Context, f ResourceFilter) ([]Resource, er
 	if len(where) > 0 {
 		q += ` WHERE ` + strings.Join(where, " AND ")
 	}
-	rows, err := s.db.QueryContext(ctx, q+` ORDER BY r.id DESC`, args...)
+	rows, err := s.query(ctx, q+` ORDER BY r.id DESC`, args...)
 	if err != nil {
 		return nil, fmt.Errorf("resources: %w", s.wrap(err))
 	}
@@ -295,6 +295,20 @@ func (s *Store) Move(ctx context.Context, id int64, to State, u Update) (Resourc
 	if len(from) == 0 {
 		return Resource{}, fmt.Errorf("%w: no transition to %s", ErrInvalid, to)
 	}
+	return s.move(ctx, id, from, to, u)
+}
+
+// MoveFrom is Move only from the state the caller saw: a reconciler that found a
+// resource running must not fail it if a Stop moved it on in the meantime.
+// ErrConflict when the resource is no longer in from.
+func (s *Store) MoveFrom(ctx context.Context, id int64, from, to State, u Update) (Resource, error) {
+	if !CanMove(from, to) {
+		return Resource{}, fmt.Errorf("%w: no transition from %s to %s", ErrInvalid, from, to)
+	}
+	return s.move(ctx, id, []State{from}, to, u)
+}
+
+func (s *Store) move(ctx context.Context, id int64, from []State, to State, u Update) (Resource, error) {
 	set := []string{`state = ?`, `updated_at = ?`}
 	args := []any{string(to), s.now()}
 	for _, f := range []struct {
@@ -311,7 +325,7 @@ func (s *Store) Move(ctx context.Context, id int64, to State, u Update) (Resourc
 	for _, st := range from {
 		args = append(args, string(st))
 	}
-	res, err := s.db.ExecContext(ctx, `UPDATE resources SET `+strings.Join(set, ", ")+` WHERE id = ? AND state IN (`+in(len(from))+`)`, args...)
+	res, err := s.exec(ctx, `UPDATE resources SET `+strings.Join(set, ", ")+` WHERE id = ? AND state IN (`+in(len(from))+`)`, args...)
 	if err != nil {
 		return Resource{}, fmt.Errorf("resource %d to %s: %w", id, to, s.wrap(err))
 	}

@@ -16,6 +16,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing/fstest"
 	"time"
 
@@ -57,6 +58,71 @@ type Store struct {
 	db      *sql.DB
 	dialect dialect
 	now     func() time.Time
+	stmts   stmtCache
+}
+
+// stmtCache keeps the statements of the hot read paths prepared: parsing a query
+// costs more than running it on SQLite, and a round trip on MySQL. database/sql
+// prepares a cached statement once per connection.
+type stmtCache struct {
+	mu sync.RWMutex
+	m  map[string]*sql.Stmt
+}
+
+// maxCachedStmts bounds the cache; queries built from user input (orderings, filters)
+// come in a few dozen shapes, and MySQL limits prepared statements per server.
+const maxCachedStmts = 256
+
+// prepared returns the cached statement for query, or nil when it cannot be prepared
+// or the cache is full (the caller then runs the query directly).
+func (s *Store) prepared(ctx context.Context, query string) *sql.Stmt {
+	s.stmts.mu.RLock()
+	st := s.stmts.m[query]
+	s.stmts.mu.RUnlock()
+	if st != nil {
+		return st
+	}
+	s.stmts.mu.Lock()
+	defer s.stmts.mu.Unlock()
+	if st := s.stmts.m[query]; st != nil {
+		return st
+	}
+	if len(s.stmts.m) >= maxCachedStmts {
+		return nil
+	}
+	st, err := s.db.PrepareContext(ctx, query)
+	if err != nil {
+		return nil // the direct query will report the error
+	}
+	if s.stmts.m == nil {
+		s.stmts.m = map[string]*sql.Stmt{}
+	}
+	s.stmts.m[query] = st
+	return st
+}
+
+// queryRow runs a one-row read through the statement cache.
+func (s *Store) queryRow(ctx context.Context, query string, args ...any) *sql.Row {
+	if st := s.prepared(ctx, query); st != nil {
+		return st.QueryRowContext(ctx, args...)
+	}
+	return s.db.QueryRowContext(ctx, query, args...)
+}
+
+// query runs a read through the statement cache.
+func (s *Store) query(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
+	if st := s.prepared(ctx, query); st != nil {
+		return st.QueryContext(ctx, args...)
+	}
+	return s.db.QueryContext(ctx, query, args...)
+}
+
+// exec runs a write through the statement cache.
+func (s *Store) exec(ctx context.Context, query string, args ...any) (sql.Result, error) {
+	if st := s.prepared(ctx, query); st != nil {
+		return st.ExecContext(ctx, args...)
+	}
+	return s.db.ExecContext(ctx, query, args...)
 }
 
 type dialect string
@@ -156,7 +222,15 @@ func (s *Store) DB() *sql.DB { return s.db }
 func (s *Store) Driver() string { return string(s.dialect) }
 
 // Close closes the database.
-func (s *Store) Close() error { return s.db.Close() }
+func (s *Store) Close() error {
+	s.stmts.mu.Lock()
+	for _, st := range s.stmts.m {
+		st.Close()
+	}
+	s.stmts.m = nil
+	s.stmts.mu.Unlock()
+	return s.db.Close()
+}
 
 // Ping checks the database answers.
 func (s *Store) Ping(ctx context.Context) error {

@@ -264,22 +264,97 @@ func TestTransitions(t *testing.T) {
 	})
 }
 
+// TestMoveFrom: a move conditioned on the state the caller saw loses to any move
+// made in between (the reconciler against a Stop).
+func TestMoveFrom(t *testing.T) {
+	backends(t, func(t *testing.T, s *store.Store) {
+		ctx := context.Background()
+		u, _ := s.EnsureUser(ctx, "reconciled")
+		img := store.Image{PublicName: "x", Image: "x", Protocol: "vnc", CPU: 1, Memory: "1G", HDD: "1G", ResourceType: "docker"}
+		limit := quotas.Quota{MaxSimultaneous: 5, CPUs: 5, MemoryBytes: 5 << 30, DiskBytes: 5 << 30}
+		reserve := func(t *testing.T, exp string) store.Resource {
+			t.Helper()
+			r, err := s.Reserve(ctx, store.Launch{UserID: u.ID, Experiment: exp, Image: img, Default: limit})
+			if err != nil {
+				t.Fatal(err)
+			}
+			return r
+		}
+		why := "workload vanished"
+		rows := []struct {
+			name     string
+			before   []store.State // moves made before MoveFrom
+			from, to store.State
+			wantErr  error
+			want     store.State
+		}{
+			{"running to failed", []store.State{store.Running}, store.Running, store.Failed, nil, store.Failed},
+			{"a stop came first", []store.State{store.Running, store.Stopping}, store.Running, store.Failed, store.ErrConflict, store.Stopping},
+			{"stuck pending claimed", nil, store.Pending, store.Failed, nil, store.Failed},
+			{"pending that started meanwhile", []store.State{store.Running}, store.Pending, store.Failed, store.ErrConflict, store.Running},
+			{"transition not allowed", nil, store.Pending, store.Stopped, store.ErrInvalid, store.Pending},
+		}
+		for i, row := range rows {
+			t.Run(row.name, func(t *testing.T) {
+				r := reserve(t, fmt.Sprintf("p~%d", i))
+				for _, st := range row.before {
+					if _, err := s.Move(ctx, r.ID, st, store.Update{}); err != nil {
+						t.Fatal(err)
+					}
+				}
+				_, err := s.MoveFrom(ctx, r.ID, row.from, row.to, store.Update{Error: &why})
+				if !errors.Is(err, row.wantErr) && !(row.wantErr == nil && err == nil) {
+					t.Fatalf("MoveFrom %s → %s: %v, want %v", row.from, row.to, err, row.wantErr)
+				}
+				got, err := s.Resource(ctx, r.ID)
+				if err != nil || got.State != row.want {
+					t.Fatalf("state %s (%v), want %s", got.State, err, row.want)
+				}
+				if (got.Error == why) != (row.wantErr == nil) {
+					t.Fatalf("error field %q after MoveFrom that returned %v", got.Error, err)
+				}
+			})
+		}
+	})
+}
+
 func TestHTTPSessions(t *testing.T) {
 	backends(t, func(t *testing.T, s *store.Store) {
 		ctx := context.Background()
+		alice, err := s.EnsureUser(ctx, "alice")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := s.SetAdmin(ctx, "test", "alice", true); err != nil {
+			t.Fatal(err)
+		}
 		if err := s.SaveHTTPSession(ctx, "tok", "alice", `{"a":1}`, time.Now().Add(time.Hour)); err != nil {
 			t.Fatal(err)
 		}
 		if err := s.SaveHTTPSession(ctx, "tok", "alice", `{"a":1}`, time.Now().Add(time.Hour)); err != nil {
 			t.Fatalf("resave unchanged: %v", err)
 		}
-		if u, d, err := s.HTTPSession(ctx, "tok"); err != nil || u != "alice" || d != `{"a":1}` {
-			t.Fatalf("get: %q %q %v", u, d, err)
+		got, err := s.HTTPSessionUser(ctx, "tok")
+		if err != nil || got.Username != "alice" || got.Data != `{"a":1}` {
+			t.Fatalf("get: %+v %v", got, err)
+		}
+		if got.User == nil || got.User.ID != alice.ID || got.User.UUID != alice.UUID || !got.User.IsAdmin {
+			t.Fatalf("the session's account: %+v, want alice (%d, admin)", got.User, alice.ID)
+		}
+		// A federated login waiting for its account, and a session whose account went.
+		for _, row := range []struct{ token, username string }{{"pending", ""}, {"orphan", "nobody"}} {
+			if err := s.SaveHTTPSession(ctx, row.token, row.username, "{}", time.Now().Add(time.Hour)); err != nil {
+				t.Fatal(err)
+			}
+			got, err := s.HTTPSessionUser(ctx, row.token)
+			if err != nil || got.Username != row.username || got.User != nil {
+				t.Fatalf("%s: %+v %v, want the session without an account", row.token, got, err)
+			}
 		}
 		if err := s.SaveHTTPSession(ctx, "old", "bob", "{}", time.Now().Add(-time.Second)); err != nil {
 			t.Fatal(err)
 		}
-		if _, _, err := s.HTTPSession(ctx, "old"); !errors.Is(err, store.ErrNotFound) {
+		if _, err := s.HTTPSessionUser(ctx, "old"); !errors.Is(err, store.ErrNotFound) {
 			t.Fatalf("expired session: %v", err)
 		}
 		if n, err := s.PurgeHTTPSessions(ctx); err != nil || n != 1 {
@@ -288,7 +363,7 @@ func TestHTTPSessions(t *testing.T) {
 		if err := s.DeleteHTTPSession(ctx, "tok"); err != nil {
 			t.Fatal(err)
 		}
-		if _, _, err := s.HTTPSession(ctx, "tok"); !errors.Is(err, store.ErrNotFound) {
+		if _, err := s.HTTPSessionUser(ctx, "tok"); !errors.Is(err, store.ErrNotFound) {
 			t.Fatalf("deleted session: %v", err)
 		}
 	})

@@ -57,7 +57,7 @@ func ValidUsername(name string) bool {
 
 // User returns the account named username.
 func (s *Store) User(ctx context.Context, username string) (User, error) {
-	u, err := scanUser(s.db.QueryRowContext(ctx, `SELECT `+userColumns+` FROM users WHERE username = ?`, username))
+	u, err := scanUser(s.queryRow(ctx, `SELECT `+userColumns+` FROM users WHERE username = ?`, username))
 	if err != nil {
 		return User{}, fmt.Errorf("user %q: %w", username, s.wrap(err))
 	}
@@ -73,7 +73,7 @@ func (s *Store) EnsureUser(ctx context.Context, username string) (User, error) {
 	if err == nil || !isNotFound(err) {
 		return u, err
 	}
-	_, err = s.db.ExecContext(ctx, `INSERT INTO users (username, uuid, is_admin, email, home, date_joined) VALUES (?, ?, FALSE, '', '', ?)`,
+	_, err = s.exec(ctx, `INSERT INTO users (username, uuid, is_admin, email, home, date_joined) VALUES (?, ?, FALSE, '', '', ?)`,
 		username, uuid.NewString(), s.now())
 	if err != nil && !isUnique(err) { // another request created it first: fine
 		return User{}, fmt.Errorf("create user %q: %w", username, s.wrap(err))
@@ -91,7 +91,7 @@ func (s *Store) RecordLogin(ctx context.Context, username string) (User, error) 
 		return User{}, err
 	}
 	now := s.now()
-	if _, err := s.db.ExecContext(ctx, `UPDATE users SET last_login = ? WHERE id = ?`, now, u.ID); err != nil {
+	if _, err := s.exec(ctx, `UPDATE users SET last_login = ? WHERE id = ?`, now, u.ID); err != nil {
 		return User{}, fmt.Errorf("login of %q: %w", username, s.wrap(err))
 	}
 	u.LastLogin = &now
@@ -124,10 +124,10 @@ func (s *Store) Users(ctx context.Context, q UserQuery) ([]User, int, error) {
 		return nil, 0, err
 	}
 	var total int
-	if err := s.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM users`+where, args...).Scan(&total); err != nil {
+	if err := s.queryRow(ctx, `SELECT COUNT(*) FROM users`+where, args...).Scan(&total); err != nil {
 		return nil, 0, fmt.Errorf("count users: %w", s.wrap(err))
 	}
-	rows, err := s.db.QueryContext(ctx, `SELECT `+userColumns+` FROM users`+where+order+` LIMIT ? OFFSET ?`,
+	rows, err := s.query(ctx, `SELECT `+userColumns+` FROM users`+where+order+` LIMIT ? OFFSET ?`,
 		append(args, q.PageSize, (q.Page-1)*q.PageSize)...)
 	if err != nil {
 		return nil, 0, fmt.Errorf("users: %w", s.wrap(err))
@@ -164,7 +164,7 @@ func orderBy(ordering string, allowed map[string]string, def string) (string, er
 
 // SetAdmin grants or revokes admin rights.
 func (s *Store) SetAdmin(ctx context.Context, actor, username string, admin bool) error {
-	res, err := s.db.ExecContext(ctx, `UPDATE users SET is_admin = ? WHERE username = ?`, admin, username)
+	res, err := s.exec(ctx, `UPDATE users SET is_admin = ? WHERE username = ?`, admin, username)
 	if err != nil {
 		return fmt.Errorf("set admin %q: %w", username, s.wrap(err))
 	}
@@ -179,7 +179,7 @@ func (s *Store) SetAdmin(ctx context.Context, actor, username string, admin bool
 
 // SetIdentity sets the uid/gid/home workloads of this user run with (CLI).
 func (s *Store) SetIdentity(ctx context.Context, actor, username string, uid, gid *int, home string) error {
-	res, err := s.db.ExecContext(ctx, `UPDATE users SET uid = ?, gid = ?, home = ? WHERE username = ?`, nullInt(uid), nullInt(gid), home, username)
+	res, err := s.exec(ctx, `UPDATE users SET uid = ?, gid = ?, home = ? WHERE username = ?`, nullInt(uid), nullInt(gid), home, username)
 	if err != nil {
 		return fmt.Errorf("set identity of %q: %w", username, s.wrap(err))
 	}
@@ -262,7 +262,7 @@ func (s *Store) Audit(ctx context.Context, objectType, objectID string, limit in
 		q += ` WHERE object_type = ? AND object_id = ?`
 		args = append(args, objectType, objectID)
 	}
-	rows, err := s.db.QueryContext(ctx, q+` ORDER BY id DESC LIMIT ?`, append(args, limit)...)
+	rows, err := s.query(ctx, q+` ORDER BY id DESC LIMIT ?`, append(args, limit)...)
 	if err != nil {
 		return nil, s.wrap(err)
 	}
