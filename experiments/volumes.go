@@ -6,7 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"path"
+	"path/filepath"
 	"strings"
 	"unicode/utf8"
 )
@@ -153,6 +155,63 @@ func (s volumeSpec) resolve(roots Roots) (Volume, error) {
 		return Volume{}, volErr(s.host, "host path falls outside %s", cleanRoot)
 	}
 	return Volume{HostPath: host, ContainerPath: container, ReadOnly: s.mode == "ro"}, nil
+}
+
+// ResolveHostPaths follows symbolic links in the volumes' host paths, where this
+// host can see their roots, and refuses a volume whose real path leaves its root:
+// a link planted in a dataset directory must not mount /etc or another proposal's
+// data. It returns the volumes with their real paths, so that the engine mounts what
+// was checked. When a root does not exist here (a remote Docker engine or a
+// Kubernetes node holds the data), its volumes are returned as they are: the engine's
+// host is then trusted to hold no links out of the root.
+func ResolveHostPaths(vols []Volume, roots Roots) ([]Volume, error) {
+	realRoots := map[string]string{} // root as configured → real path; "" when not here
+	realRoot := func(root string) (string, error) {
+		if r, ok := realRoots[root]; ok {
+			return r, nil
+		}
+		r, err := filepath.EvalSymlinks(root)
+		if errors.Is(err, fs.ErrNotExist) {
+			r, err = "", nil
+		}
+		if err != nil {
+			return "", fmt.Errorf("volume root %s: %w", root, err)
+		}
+		realRoots[root] = r
+		return r, nil
+	}
+	out := make([]Volume, 0, len(vols))
+	for _, v := range vols {
+		root := path.Clean(roots.Output)
+		if v.ReadOnly {
+			root = path.Clean(roots.Datasets)
+		}
+		rr, err := realRoot(root)
+		if err != nil {
+			return nil, err
+		}
+		if rr == "" {
+			out = append(out, v)
+			continue
+		}
+		real, err := filepath.EvalSymlinks(v.HostPath)
+		which := "output"
+		if v.ReadOnly {
+			which = "datasets"
+		}
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil, volErr(strings.TrimPrefix(v.HostPath, root), "does not exist in the %s directory", which)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("volume %s: %w", v.HostPath, err)
+		}
+		if !strings.HasPrefix(real, rr+string(filepath.Separator)) {
+			return nil, volErr(strings.TrimPrefix(v.HostPath, root), "a symbolic link leads out of the %s directory", which)
+		}
+		v.HostPath = real
+		out = append(out, v)
+	}
+	return out, nil
 }
 
 // checkPathText refuses path text that is unsafe whatever root it is joined to.

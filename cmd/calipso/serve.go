@@ -149,6 +149,7 @@ func (a *app) buildOffice(ctx context.Context) error {
 		a.closers = append(a.closers, func() { srv.Close() })
 		clientCfg = useroffice.ClientConfig("http://"+ln.Addr().String(), creds)
 		a.log.Info("embedded reference user office started with demo users", "url", "http://"+ln.Addr().String())
+		a.makeDataDirs(data)
 	}
 	clientCfg.Timeout = uo.Timeout.Duration
 	clientCfg.Retries = 2
@@ -170,6 +171,27 @@ func (a *app) buildOffice(ctx context.Context) error {
 		}})
 	}
 	return nil
+}
+
+// makeDataDirs creates the directories the embedded office's sessions mount, so that
+// the demo's launches find their datasets (a facility's exist already; a launch
+// refuses a dataset directory that does not).
+func (a *app) makeDataDirs(data *useroffice.Data) {
+	roots := experiments.Roots{Datasets: a.cfg.Workloads.DatasetsRoot, Output: a.cfg.Workloads.OutputRoot}
+	for _, e := range data.Experiments {
+		for _, s := range e.Sessions {
+			vols, err := experiments.ParseVolumes(s.DataSetPath, roots)
+			if err != nil {
+				a.log.Warn("embedded user office: session volumes", "session", s.SessionNumber, "err", err)
+				continue
+			}
+			for _, v := range vols {
+				if err := os.MkdirAll(v.HostPath, 0o755); err != nil {
+					a.log.Warn("embedded user office: dataset directory", "path", v.HostPath, "err", err)
+				}
+			}
+		}
+	}
 }
 
 func hostPort(scheme, host string) string {

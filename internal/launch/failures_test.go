@@ -5,6 +5,8 @@ import (
 	"database/sql"
 	"errors"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -26,11 +28,18 @@ func TestRefusedBeforeReserving(t *testing.T) {
 	volume := func(n, def string) string {
 		return e.experiment(t, e.user, "vol-"+n, nil, nil, experiments.Session{SessionNumber: "1", DataSetPath: def})
 	}
+	// A link planted in the datasets directory that leads out of it.
+	mkdirAll(t, filepath.Join(e.datasets, "planted"), 0o755)
+	if err := os.Symlink(t.TempDir(), filepath.Join(e.datasets, "planted", "out")); err != nil {
+		t.Fatal(err)
+	}
 	tests := []struct {
 		name, ref, image string
 		want             error
 	}{
 		{"unknown image", mine, "no-such-image", store.ErrNotFound},
+		{"symbolic link out of the datasets root", volume("link", `{'/planted/out': {'bind': '/data', 'mode': 'ro'}}`), desktopImage, experiments.ErrInvalidVolume},
+		{"dataset directory missing", volume("missing", `{'/planted/nothing': {'bind': '/data', 'mode': 'ro'}}`), desktopImage, experiments.ErrInvalidVolume},
 		{"experiment not the user's", "not-anas~1", desktopImage, store.ErrNotFound},
 		{"unknown session", "mine~99", desktopImage, store.ErrNotFound},
 		{"dot-dot in a dataset path", volume("dotdot", `{'/p/../../etc': {'bind': '/data', 'mode': 'ro'}}`), desktopImage, experiments.ErrInvalidVolume},

@@ -113,7 +113,11 @@ func (s *Service) Launch(ctx context.Context, u store.User, ref, publicName stri
 		return store.Resource{}, err
 	}
 	session := so.Experiment.Sessions[0]
-	vols, err := experiments.ParseVolumes(session.DataSetPath, experiments.Roots{Datasets: s.cfg.Workloads.DatasetsRoot, Output: s.cfg.Workloads.OutputRoot})
+	roots := experiments.Roots{Datasets: s.cfg.Workloads.DatasetsRoot, Output: s.cfg.Workloads.OutputRoot}
+	vols, err := experiments.ParseVolumes(session.DataSetPath, roots)
+	if err == nil {
+		vols, err = experiments.ResolveHostPaths(vols, roots)
+	}
 	if err != nil {
 		return store.Resource{}, fmt.Errorf("session %s: %w", ref, err)
 	}
