@@ -12,6 +12,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
+	"net/url"
 	"strconv"
 )
 
@@ -55,6 +57,20 @@ func PortFor(protocol string) int {
 	default:
 		return PortHTTP
 	}
+}
+
+// LinkURL is the browser's link to an HTTP workload (a notebook) at host:port, with
+// the token its log printed when there is one; "" for desktop protocols, which
+// Guacamole reaches instead.
+func LinkURL(protocol, host string, port int, token string) string {
+	if PortFor(protocol) != PortHTTP || host == "" || port <= 0 {
+		return ""
+	}
+	u := url.URL{Scheme: "http", Host: net.JoinHostPort(host, strconv.Itoa(port)), Path: "/"}
+	if token != "" {
+		u.RawQuery = url.Values{"token": {token}}.Encode()
+	}
+	return u.String()
 }
 
 // Label keys put on every engine object.
@@ -118,7 +134,11 @@ type Spec struct {
 // Name is the workload's engine name.
 func (s Spec) Name() string { return Name(s.Instance, s.ResourceID) }
 
-// Labels is the label set every object of this workload carries.
+// Labels is the label set every object of this workload carries. Values are free
+// text (usernames hold "@", experiments "~"): an engine whose label values are
+// restricted must map them, and keep the exact value elsewhere (the Kubernetes
+// provisioner puts it in annotations). Name() is always DNS-safe: settings restrict
+// the instance to lowercase letters, digits and dashes.
 func (s Spec) Labels() map[string]string {
 	return map[string]string{
 		LabelManagedBy:  "calipso",

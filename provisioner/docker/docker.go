@@ -23,7 +23,6 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"net/url"
 	"path"
 	"regexp"
 	"slices"
@@ -336,14 +335,7 @@ func (p *Provisioner) waitForLog(ctx context.Context, id string, re *regexp.Rege
 
 // url is the link to an HTTP workload (with the notebook token when the log gave one).
 func (p *Provisioner) url(protocol string, port int, token string) string {
-	if provisioner.PortFor(protocol) != provisioner.PortHTTP || port == 0 {
-		return ""
-	}
-	u := url.URL{Scheme: "http", Host: net.JoinHostPort(p.cfg.HostAddress, strconv.Itoa(port)), Path: "/"}
-	if token != "" {
-		u.RawQuery = url.Values{"token": {token}}.Encode()
-	}
-	return u.String()
+	return provisioner.LinkURL(protocol, p.cfg.HostAddress, port, token)
 }
 
 // Stop stops the workload (SIGTERM, then SIGKILL after StopTimeout). A missing

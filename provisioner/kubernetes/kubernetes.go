@@ -253,6 +253,7 @@ func (p *Provisioner) Start(ctx context.Context, spec provisioner.Spec) (provisi
 		if err != nil {
 			return inst, fmt.Errorf("start %s: %w", name, err)
 		}
+		inst.URL = provisioner.LinkURL(spec.Protocol, inst.Host, inst.Port, inst.LogMatch)
 	}
 	return inst, nil
 }
@@ -588,6 +589,8 @@ func (p *Provisioner) instance(pod *corev1.Pod, svc *corev1.Service) provisioner
 			inst.Host = svc.Name + "." + svc.Namespace + ".svc"
 			inst.Port = int(port)
 		}
+		// Without the token, which only the log had: Start's report carries it.
+		inst.URL = provisioner.LinkURL(svc.Annotations[annotationProtocol], inst.Host, inst.Port, "")
 	}
 	return inst
 }

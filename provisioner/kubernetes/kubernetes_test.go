@@ -157,6 +157,9 @@ func TestStartCreatesValidObjects(t *testing.T) {
 			}
 			want := provisioner.Instance{Name: "calipso-esrf-42", ID: string(pod.UID), Owner: spec.Owner, ResourceID: 42,
 				State: provisioner.StatePending, Host: tt.wantHost(ns), Port: tt.wantPort(svc)}
+			if tt.protocol == "http" { // the notebook's link; desktops are reached through Guacamole
+				want.URL = fmt.Sprintf("http://%s:%d/", want.Host, want.Port)
+			}
 			if inst != want {
 				t.Errorf("Start = %+v\nwant    %+v", inst, want)
 			}
