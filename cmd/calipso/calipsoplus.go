@@ -28,8 +28,8 @@ import (
 //   - containers (calipso_containers): live ones run outside Calipso's management and
 //     would be double-counted against quotas; they are counted and listed so the site
 //     stops them in CalipsoPlus first (or removes them by hand). Finished ones are history.
-//   - passwords (the user office checks them), e-mail addresses and calipso_uid UUIDs
-//     (the store has no setter for them; Calipso makes its own UUID), inactive users.
+//   - passwords (the user office checks them) and inactive users. E-mail addresses
+//     and calipso_uid UUIDs are kept.
 //   - admin rights are granted, never revoked (an admin from settings stays one).
 func importCalipsoPlus(ctx context.Context, db *store.Store, args []string, stdout io.Writer) error {
 	fs := newFlagSet("import-calipsoplus")
@@ -70,6 +70,8 @@ type cpUser struct {
 	profileID int64
 	username  string
 	admin     bool
+	email     string
+	uuid      string // calipso_uid, 32 hex digits; "" without a profile
 }
 
 type cpLink struct {
@@ -110,7 +112,7 @@ func readCalipsoPlus(ctx context.Context, src *sql.DB) (*calipsoPlusData, error)
 	d := &calipsoPlusData{}
 	byProfile := map[int64]string{} // calipso_users.id -> username
 
-	rows, err := src.QueryContext(ctx, `SELECT COALESCE(cu.id, 0), a.username, a.is_superuser, a.is_active
+	rows, err := src.QueryContext(ctx, `SELECT COALESCE(cu.id, 0), a.username, a.is_superuser, a.is_active, a.email, COALESCE(cu.calipso_uid, '')
 		FROM auth_user a LEFT JOIN calipso_users cu ON cu.user_id = a.id ORDER BY a.id`)
 	if err != nil {
 		return nil, fmt.Errorf("users: %w", err)
@@ -118,7 +120,7 @@ func readCalipsoPlus(ctx context.Context, src *sql.DB) (*calipsoPlusData, error)
 	err = eachRow(rows, func() error {
 		var u cpUser
 		var active bool
-		if err := rows.Scan(&u.profileID, &u.username, &u.admin, &active); err != nil {
+		if err := rows.Scan(&u.profileID, &u.username, &u.admin, &active, &u.email, &u.uuid); err != nil {
 			return err
 		}
 		switch {
@@ -402,6 +404,9 @@ func applyCalipsoPlus(ctx context.Context, db *store.Store, d *calipsoPlusData) 
 		}
 		ids[u.username] = cur.ID
 		rep.users++
+		if err := db.SetProfile(ctx, importActor, u.username, u.email, u.uuid); err != nil {
+			return rep, fmt.Errorf("user %s: %w", u.username, err)
+		}
 		if u.admin && !cur.IsAdmin {
 			if err := db.SetAdmin(ctx, importActor, u.username, true); err != nil {
 				return rep, fmt.Errorf("user %s: %w", u.username, err)
@@ -411,7 +416,7 @@ func applyCalipsoPlus(ctx context.Context, db *store.Store, d *calipsoPlusData) 
 	}
 
 	for _, e := range d.experiments {
-		exists, err := experimentExists(ctx, db, e.ProposalID)
+		exists, err := db.HasExperiment(ctx, e.ProposalID)
 		if err != nil {
 			return rep, err
 		}
@@ -427,13 +432,13 @@ func applyCalipsoPlus(ctx context.Context, db *store.Store, d *calipsoPlusData) 
 
 	for _, l := range d.links {
 		userID := ids[l.username]
-		linkID, favorite, err := findLink(ctx, db, userID, l.proposal)
+		linkID, favorite, err := db.LinkOf(ctx, userID, l.proposal)
 		if errors.Is(err, store.ErrNotFound) {
 			if err := db.Link(ctx, importActor, l.username, l.proposal); err != nil {
 				return rep, err
 			}
 			rep.newLinks++
-			linkID, favorite, err = findLink(ctx, db, userID, l.proposal)
+			linkID, favorite, err = db.LinkOf(ctx, userID, l.proposal)
 		}
 		if err != nil {
 			return rep, err
@@ -484,28 +489,4 @@ func applyCalipsoPlus(ctx context.Context, db *store.Store, d *calipsoPlusData) 
 	}
 	sort.Strings(rep.live)
 	return rep, nil
-}
-
-// experimentExists and findLink read the store's tables directly: the store has no
-// lookup by proposal id for them (proposed to the lead as store.LinkOf).
-func experimentExists(ctx context.Context, db *store.Store, proposal string) (bool, error) {
-	var n int
-	if err := db.DB().QueryRowContext(ctx, `SELECT COUNT(*) FROM experiments WHERE proposal_id = ?`, proposal).Scan(&n); err != nil {
-		return false, fmt.Errorf("experiment %s: %w", proposal, err)
-	}
-	return n > 0, nil
-}
-
-func findLink(ctx context.Context, db *store.Store, userID int64, proposal string) (int64, bool, error) {
-	var id int64
-	var favorite bool
-	err := db.DB().QueryRowContext(ctx, `SELECT l.id, l.favorite FROM user_experiments l JOIN experiments e ON e.id = l.experiment_id
-		WHERE l.user_id = ? AND e.proposal_id = ?`, userID, proposal).Scan(&id, &favorite)
-	if errors.Is(err, sql.ErrNoRows) {
-		return 0, false, store.ErrNotFound
-	}
-	if err != nil {
-		return 0, false, fmt.Errorf("participation in %s: %w", proposal, err)
-	}
-	return id, favorite, nil
 }

@@ -148,6 +148,9 @@ func TestImportCalipsoPlus(t *testing.T) {
 		if err != nil || alice.IsAdmin {
 			t.Fatalf("alice: %+v, %v", alice, err)
 		}
+		if alice.Email != "alice@example.org" || alice.UUID != "a0000000-0000-0000-0000-000000000002" {
+			t.Errorf("alice's e-mail and UUID = %q, %q; want CalipsoPlus's", alice.Email, alice.UUID)
+		}
 		q, err := db.Quota(ctx, alice.ID)
 		wantQ := quotas.Quota{MaxSimultaneous: 3, CPUs: 4, MemoryBytes: 30 << 30, DiskBytes: 80 << 30}
 		if err != nil || q != wantQ {
@@ -189,6 +192,20 @@ func TestImportCalipsoPlus(t *testing.T) {
 	})
 
 	t.Run("idempotent", func(t *testing.T) {
+		auditRows := func() int {
+			t.Helper()
+			var n int
+			if err := db.DB().QueryRowContext(ctx, "SELECT COUNT(*) FROM audit_log").Scan(&n); err != nil {
+				t.Fatal(err)
+			}
+			return n
+		}
+		audited := auditRows()
+		defer func() {
+			if n := auditRows(); n != audited {
+				t.Errorf("the second run wrote %d audit entries; it changed nothing", n-audited)
+			}
+		}()
 		out.Reset()
 		if err := importCalipsoPlus(ctx, db, []string{"--dsn", dsn}, &out); err != nil {
 			t.Fatalf("second import: %v", err)

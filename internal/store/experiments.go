@@ -127,12 +127,16 @@ func dateArg(d experiments.Date) sql.NullTime {
 
 // PutExperiment creates or updates an experiment and its sessions (sessions not in e
 // are kept: CLI and CSV imports add them one by one). It returns the experiment id.
+// The audit log records a change only: re-importing the same data writes nothing.
 func (s *Store) PutExperiment(ctx context.Context, actor string, e experiments.Experiment) (int64, error) {
 	var id int64
 	err := s.tx(ctx, func(tx *sql.Tx) error {
-		var err error
-		id, err = s.putExperiment(ctx, tx, e)
-		if err == nil {
+		var (
+			changed bool
+			err     error
+		)
+		id, changed, err = s.putExperiment(ctx, tx, e)
+		if err == nil && changed {
 			s.audit(ctx, tx, actor, "put", "experiment", e.ProposalID, nil)
 		}
 		return err
@@ -140,65 +144,103 @@ func (s *Store) PutExperiment(ctx context.Context, actor string, e experiments.E
 	return id, err
 }
 
-func (s *Store) putExperiment(ctx context.Context, tx *sql.Tx, e experiments.Experiment) (int64, error) {
+// putExperiment upserts e and its sessions; changed says whether any row was written.
+func (s *Store) putExperiment(ctx context.Context, tx *sql.Tx, e experiments.Experiment) (id int64, changed bool, err error) {
 	if strings.TrimSpace(e.ProposalID) == "" || len(e.ProposalID) > 50 {
-		return 0, fmt.Errorf("%w: proposal_id must be 1 to 50 characters", ErrInvalid)
+		return 0, false, fmt.Errorf("%w: proposal_id must be 1 to 50 characters", ErrInvalid)
 	}
 	now := s.now()
-	var id int64
-	err := tx.QueryRowContext(ctx, `SELECT id FROM experiments WHERE proposal_id = ?`, e.ProposalID).Scan(&id)
+	subject, beamLine := truncate(e.Subject, 255), truncate(e.BeamLine, 200)
+	var (
+		cur      experiments.Experiment
+		uid, gid sql.NullInt64
+	)
+	err = tx.QueryRowContext(ctx, `SELECT id, subject, body, beam_line, uid, gid FROM experiments WHERE proposal_id = ?`, e.ProposalID).
+		Scan(&id, &cur.Subject, &cur.Body, &cur.BeamLine, &uid, &gid)
 	switch {
 	case err == sql.ErrNoRows:
 		res, err := tx.ExecContext(ctx, `INSERT INTO experiments (proposal_id, subject, body, beam_line, uid, gid, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)`,
-			e.ProposalID, truncate(e.Subject, 255), e.Body, truncate(e.BeamLine, 200), nullInt(e.UID), nullInt(e.GID), now)
+			e.ProposalID, subject, e.Body, beamLine, nullInt(e.UID), nullInt(e.GID), now)
 		if err != nil {
-			return 0, fmt.Errorf("experiment %s: %w", e.ProposalID, err)
+			return 0, false, fmt.Errorf("experiment %s: %w", e.ProposalID, err)
 		}
 		if id, err = res.LastInsertId(); err != nil {
-			return 0, err
+			return 0, false, err
 		}
+		changed = true
 	case err != nil:
-		return 0, fmt.Errorf("experiment %s: %w", e.ProposalID, err)
-	default:
+		return 0, false, fmt.Errorf("experiment %s: %w", e.ProposalID, err)
+	case cur.Subject != subject || cur.Body != e.Body || cur.BeamLine != beamLine || !sameInt(intPtr(uid), e.UID) || !sameInt(intPtr(gid), e.GID):
 		if _, err := tx.ExecContext(ctx, `UPDATE experiments SET subject = ?, body = ?, beam_line = ?, uid = ?, gid = ?, updated_at = ? WHERE id = ?`,
-			truncate(e.Subject, 255), e.Body, truncate(e.BeamLine, 200), nullInt(e.UID), nullInt(e.GID), now, id); err != nil {
-			return 0, fmt.Errorf("experiment %s: %w", e.ProposalID, err)
+			subject, e.Body, beamLine, nullInt(e.UID), nullInt(e.GID), now, id); err != nil {
+			return 0, false, fmt.Errorf("experiment %s: %w", e.ProposalID, err)
 		}
+		changed = true
 	}
 	for _, ss := range e.Sessions {
-		if err := s.putSession(ctx, tx, id, ss); err != nil {
-			return 0, fmt.Errorf("experiment %s: %w", e.ProposalID, err)
+		wrote, err := s.putSession(ctx, tx, id, ss)
+		if err != nil {
+			return 0, false, fmt.Errorf("experiment %s: %w", e.ProposalID, err)
 		}
+		changed = changed || wrote
 	}
-	return id, nil
+	return id, changed, nil
 }
 
-func (s *Store) putSession(ctx context.Context, tx *sql.Tx, experimentID int64, ss experiments.Session) error {
+func sameInt(a, b *int) bool { return (a == nil) == (b == nil) && (a == nil || *a == *b) }
+
+func sameDate(stored sql.NullTime, d experiments.Date) bool {
+	want := dateArg(d)
+	return stored.Valid == want.Valid && (!want.Valid || stored.Time.Equal(want.Time))
+}
+
+// putSession upserts one session; wrote says whether a row was written.
+func (s *Store) putSession(ctx context.Context, tx *sql.Tx, experimentID int64, ss experiments.Session) (wrote bool, err error) {
 	if strings.TrimSpace(ss.SessionNumber) == "" || len(ss.SessionNumber) > 50 {
-		return fmt.Errorf("%w: session_number must be 1 to 50 characters", ErrInvalid)
+		return false, fmt.Errorf("%w: session_number must be 1 to 50 characters", ErrInvalid)
 	}
-	res, err := tx.ExecContext(ctx, `UPDATE sessions SET subject = ?, body = ?, start_date = ?, end_date = ?, data_set_path = ? WHERE experiment_id = ? AND session_number = ?`,
-		truncate(ss.Subject, 255), ss.Body, dateArg(ss.StartDate), dateArg(ss.EndDate), ss.DataSetPath, experimentID, ss.SessionNumber)
+	subject := truncate(ss.Subject, 255)
+	var (
+		cur        experiments.Session
+		start, end sql.NullTime
+	)
+	err = tx.QueryRowContext(ctx, `SELECT subject, body, start_date, end_date, data_set_path FROM sessions WHERE experiment_id = ? AND session_number = ?`,
+		experimentID, ss.SessionNumber).Scan(&cur.Subject, &cur.Body, &start, &end, &cur.DataSetPath)
+	switch {
+	case err == sql.ErrNoRows:
+		_, err = tx.ExecContext(ctx, `INSERT INTO sessions (experiment_id, session_number, subject, body, start_date, end_date, data_set_path) VALUES (?, ?, ?, ?, ?, ?, ?)`,
+			experimentID, ss.SessionNumber, subject, ss.Body, dateArg(ss.StartDate), dateArg(ss.EndDate), ss.DataSetPath)
+	case err != nil:
+	case cur.Subject == subject && cur.Body == ss.Body && cur.DataSetPath == ss.DataSetPath && sameDate(start, ss.StartDate) && sameDate(end, ss.EndDate):
+		return false, nil
+	default:
+		_, err = tx.ExecContext(ctx, `UPDATE sessions SET subject = ?, body = ?, start_date = ?, end_date = ?, data_set_path = ? WHERE experiment_id = ? AND session_number = ?`,
+			subject, ss.Body, dateArg(ss.StartDate), dateArg(ss.EndDate), ss.DataSetPath, experimentID, ss.SessionNumber)
+	}
 	if err != nil {
-		return fmt.Errorf("session %s: %w", ss.SessionNumber, err)
+		return false, fmt.Errorf("session %s: %w", ss.SessionNumber, err)
 	}
-	// MySQL counts changed rows, not matched ones: look before inserting.
-	if n, _ := res.RowsAffected(); n > 0 {
-		return nil
+	return true, nil
+}
+
+// HasExperiment reports whether the proposal is stored.
+func (s *Store) HasExperiment(ctx context.Context, proposalID string) (bool, error) {
+	var n int
+	if err := s.queryRow(ctx, `SELECT COUNT(*) FROM experiments WHERE proposal_id = ?`, proposalID).Scan(&n); err != nil {
+		return false, fmt.Errorf("experiment %s: %w", proposalID, s.wrap(err))
 	}
-	var exists int
-	if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM sessions WHERE experiment_id = ? AND session_number = ?`, experimentID, ss.SessionNumber).Scan(&exists); err != nil {
-		return err
-	}
-	if exists > 0 {
-		return nil
-	}
-	_, err = tx.ExecContext(ctx, `INSERT INTO sessions (experiment_id, session_number, subject, body, start_date, end_date, data_set_path) VALUES (?, ?, ?, ?, ?, ?, ?)`,
-		experimentID, ss.SessionNumber, truncate(ss.Subject, 255), ss.Body, dateArg(ss.StartDate), dateArg(ss.EndDate), ss.DataSetPath)
+	return n > 0, nil
+}
+
+// LinkOf returns the user's participation in a proposal: the link id (what
+// favorite/ takes) and its favourite flag; ErrNotFound when the user has none.
+func (s *Store) LinkOf(ctx context.Context, userID int64, proposalID string) (linkID int64, favorite bool, err error) {
+	err = s.queryRow(ctx, `SELECT l.id, l.favorite FROM user_experiments l JOIN experiments e ON e.id = l.experiment_id
+		WHERE l.user_id = ? AND e.proposal_id = ?`, userID, proposalID).Scan(&linkID, &favorite)
 	if err != nil {
-		return fmt.Errorf("session %s: %w", ss.SessionNumber, err)
+		return 0, false, fmt.Errorf("participation of user %d in %s: %w", userID, proposalID, s.wrap(err))
 	}
-	return nil
+	return linkID, favorite, nil
 }
 
 // SyncUserExperiments stores what the user office answered for a user: experiments
@@ -208,7 +250,7 @@ func (s *Store) SyncUserExperiments(ctx context.Context, userID int64, list []ex
 	return s.tx(ctx, func(tx *sql.Tx) error {
 		keep := map[int64]bool{}
 		for _, e := range list {
-			id, err := s.putExperiment(ctx, tx, e)
+			id, _, err := s.putExperiment(ctx, tx, e)
 			if err != nil {
 				return err
 			}

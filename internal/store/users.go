@@ -192,6 +192,39 @@ func (s *Store) SetIdentity(ctx context.Context, actor, username string, uid, gi
 	return nil
 }
 
+// SetProfile sets the account's e-mail address and UUID (an import keeps the ones
+// the user had); empty values leave a field as it is.
+func (s *Store) SetProfile(ctx context.Context, actor, username, email, id string) error {
+	if id != "" {
+		parsed, err := uuid.Parse(id)
+		if err != nil {
+			return fmt.Errorf("%w: uuid %q of %s", ErrInvalid, id, username)
+		}
+		id = parsed.String()
+	}
+	if len(email) > 254 {
+		return fmt.Errorf("%w: e-mail address of %s longer than 254 characters", ErrInvalid, username)
+	}
+	cur, err := s.User(ctx, username)
+	if err != nil {
+		return err
+	}
+	if (email == "" || email == cur.Email) && (id == "" || id == cur.UUID) {
+		return nil
+	}
+	if email == "" {
+		email = cur.Email
+	}
+	if id == "" {
+		id = cur.UUID
+	}
+	if _, err := s.exec(ctx, `UPDATE users SET email = ?, uuid = ? WHERE id = ?`, email, id, cur.ID); err != nil {
+		return fmt.Errorf("set profile of %q: %w", username, s.wrap(err))
+	}
+	s.audit(ctx, s.db, actor, "set_profile", "user", username, map[string]any{"email": email, "uuid": id})
+	return nil
+}
+
 // RemoveUser deletes an account with its links, quota and sessions. Its resources'
 // records stay (history) unless live, which is refused.
 func (s *Store) RemoveUser(ctx context.Context, actor, username string) error {
