@@ -40,6 +40,15 @@ var calipsoBinary struct {
 	err  error
 }
 
+// TestMain removes the binary buildCalipso made, which outlives any one test.
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if calipsoBinary.path != "" {
+		os.RemoveAll(filepath.Dir(calipsoBinary.path))
+	}
+	os.Exit(code)
+}
+
 // buildCalipso compiles this command once per test process.
 func buildCalipso(t testing.TB) string {
 	t.Helper()
