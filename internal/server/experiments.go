@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/gorilla/mux"
+	lru "github.com/hashicorp/golang-lru/v2"
 	"golang.org/x/sync/singleflight"
 
 	"github.com/calipsoplus/calipso/experiments"
@@ -33,13 +34,14 @@ func newOfficeCache(db *store.Store, office UserOffice, cfg settings.UserOffice,
 }
 
 // refresh brings u's experiments up to date; stale reports that the office could not
-// be asked and an older copy stands.
-func (c *officeCache) refresh(ctx context.Context, u store.User) (stale bool, err error) {
+// be asked and an older copy stands; fetched that the office was asked (u's
+// experiments version may have moved).
+func (c *officeCache) refresh(ctx context.Context, u store.User) (stale, fetched bool, err error) {
 	if !c.cfg.DynamicExperiments || c.office == nil {
-		return false, nil
+		return false, false, nil
 	}
 	if !u.ExperimentsFetchedBefore(time.Now(), c.cfg.RefreshInterval.Duration) {
-		return false, nil
+		return false, false, nil
 	}
 	_, err, _ = c.flights.Do(u.Username, func() (any, error) {
 		// Detached from the request so that one impatient client doesn't cancel the
@@ -56,13 +58,57 @@ func (c *officeCache) refresh(ctx context.Context, u store.User) (stale bool, er
 		return nil, c.db.SyncUserExperiments(fctx, u.ID, list)
 	})
 	if err == nil {
-		return false, nil
+		return false, true, nil
 	}
 	if u.ExperimentsFetched != nil && !errors.Is(err, store.ErrUnavailable) {
 		c.log.WarnContext(ctx, "user office failed: serving the local copy", "user", u.Username, "err", err)
-		return true, nil
+		return true, false, nil
 	}
-	return false, fmt.Errorf("experiments of %s: %w", u.Username, err)
+	return false, true, fmt.Errorf("experiments of %s: %w", u.Username, err)
+}
+
+// pageKey names a page of one user's experiments at one version of them.
+type pageKey struct {
+	userID, version int64
+	search          string
+	ordering        string
+	favorite        int8 // 0 all, 1 favourites, 2 the others
+	page, size      int
+}
+
+type cachedPage struct {
+	list  []store.UserExperiment // shared: read only
+	total int
+}
+
+// pageCache keeps recent experiments pages. Entries are keyed by the user's
+// experiments version, which every change to the page moves in the database (from
+// any process), so a cached page is exact, never stale; old versions age out.
+type pageCache struct{ lru *lru.Cache[pageKey, cachedPage] }
+
+func newPageCache(size int) *pageCache {
+	c, _ := lru.New[pageKey, cachedPage](size) // errors only for size <= 0
+	return &pageCache{lru: c}
+}
+
+// experiments returns the page for u (whose ExperimentsVersion must be current).
+func (c *pageCache) experiments(ctx context.Context, db *store.Store, u store.User, q store.ExperimentQuery) ([]store.UserExperiment, int, error) {
+	key := pageKey{userID: u.ID, version: u.ExperimentsVersion, search: q.Search, ordering: q.Ordering, page: q.Page, size: q.PageSize}
+	if q.Favorite != nil {
+		key.favorite = 2
+		if *q.Favorite {
+			key.favorite = 1
+		}
+	}
+	if p, ok := c.lru.Get(key); ok {
+		return p.list, p.total, nil
+	}
+	list, total, err := db.Experiments(ctx, u.ID, q)
+	if err != nil {
+		return nil, 0, err
+	}
+	c.lru.Add(key, cachedPage{list: list, total: total})
+	return list, total, nil
 }
 
 // experimentJSON is CalipsoPlus' experiment shape (with the link id and favourite).
@@ -115,12 +161,15 @@ func (s *server) handleExperiments() http.HandlerFunc {
 			}
 			query.Favorite = &fav
 		}
-		stale, err := s.office.refresh(r.Context(), target)
+		stale, fetched, err := s.office.refresh(r.Context(), target)
+		if err == nil && fetched { // the version read with the session is behind
+			target, err = s.Store.User(r.Context(), target.Username)
+		}
 		if err != nil {
 			writeError(w, r, s.Log, err)
 			return
 		}
-		list, total, err := s.Store.Experiments(r.Context(), target.ID, query)
+		list, total, err := s.pages.experiments(r.Context(), s.Store, target, query)
 		if err != nil {
 			writeError(w, r, s.Log, err)
 			return

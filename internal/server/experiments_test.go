@@ -2,6 +2,7 @@ package server_test
 
 import (
 	"cmp"
+	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -12,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/calipsoplus/calipso/experiments"
 	"github.com/calipsoplus/calipso/experiments/useroffice"
 	"github.com/calipsoplus/calipso/settings"
 )
@@ -316,6 +318,87 @@ func TestOfficeDownOrSlow(t *testing.T) {
 			a.json(t, &p)
 			if !p.Stale || p.Count != 3 || !strings.HasPrefix(a.header.Get("Warning"), "110 ") {
 				t.Fatalf("stale %v count %d Warning %q; want true, 3, 110", p.Stale, p.Count, a.header.Get("Warning"))
+			}
+		})
+	}
+}
+
+// TestExperimentsPageFollowsEveryWriter: pages are cached, yet a change made by
+// anyone (this server, the CLI or an import in another process, which share only the
+// database) shows on the very next request.
+func TestExperimentsPageFollowsEveryWriter(t *testing.T) {
+	h := newHarness(t, withSettings(func(s *settings.Settings) { s.UserOffice.DynamicExperiments = false }))
+	ctx := context.Background()
+	alice := h.loggedIn("alice")
+	put := func(id, subject string) {
+		t.Helper()
+		e := experiments.Experiment{ProposalID: id, Subject: subject, Sessions: []experiments.Session{{SessionNumber: id + "-1", DataSetPath: "[]"}}}
+		if _, err := h.db.PutExperiment(ctx, "cli", e); err != nil {
+			t.Fatal(err)
+		}
+	}
+	page := func(query string) expPage {
+		t.Helper()
+		a := alice.do(http.MethodGet, "users/alice/experiments/"+query, nil)
+		wantStatus(t, a, http.StatusOK)
+		var p expPage
+		a.json(t, &p)
+		return p
+	}
+	subjects := func(p expPage) string {
+		var out []string
+		for _, r := range p.Results {
+			out = append(out, r.Subject)
+		}
+		return strings.Join(out, ",")
+	}
+	put("C1", "first")
+	if err := h.db.Link(ctx, "cli", "alice", "C1"); err != nil {
+		t.Fatal(err)
+	}
+	favourites := "?calipsouserexperiment__favorite=true"
+	steps := []struct {
+		name   string
+		change func(t *testing.T)
+		query  string
+		want   string // subjects on the page, in order
+	}{
+		{"linked", func(*testing.T) {}, "", "first"},
+		{"subject edited", func(*testing.T) { put("C1", "edited") }, "", "edited"},
+		{"another experiment linked", func(t *testing.T) {
+			put("C2", "second")
+			if err := h.db.Link(ctx, "cli", "alice", "C2"); err != nil {
+				t.Fatal(err)
+			}
+		}, "", "edited,second"},
+		{"favourite set through the API", func(t *testing.T) {
+			id := page("").Results[1].ID
+			wantStatus(t, alice.do(http.MethodPut, fmt.Sprintf("favorite/%d/", id), map[string]any{"favorite": true}), http.StatusOK)
+		}, favourites, "second"},
+		{"favourite unset by another process", func(t *testing.T) {
+			id := page("").Results[1].ID
+			u, _ := h.db.User(ctx, "alice")
+			if err := h.db.SetFavorite(ctx, u.ID, id, false); err != nil {
+				t.Fatal(err)
+			}
+		}, favourites, ""},
+		{"unlinked", func(t *testing.T) {
+			if err := h.db.Unlink(ctx, "cli", "alice", "C1"); err != nil {
+				t.Fatal(err)
+			}
+		}, "", "second"},
+		{"experiment removed", func(t *testing.T) {
+			if err := h.db.RemoveExperiment(ctx, "cli", "C2"); err != nil {
+				t.Fatal(err)
+			}
+		}, "", ""},
+	}
+	for _, st := range steps {
+		t.Run(st.name, func(t *testing.T) {
+			page(st.query) // cache the page as it was
+			st.change(t)
+			if got := subjects(page(st.query)); got != st.want {
+				t.Fatalf("page shows %q, want %q", got, st.want)
 			}
 		})
 	}

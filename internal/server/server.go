@@ -80,6 +80,7 @@ type server struct {
 	metrics  *metrics
 	cop      *http.CrossOriginProtection
 	office   *officeCache
+	pages    *pageCache
 	acsPath  string // the SAML assertion consumer's path, exempt from CSRF; "" without SAML
 }
 
@@ -106,6 +107,7 @@ func New(d Deps) (http.Handler, error) {
 		cop:      http.NewCrossOriginProtection(),
 	}
 	srv.office = newOfficeCache(d.Store, d.Office, s.UserOffice, d.Log)
+	srv.pages = newPageCache(4096)
 	if d.SAML != nil {
 		srv.acsPath = d.SAML.ACSURL().Path
 	}

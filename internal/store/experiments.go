@@ -184,7 +184,25 @@ func (s *Store) putExperiment(ctx context.Context, tx *sql.Tx, e experiments.Exp
 		}
 		changed = changed || wrote
 	}
+	if changed {
+		if err := bumpParticipants(ctx, tx, id); err != nil {
+			return 0, false, fmt.Errorf("experiment %s: %w", e.ProposalID, err)
+		}
+	}
 	return id, changed, nil
+}
+
+// bumpUser marks the user's experiments page changed (see User.ExperimentsVersion).
+func bumpUser(ctx context.Context, db execer, userID int64) error {
+	_, err := db.ExecContext(ctx, `UPDATE users SET experiments_version = experiments_version + 1 WHERE id = ?`, userID)
+	return err
+}
+
+// bumpParticipants marks the pages of everyone taking part in the experiment changed.
+func bumpParticipants(ctx context.Context, db execer, experimentID int64) error {
+	_, err := db.ExecContext(ctx, `UPDATE users SET experiments_version = experiments_version + 1
+		WHERE id IN (SELECT user_id FROM user_experiments WHERE experiment_id = ?)`, experimentID)
+	return err
 }
 
 func sameInt(a, b *int) bool { return (a == nil) == (b == nil) && (a == nil || *a == *b) }
@@ -280,7 +298,7 @@ func (s *Store) SyncUserExperiments(ctx context.Context, userID int64, list []ex
 				return err
 			}
 		}
-		_, err = tx.ExecContext(ctx, `UPDATE users SET experiments_fetched_at = ? WHERE id = ?`, s.now(), userID)
+		_, err = tx.ExecContext(ctx, `UPDATE users SET experiments_fetched_at = ?, experiments_version = experiments_version + 1 WHERE id = ?`, s.now(), userID)
 		return err
 	})
 }
@@ -293,8 +311,10 @@ func (s *Store) link(ctx context.Context, tx *sql.Tx, userID, experimentID int64
 	if n > 0 {
 		return nil
 	}
-	_, err := tx.ExecContext(ctx, `INSERT INTO user_experiments (user_id, experiment_id, favorite) VALUES (?, ?, FALSE)`, userID, experimentID)
-	return err
+	if _, err := tx.ExecContext(ctx, `INSERT INTO user_experiments (user_id, experiment_id, favorite) VALUES (?, ?, FALSE)`, userID, experimentID); err != nil {
+		return err
+	}
+	return bumpUser(ctx, tx, userID)
 }
 
 // Link makes a user a participant of an experiment (idempotent).
@@ -317,8 +337,14 @@ func (s *Store) Unlink(ctx context.Context, actor, username, proposalID string) 
 			return err
 		}
 		s.audit(ctx, tx, actor, "unlink", "experiment", proposalID, map[string]string{"user": username})
-		_, err = tx.ExecContext(ctx, `DELETE FROM user_experiments WHERE user_id = ? AND experiment_id = ?`, uid, eid)
-		return err
+		res, err := tx.ExecContext(ctx, `DELETE FROM user_experiments WHERE user_id = ? AND experiment_id = ?`, uid, eid)
+		if err != nil {
+			return err
+		}
+		if n, _ := res.RowsAffected(); n > 0 {
+			return bumpUser(ctx, tx, uid)
+		}
+		return nil
 	})
 }
 
@@ -335,15 +361,20 @@ func (s *Store) userAndExperiment(ctx context.Context, tx *sql.Tx, username, pro
 
 // RemoveExperiment deletes an experiment, its sessions and links.
 func (s *Store) RemoveExperiment(ctx context.Context, actor, proposalID string) error {
-	res, err := s.exec(ctx, `DELETE FROM experiments WHERE proposal_id = ?`, proposalID)
-	if err != nil {
-		return fmt.Errorf("remove experiment %q: %w", proposalID, s.wrap(err))
-	}
-	if n, _ := res.RowsAffected(); n == 0 {
-		return fmt.Errorf("experiment %q: %w", proposalID, ErrNotFound)
-	}
-	s.audit(ctx, s.db, actor, "remove", "experiment", proposalID, nil)
-	return nil
+	return s.tx(ctx, func(tx *sql.Tx) error {
+		var id int64
+		if err := tx.QueryRowContext(ctx, `SELECT id FROM experiments WHERE proposal_id = ?`, proposalID).Scan(&id); err != nil {
+			return fmt.Errorf("experiment %q: %w", proposalID, s.wrap(err))
+		}
+		if err := bumpParticipants(ctx, tx, id); err != nil {
+			return fmt.Errorf("remove experiment %q: %w", proposalID, err)
+		}
+		if _, err := tx.ExecContext(ctx, `DELETE FROM experiments WHERE id = ?`, id); err != nil {
+			return fmt.Errorf("remove experiment %q: %w", proposalID, err)
+		}
+		s.audit(ctx, tx, actor, "remove", "experiment", proposalID, nil)
+		return nil
+	})
 }
 
 // SetFavorite sets the favourite flag of a link, which must be the user's own
@@ -356,8 +387,14 @@ func (s *Store) SetFavorite(ctx context.Context, userID, linkID int64, favorite 
 	if owner != userID {
 		return fmt.Errorf("experiment link %d: %w", linkID, ErrForbidden)
 	}
-	if _, err := s.exec(ctx, `UPDATE user_experiments SET favorite = ? WHERE id = ?`, favorite, linkID); err != nil {
-		return fmt.Errorf("favorite %d: %w", linkID, s.wrap(err))
+	err := s.tx(ctx, func(tx *sql.Tx) error {
+		if _, err := tx.ExecContext(ctx, `UPDATE user_experiments SET favorite = ? WHERE id = ?`, favorite, linkID); err != nil {
+			return err
+		}
+		return bumpUser(ctx, tx, userID)
+	})
+	if err != nil {
+		return fmt.Errorf("favorite %d: %w", linkID, err)
 	}
 	return nil
 }

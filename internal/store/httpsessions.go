@@ -42,12 +42,13 @@ func (s *Store) HTTPSessionUser(ctx context.Context, token string) (SessionUser,
 		home      sql.NullString
 		joined    sql.NullTime
 		last, got sql.NullTime
+		version   sql.NullInt64
 	)
 	err := s.queryRow(ctx, `SELECT h.username, h.data, h.expires_at,
-		u.id, u.username, u.uuid, u.is_admin, u.email, u.uid, u.gid, u.home, u.date_joined, u.last_login, u.experiments_fetched_at
+		u.id, u.username, u.uuid, u.is_admin, u.email, u.uid, u.gid, u.home, u.date_joined, u.last_login, u.experiments_fetched_at, u.experiments_version
 		FROM http_sessions h LEFT JOIN users u ON u.username = h.username AND h.username <> ''
 		WHERE h.id = ?`, sessionKey(token)).
-		Scan(&out.Username, &out.Data, &expires, &id, &name, &uuid, &admin, &email, &uid, &gid, &home, &joined, &last, &got)
+		Scan(&out.Username, &out.Data, &expires, &id, &name, &uuid, &admin, &email, &uid, &gid, &home, &joined, &last, &got, &version)
 	if err != nil {
 		return SessionUser{}, s.wrap(err)
 	}
@@ -58,7 +59,7 @@ func (s *Store) HTTPSessionUser(ctx context.Context, token string) (SessionUser,
 		out.User = &User{
 			ID: id.Int64, Username: name.String, UUID: uuid.String, IsAdmin: admin.Bool, Email: email.String,
 			UID: intPtr(uid), GID: intPtr(gid), Home: home.String, Joined: joined.Time.UTC(),
-			LastLogin: nullTime(last), ExperimentsFetched: nullTime(got),
+			LastLogin: nullTime(last), ExperimentsFetched: nullTime(got), ExperimentsVersion: version.Int64,
 		}
 	}
 	return out, nil

@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -174,6 +175,86 @@ func TestExperimentsSyncKeepsFavourites(t *testing.T) {
 		}
 		if _, err := s.UserSession(ctx, bob.ID, "2019001~S1"); !errors.Is(err, store.ErrNotFound) {
 			t.Fatalf("bob's session lookup of alice's experiment: %v", err)
+		}
+	})
+}
+
+// TestExperimentsVersion: every change to what a user's experiments page shows
+// moves that user's version (pages are cached under it), and only theirs.
+func TestExperimentsVersion(t *testing.T) {
+	backends(t, func(t *testing.T, s *store.Store) {
+		ctx := context.Background()
+		for _, name := range []string{"vera", "wim", "xena"} {
+			if _, err := s.EnsureUser(ctx, name); err != nil {
+				t.Fatal(err)
+			}
+		}
+		shared := experiments.Experiment{ProposalID: "V1", Subject: "shared", Sessions: []experiments.Session{{SessionNumber: "V1-1", DataSetPath: "[]"}}}
+		if _, err := s.PutExperiment(ctx, "test", shared); err != nil {
+			t.Fatal(err)
+		}
+		for _, name := range []string{"vera", "wim"} {
+			if err := s.Link(ctx, "test", name, "V1"); err != nil {
+				t.Fatal(err)
+			}
+		}
+		userID := func(name string) int64 {
+			u, err := s.User(ctx, name)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return u.ID
+		}
+		veraLink := func() int64 {
+			id, _, err := s.LinkOf(ctx, userID("vera"), "V1")
+			if err != nil {
+				t.Fatal(err)
+			}
+			return id
+		}
+		steps := []struct {
+			name    string
+			change  func() error
+			changed []string // whose version must move; the others' must not
+		}{
+			{"favourite", func() error { return s.SetFavorite(ctx, userID("vera"), veraLink(), true) }, []string{"vera"}},
+			{"same experiment again", func() error { _, err := s.PutExperiment(ctx, "test", shared); return err }, nil},
+			{"subject edited", func() error {
+				e := shared
+				e.Subject = "edited"
+				_, err := s.PutExperiment(ctx, "test", e)
+				return err
+			}, []string{"vera", "wim"}},
+			{"session added", func() error {
+				e := shared
+				e.Subject = "edited"
+				e.Sessions = []experiments.Session{{SessionNumber: "V1-2", DataSetPath: "[]"}}
+				_, err := s.PutExperiment(ctx, "test", e)
+				return err
+			}, []string{"vera", "wim"}},
+			{"linked", func() error { return s.Link(ctx, "test", "xena", "V1") }, []string{"xena"}},
+			{"linked again", func() error { return s.Link(ctx, "test", "xena", "V1") }, nil},
+			{"unlinked", func() error { return s.Unlink(ctx, "test", "wim", "V1") }, []string{"wim"}},
+			{"fetched from the office", func() error { return s.SyncUserExperiments(ctx, userID("wim"), nil) }, []string{"wim"}},
+			{"experiment removed", func() error { return s.RemoveExperiment(ctx, "test", "V1") }, []string{"vera", "xena"}},
+		}
+		for _, st := range steps {
+			t.Run(st.name, func(t *testing.T) {
+				before := map[string]int64{}
+				for _, name := range []string{"vera", "wim", "xena"} {
+					u, _ := s.User(ctx, name)
+					before[name] = u.ExperimentsVersion
+				}
+				if err := st.change(); err != nil {
+					t.Fatal(err)
+				}
+				for name, v := range before {
+					u, _ := s.User(ctx, name)
+					if moved, want := u.ExperimentsVersion != v, slices.Contains(st.changed, name); moved != want {
+						t.Errorf("%s's version moved: %v, want %v", name, moved, want)
+					}
+				}
+			})
 		}
 	})
 }

@@ -25,9 +25,12 @@ type User struct {
 	LastLogin *time.Time
 	// ExperimentsFetched is when the user office last answered for this user.
 	ExperimentsFetched *time.Time
+	// ExperimentsVersion changes whenever the user's experiments page would: pages
+	// may be cached under it.
+	ExperimentsVersion int64
 }
 
-const userColumns = `id, username, uuid, is_admin, email, uid, gid, home, date_joined, last_login, experiments_fetched_at`
+const userColumns = `id, username, uuid, is_admin, email, uid, gid, home, date_joined, last_login, experiments_fetched_at, experiments_version`
 
 func scanUser(row interface{ Scan(...any) error }) (User, error) {
 	var (
@@ -36,7 +39,7 @@ func scanUser(row interface{ Scan(...any) error }) (User, error) {
 		last, fetched sql.NullTime
 		joined        time.Time
 	)
-	err := row.Scan(&u.ID, &u.Username, &u.UUID, &u.IsAdmin, &u.Email, &uid, &gid, &u.Home, &joined, &last, &fetched)
+	err := row.Scan(&u.ID, &u.Username, &u.UUID, &u.IsAdmin, &u.Email, &uid, &gid, &u.Home, &joined, &last, &fetched, &u.ExperimentsVersion)
 	u.UID, u.GID, u.Joined, u.LastLogin, u.ExperimentsFetched = intPtr(uid), intPtr(gid), joined.UTC(), nullTime(last), nullTime(fetched)
 	return u, err
 }
