@@ -84,7 +84,9 @@ type cachedPage struct {
 // pageCache keeps recent experiments pages. Entries are keyed by the user's
 // experiments version, which every change to the page moves in the database (from
 // any process), so a cached page is exact, never stale; old versions age out.
-type pageCache struct{ lru *lru.Cache[pageKey, cachedPage] }
+type pageCache struct {
+	lru *lru.Cache[pageKey, cachedPage]
+}
 
 func newPageCache(size int) *pageCache {
 	c, _ := lru.New[pageKey, cachedPage](size) // errors only for size <= 0
