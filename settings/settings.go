@@ -93,6 +93,10 @@ type Server struct {
 	ShutdownTimeout Duration `toml:"shutdown_timeout"`
 	MaxBodyBytes    int64    `toml:"max_body_bytes"`
 	Metrics         bool     `toml:"metrics"` // serve /metrics
+	// CacheTTL is how long a server keeps a login session and the image list in
+	// memory. Changes made through the API show at once; changes another process makes
+	// (the CLI, a second server) show within CacheTTL. 0 reads the database every time.
+	CacheTTL Duration `toml:"cache_ttl"`
 }
 
 // Auth holds login and session settings.
@@ -368,6 +372,7 @@ func Defaults() *Settings {
 			ShutdownTimeout: Duration{2 * time.Minute},
 			MaxBodyBytes:    1 << 20,
 			Metrics:         true,
+			CacheTTL:        Duration{2 * time.Second},
 		},
 		Auth:     Auth{LocalLogin: true, SessionMaxAge: Duration{12 * time.Hour}},
 		Database: Database{Driver: "sqlite"},
@@ -537,6 +542,9 @@ func (s *Settings) validate() []error {
 	oneOf("log_format", s.LogFormat, "text", "json")
 	if s.Server.MaxBodyBytes <= 0 {
 		bad("server.max_body_bytes", "must be positive")
+	}
+	if d := s.Server.CacheTTL.Duration; d < 0 || d > time.Minute {
+		bad("server.cache_ttl", "must be between 0 and 1m")
 	}
 	if s.Auth.SessionMaxAge.Duration <= 0 {
 		bad("auth.session_max_age", "must be positive")

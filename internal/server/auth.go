@@ -130,6 +130,7 @@ func (s *server) startSession(w http.ResponseWriter, r *http.Request, username s
 	if err != nil {
 		return err
 	}
+	s.sessions.forgetUser(u.Username) // last_login moved
 	sess := s.session(r)
 	if err := s.sessions.rotate(r.Context(), sess); err != nil {
 		return err

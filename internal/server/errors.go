@@ -1,11 +1,14 @@
 package server
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"log/slog"
 	"net/http"
+	"strconv"
+	"sync"
 
 	"github.com/calipsoplus/calipso/experiments"
 	"github.com/calipsoplus/calipso/guacamole"
@@ -77,10 +80,26 @@ func classify(err error) (int, string) {
 
 // writeJSON answers v as JSON with the status.
 func writeJSON(w http.ResponseWriter, status int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(v)
+	buf := jsonBuffers.Get().(*bytes.Buffer)
+	defer jsonBuffers.Put(buf)
+	buf.Reset()
+	if err := json.NewEncoder(buf).Encode(v); err != nil {
+		status, buf = http.StatusInternalServerError, bytes.NewBufferString(`{"error":"internal error"}`+"\n")
+	}
+	writeRawJSON(w, status, buf.Bytes())
 }
+
+// writeRawJSON answers JSON already encoded, in one write with its length: no
+// chunked encoding, one packet for most answers.
+func writeRawJSON(w http.ResponseWriter, status int, body []byte) {
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	h.Set("Content-Length", strconv.Itoa(len(body)))
+	w.WriteHeader(status)
+	_, _ = w.Write(body)
+}
+
+var jsonBuffers = sync.Pool{New: func() any { return new(bytes.Buffer) }}
 
 // writeError answers {"error": message} with the status the table gives, and logs
 // what went wrong (5xx in full).

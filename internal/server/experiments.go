@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -77,8 +78,8 @@ type pageKey struct {
 }
 
 type cachedPage struct {
-	list  []store.UserExperiment // shared: read only
-	total int
+	results json.RawMessage // the page's results, encoded once
+	total   int
 }
 
 // pageCache keeps recent experiments pages. Entries are keyed by the user's
@@ -93,8 +94,9 @@ func newPageCache(size int) *pageCache {
 	return &pageCache{lru: c}
 }
 
-// experiments returns the page for u (whose ExperimentsVersion must be current).
-func (c *pageCache) experiments(ctx context.Context, db *store.Store, u store.User, q store.ExperimentQuery) ([]store.UserExperiment, int, error) {
+// experiments returns the page's results, encoded, and the total count for u (whose
+// ExperimentsVersion must be current).
+func (c *pageCache) experiments(ctx context.Context, db *store.Store, u store.User, q store.ExperimentQuery) (json.RawMessage, int, error) {
 	key := pageKey{userID: u.ID, version: u.ExperimentsVersion, search: q.Search, ordering: q.Ordering, page: q.Page, size: q.PageSize}
 	if q.Favorite != nil {
 		key.favorite = 2
@@ -103,14 +105,73 @@ func (c *pageCache) experiments(ctx context.Context, db *store.Store, u store.Us
 		}
 	}
 	if p, ok := c.lru.Get(key); ok {
-		return p.list, p.total, nil
+		return p.results, p.total, nil
 	}
 	list, total, err := db.Experiments(ctx, u.ID, q)
 	if err != nil {
 		return nil, 0, err
 	}
-	c.lru.Add(key, cachedPage{list: list, total: total})
-	return list, total, nil
+	results, err := json.Marshal(toExperimentsJSON(list))
+	if err != nil {
+		return nil, 0, err
+	}
+	c.lru.Add(key, cachedPage{results: results, total: total})
+	return results, total, nil
+}
+
+func toExperimentsJSON(list []store.UserExperiment) []experimentJSON {
+	out := make([]experimentJSON, 0, len(list))
+	for _, e := range list {
+		ej := experimentJSON{ID: e.LinkID, Favorite: e.Favorite, ProposalID: e.ProposalID, Subject: e.Subject, Body: e.Body,
+			BeamLine: e.BeamLine, UID: e.UID, GID: e.GID, Sessions: make([]sessionJSON, 0, len(e.Sessions))}
+		for _, ss := range e.Sessions {
+			ej.Sessions = append(ej.Sessions, sessionJSON{SessionNumber: ss.SessionNumber, StartDate: datePtr(ss.StartDate),
+				EndDate: datePtr(ss.EndDate), Subject: ss.Subject, Body: ss.Body, DataSetPath: ss.DataSetPath})
+		}
+		out = append(out, ej)
+	}
+	return out
+}
+
+// experimentsPage is page[experimentJSON] with its results encoded already.
+type experimentsPage struct {
+	Count    int
+	Next     *string
+	Previous *string
+	PageSize int
+	Results  json.RawMessage
+	Stale    bool
+}
+
+// MarshalJSON writes the envelope around the encoded results by hand: encoding/json
+// would scan and compact the cached results again on every request.
+func (p experimentsPage) MarshalJSON() ([]byte, error) {
+	b := make([]byte, 0, len(p.Results)+256)
+	b = append(b, `{"count":`...)
+	b = strconv.AppendInt(b, int64(p.Count), 10)
+	for _, link := range []struct {
+		key string
+		url *string
+	}{{`,"next":`, p.Next}, {`,"previous":`, p.Previous}} {
+		b = append(b, link.key...)
+		if link.url == nil {
+			b = append(b, "null"...)
+			continue
+		}
+		u, err := json.Marshal(*link.url)
+		if err != nil {
+			return nil, err
+		}
+		b = append(b, u...)
+	}
+	b = append(b, `,"page_size":`...)
+	b = strconv.AppendInt(b, int64(p.PageSize), 10)
+	b = append(b, `,"results":`...)
+	b = append(b, p.Results...)
+	if p.Stale {
+		b = append(b, `,"stale":true`...)
+	}
+	return append(b, '}'), nil
 }
 
 // experimentJSON is CalipsoPlus' experiment shape (with the link id and favourite).
@@ -164,33 +225,32 @@ func (s *server) handleExperiments() http.HandlerFunc {
 			query.Favorite = &fav
 		}
 		stale, fetched, err := s.office.refresh(r.Context(), target)
-		if err == nil && fetched { // the version read with the session is behind
-			target, err = s.Store.User(r.Context(), target.Username)
-		}
-		if err != nil {
-			writeError(w, r, s.Log, err)
-			return
-		}
-		list, total, err := s.pages.experiments(r.Context(), s.Store, target, query)
-		if err != nil {
-			writeError(w, r, s.Log, err)
-			return
-		}
-		out := page[experimentJSON]{Count: total, PageSize: query.PageSize, Results: make([]experimentJSON, 0, len(list)), Stale: stale}
-		for _, e := range list {
-			ej := experimentJSON{ID: e.LinkID, Favorite: e.Favorite, ProposalID: e.ProposalID, Subject: e.Subject, Body: e.Body,
-				BeamLine: e.BeamLine, UID: e.UID, GID: e.GID, Sessions: make([]sessionJSON, 0, len(e.Sessions))}
-			for _, ss := range e.Sessions {
-				ej.Sessions = append(ej.Sessions, sessionJSON{SessionNumber: ss.SessionNumber, StartDate: datePtr(ss.StartDate),
-					EndDate: datePtr(ss.EndDate), Subject: ss.Subject, Body: ss.Body, DataSetPath: ss.DataSetPath})
+		if fetched { // the fetch time and version read with the session are behind
+			s.sessions.forgetUser(target.Username)
+			if err == nil {
+				target, err = s.Store.User(r.Context(), target.Username)
 			}
-			out.Results = append(out.Results, ej)
 		}
+		if err != nil {
+			writeError(w, r, s.Log, err)
+			return
+		}
+		results, total, err := s.pages.experiments(r.Context(), s.Store, target, query)
+		if err != nil {
+			writeError(w, r, s.Log, err)
+			return
+		}
+		out := experimentsPage{Count: total, PageSize: query.PageSize, Results: results, Stale: stale}
 		out.Next, out.Previous = pageLinks(r, p, query.PageSize, total)
 		if stale {
 			w.Header().Set("Warning", `110 calipso "Response is Stale: the user office did not answer"`)
 		}
-		writeJSON(w, http.StatusOK, out)
+		body, err := out.MarshalJSON()
+		if err != nil {
+			writeError(w, r, s.Log, err)
+			return
+		}
+		writeRawJSON(w, http.StatusOK, body)
 	})
 }
 
@@ -216,6 +276,7 @@ func (s *server) handleFavorite() http.HandlerFunc {
 			writeError(w, r, s.Log, err)
 			return
 		}
+		s.sessions.forgetUser(u.Username) // the experiments version moved
 		writeJSON(w, http.StatusOK, map[string]any{"id": id, "favorite": bool(*req.Favorite)})
 	})
 }

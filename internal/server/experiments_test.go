@@ -325,9 +325,13 @@ func TestOfficeDownOrSlow(t *testing.T) {
 
 // TestExperimentsPageFollowsEveryWriter: pages are cached, yet a change made by
 // anyone (this server, the CLI or an import in another process, which share only the
-// database) shows on the very next request.
+// database) shows on the very next request once sessions are read afresh (cache_ttl
+// 0 here; TestSessionCache covers the session cache).
 func TestExperimentsPageFollowsEveryWriter(t *testing.T) {
-	h := newHarness(t, withSettings(func(s *settings.Settings) { s.UserOffice.DynamicExperiments = false }))
+	h := newHarness(t, withSettings(func(s *settings.Settings) {
+		s.UserOffice.DynamicExperiments = false
+		s.Server.CacheTTL = settings.Duration{}
+	}))
 	ctx := context.Background()
 	alice := h.loggedIn("alice")
 	put := func(id, subject string) {
@@ -402,4 +406,102 @@ func TestExperimentsPageFollowsEveryWriter(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestSessionCache: with sessions kept in memory, what this server changes shows at
+// once (a favourite, rights, a logout), and what another process changes in the
+// database shows once cache_ttl has passed.
+func TestSessionCache(t *testing.T) {
+	const ttl = 200 * time.Millisecond
+	h := newHarness(t, withSettings(func(s *settings.Settings) {
+		s.UserOffice.DynamicExperiments = false
+		s.Server.CacheTTL = settings.Duration{Duration: ttl}
+	}))
+	ctx := context.Background()
+	alice, carol := h.loggedIn("alice"), h.loggedIn("carol")
+	if _, err := h.db.PutExperiment(ctx, "cli", experiments.Experiment{ProposalID: "S1", Subject: "cached",
+		Sessions: []experiments.Session{{SessionNumber: "S1-1", DataSetPath: "[]"}}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.db.Link(ctx, "cli", "alice", "S1"); err != nil {
+		t.Fatal(err)
+	}
+	isAdmin := func(b *browser, who string) bool {
+		t.Helper()
+		a := b.do(http.MethodGet, "users/"+who+"/", nil)
+		wantStatus(t, a, http.StatusOK)
+		user, _ := a.object(t)["user"].(map[string]any)
+		return user["is_superuser"] == true
+	}
+	favourites := func() int {
+		t.Helper()
+		a := alice.do(http.MethodGet, "users/alice/experiments/?calipsouserexperiment__favorite=true", nil)
+		wantStatus(t, a, http.StatusOK)
+		var p expPage
+		a.json(t, &p)
+		return p.Count
+	}
+
+	t.Run("a favourite shows at once", func(t *testing.T) {
+		favourites() // page and session cached
+		var p expPage
+		all := alice.do(http.MethodGet, "users/alice/experiments/", nil)
+		all.json(t, &p)
+		wantStatus(t, alice.do(http.MethodPut, fmt.Sprintf("favorite/%d/", p.Results[0].ID), map[string]any{"favorite": true}), http.StatusOK)
+		if n := favourites(); n != 1 {
+			t.Fatalf("%d favourites right after setting one, want 1", n)
+		}
+	})
+	t.Run("rights granted through the API apply at once", func(t *testing.T) {
+		isAdmin(alice, "alice") // cached as a user
+		wantStatus(t, carol.do(http.MethodPost, "users/alice/admin", map[string]bool{"is_superuser": true}), http.StatusOK)
+		if !isAdmin(alice, "alice") {
+			t.Fatal("alice's session still carries her old rights")
+		}
+		wantStatus(t, alice.do(http.MethodGet, "users/", nil), http.StatusOK)
+		wantStatus(t, carol.do(http.MethodPost, "users/alice/admin", map[string]bool{"is_superuser": false}), http.StatusOK)
+		wantStatus(t, alice.do(http.MethodGet, "users/", nil), http.StatusForbidden)
+	})
+	t.Run("another process's change shows within cache_ttl", func(t *testing.T) {
+		isAdmin(alice, "alice")
+		if err := h.db.SetAdmin(ctx, "cli", "alice", true); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(ttl + 50*time.Millisecond)
+		if !isAdmin(alice, "alice") {
+			t.Fatalf("the CLI's grant is not seen after %v", ttl)
+		}
+	})
+	t.Run("image changes through the API show at once", func(t *testing.T) {
+		names := func(b *browser) []string {
+			t.Helper()
+			a := b.do(http.MethodGet, "images/", nil)
+			wantStatus(t, a, http.StatusOK)
+			var list []map[string]any
+			a.json(t, &list)
+			var out []string
+			for _, im := range list {
+				out = append(out, im["public_name"].(string))
+			}
+			return out
+		}
+		before := names(alice) // cached
+		image := map[string]any{"image": "calipso/x:1", "protocol": "vnc", "cpu": 1, "memory": "1G", "hdd": "1G", "resource_type": "docker"}
+		wantStatus(t, carol.do(http.MethodPost, "images/cached_extra/", image), http.StatusCreated)
+		if got := names(alice); len(got) != len(before)+1 || !slices.Contains(got, "cached_extra") {
+			t.Fatalf("images after a POST: %v, want %v and cached_extra", got, before)
+		}
+		wantStatus(t, carol.do(http.MethodDelete, "images/cached_extra/", nil), http.StatusNoContent)
+		if got := names(carol); slices.Contains(got, "cached_extra") {
+			t.Fatalf("images after a DELETE: %v", got)
+		}
+	})
+	t.Run("logout ends the session at once", func(t *testing.T) {
+		copycat := h.browser()
+		u := mustURL(t, h.srv.URL+basePath)
+		copycat.c.Jar.SetCookies(u, alice.c.Jar.Cookies(u))
+		wantStatus(t, copycat.do(http.MethodGet, "authenticated/", nil), http.StatusOK) // cached
+		wantStatus(t, alice.do(http.MethodGet, "logout/", nil), http.StatusOK)
+		wantStatus(t, copycat.do(http.MethodGet, "authenticated/", nil), http.StatusUnauthorized)
+	})
 }

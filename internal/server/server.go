@@ -81,6 +81,7 @@ type server struct {
 	cop      *http.CrossOriginProtection
 	office   *officeCache
 	pages    *pageCache
+	images   *imageList
 	acsPath  string // the SAML assertion consumer's path, exempt from CSRF; "" without SAML
 }
 
@@ -102,12 +103,13 @@ func New(d Deps) (http.Handler, error) {
 	}
 	srv := &server{
 		Deps:     d,
-		sessions: newSessionStore(d.Store, s.SecretKey, sessOpts),
+		sessions: newSessionStore(d.Store, s.SecretKey, sessOpts, s.Server.CacheTTL.Duration),
 		metrics:  newMetrics(d.Metrics),
 		cop:      http.NewCrossOriginProtection(),
 	}
 	srv.office = newOfficeCache(d.Store, d.Office, s.UserOffice, d.Log)
 	srv.pages = newPageCache(4096)
+	srv.images = &imageList{ttl: s.Server.CacheTTL.Duration}
 	if d.SAML != nil {
 		srv.acsPath = d.SAML.ACSURL().Path
 	}

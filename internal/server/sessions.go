@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/gorilla/securecookie"
@@ -35,13 +36,96 @@ type dbSessionStore struct {
 	db      *store.Store
 	codec   securecookie.Codec
 	options sessions.Options
+	cache   *sessionCache
 }
 
-func newSessionStore(db *store.Store, secret []byte, opts sessions.Options) *dbSessionStore {
+func newSessionStore(db *store.Store, secret []byte, opts sessions.Options, ttl time.Duration) *dbSessionStore {
 	codec := securecookie.New(secret, nil)
 	codec.MaxAge(opts.MaxAge)
-	return &dbSessionStore{db: db, codec: codec, options: opts}
+	return &dbSessionStore{db: db, codec: codec, options: opts, cache: newSessionCache(ttl)}
 }
+
+// sessionCache keeps recently read sessions, keyed by the cookie's value (which also
+// spares decoding it), for at most ttl: each request of a browser otherwise costs a
+// database read. This process's own changes (login, logout, a user's rights or
+// experiments) forget the entries they touch; another process's show within ttl.
+type sessionCache struct {
+	ttl time.Duration
+	mu  sync.Mutex
+	m   map[string]cachedSession
+	gen uint64 // moved by forget: a read that began before it is not kept
+}
+
+type cachedSession struct {
+	token string
+	su    store.SessionUser
+	until time.Time
+}
+
+// maxCachedSessions bounds the memory a crowd of browsers can take.
+const maxCachedSessions = 50_000
+
+func newSessionCache(ttl time.Duration) *sessionCache {
+	return &sessionCache{ttl: ttl, m: map[string]cachedSession{}}
+}
+
+// get returns the entry for cookie, if fresh, and the generation to pass to put.
+func (c *sessionCache) get(cookie string, now time.Time) (cachedSession, uint64, bool) {
+	if c.ttl <= 0 {
+		return cachedSession{}, 0, false
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	e, ok := c.m[cookie]
+	if ok && !now.Before(e.until) {
+		delete(c.m, cookie)
+		ok = false
+	}
+	return e, c.gen, ok
+}
+
+// put keeps what was read, unless something was forgotten since get returned gen.
+func (c *sessionCache) put(cookie, token string, su store.SessionUser, now time.Time, gen uint64) {
+	if c.ttl <= 0 {
+		return
+	}
+	until := now.Add(c.ttl)
+	if su.Expires.Before(until) {
+		until = su.Expires
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.gen != gen {
+		return
+	}
+	if len(c.m) >= maxCachedSessions {
+		for k, e := range c.m {
+			if !now.Before(e.until) {
+				delete(c.m, k)
+			}
+		}
+		if len(c.m) >= maxCachedSessions {
+			clear(c.m)
+		}
+	}
+	c.m[cookie] = cachedSession{token: token, su: su, until: until}
+}
+
+// forget drops the entries of a session token, or (token "") of a username.
+func (c *sessionCache) forget(token, username string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.gen++
+	for k, e := range c.m {
+		if (token != "" && e.token == token) || (token == "" && e.su.Username == username) {
+			delete(c.m, k)
+		}
+	}
+}
+
+// forgetUser makes the next request of every session of username read the
+// database: call it after changing what a session carries of the account.
+func (s *dbSessionStore) forgetUser(username string) { s.cache.forget("", username) }
 
 // Get returns the request's session, cached for the request by gorilla's registry.
 func (s *dbSessionStore) Get(r *http.Request, name string) (*sessions.Session, error) {
@@ -58,16 +142,21 @@ func (s *dbSessionStore) New(r *http.Request, name string) (*sessions.Session, e
 	if err != nil {
 		return sess, nil
 	}
-	var token string
-	if err := s.codec.Decode(name, c.Value, &token); err != nil {
-		return sess, nil // forged, expired or from an old key: start afresh
-	}
-	su, err := s.db.HTTPSessionUser(r.Context(), token)
-	if errors.Is(err, store.ErrNotFound) {
-		return sess, nil
-	}
-	if err != nil {
-		return sess, err
+	now := time.Now()
+	cached, gen, ok := s.cache.get(c.Value, now)
+	token, su := cached.token, cached.su
+	if !ok {
+		if err := s.codec.Decode(name, c.Value, &token); err != nil {
+			return sess, nil // forged, expired or from an old key: start afresh
+		}
+		su, err = s.db.HTTPSessionUser(r.Context(), token)
+		if errors.Is(err, store.ErrNotFound) {
+			return sess, nil
+		}
+		if err != nil {
+			return sess, err
+		}
+		s.cache.put(c.Value, token, su, now, gen)
 	}
 	values := map[string]string{}
 	if err := json.Unmarshal([]byte(su.Data), &values); err != nil {
@@ -89,6 +178,9 @@ func (s *dbSessionStore) New(r *http.Request, name string) (*sessions.Session, e
 // Save writes the session and its cookie; MaxAge < 0 deletes both.
 func (s *dbSessionStore) Save(r *http.Request, w http.ResponseWriter, sess *sessions.Session) error {
 	ctx := r.Context()
+	if sess.ID != "" {
+		s.cache.forget(sess.ID, "")
+	}
 	if sess.Options.MaxAge < 0 {
 		if sess.ID != "" {
 			if err := s.db.DeleteHTTPSession(ctx, sess.ID); err != nil {
@@ -135,6 +227,7 @@ func (s *dbSessionStore) Save(r *http.Request, w http.ResponseWriter, sess *sess
 // must never reuse a token that existed before it (session fixation).
 func (s *dbSessionStore) rotate(ctx context.Context, sess *sessions.Session) error {
 	if sess.ID != "" {
+		s.cache.forget(sess.ID, "")
 		if err := s.db.DeleteHTTPSession(ctx, sess.ID); err != nil {
 			return err
 		}

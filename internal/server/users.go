@@ -1,12 +1,14 @@
 package server
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"math"
 	"net/http"
 	"net/url"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/gorilla/mux"
@@ -140,6 +142,7 @@ func (s *server) handleUserAdmin() http.HandlerFunc {
 			writeError(w, r, s.Log, err)
 			return
 		}
+		s.sessions.forgetUser(name) // their next request has the new rights
 		writeJSON(w, http.StatusOK, map[string]bool{"is_admin": *req.IsSuperuser})
 	})
 }
@@ -279,18 +282,67 @@ func toImageJSON(im store.Image, admin bool) any {
 		Memory: im.Memory, HDD: im.HDD, ResourceType: im.ResourceType}
 }
 
+// imageList keeps the image list, which every page of the portal asks for and
+// admins rarely change, encoded as answered to users and to admins, for the
+// settings' cache_ttl; this server's changes drop it.
+type imageList struct {
+	ttl   time.Duration
+	mu    sync.Mutex
+	body  [2][]byte // [0] for users, [1] for admins; shared: read only
+	until time.Time
+	gen   uint64 // moved by forget: a read that began before it is not kept
+}
+
+// json returns the list as admin (or not) sees it.
+func (c *imageList) json(ctx context.Context, db *store.Store, admin bool) ([]byte, error) {
+	i := 0
+	if admin {
+		i = 1
+	}
+	now := time.Now()
+	c.mu.Lock()
+	body, fresh, gen := c.body[i], now.Before(c.until), c.gen
+	c.mu.Unlock()
+	if fresh {
+		return body, nil
+	}
+	list, err := db.Images(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var bodies [2][]byte
+	for j := range bodies {
+		out := make([]any, 0, len(list))
+		for _, im := range list {
+			out = append(out, toImageJSON(im, j == 1))
+		}
+		if bodies[j], err = json.Marshal(out); err != nil {
+			return nil, err
+		}
+	}
+	c.mu.Lock()
+	if c.gen == gen {
+		c.body, c.until = bodies, now.Add(c.ttl)
+	}
+	c.mu.Unlock()
+	return bodies[i], nil
+}
+
+func (c *imageList) forget() {
+	c.mu.Lock()
+	c.body, c.until = [2][]byte{}, time.Time{}
+	c.gen++
+	c.mu.Unlock()
+}
+
 func (s *server) handleImages() http.HandlerFunc {
 	return s.authed(func(w http.ResponseWriter, r *http.Request, u store.User) {
-		ims, err := s.Store.Images(r.Context())
+		body, err := s.images.json(r.Context(), s.Store, u.IsAdmin)
 		if err != nil {
 			writeError(w, r, s.Log, err)
 			return
 		}
-		out := make([]any, 0, len(ims))
-		for _, im := range ims {
-			out = append(out, toImageJSON(im, u.IsAdmin))
-		}
-		writeJSON(w, http.StatusOK, out)
+		writeRawJSON(w, http.StatusOK, body)
 	})
 }
 
@@ -305,6 +357,7 @@ func (s *server) handleImage() http.HandlerFunc {
 	})
 	change := s.admin(func(w http.ResponseWriter, r *http.Request, me store.User) {
 		name := mux.Vars(r)["public_name"]
+		defer s.images.forget()
 		if r.Method == http.MethodDelete {
 			if err := s.Store.DeleteImage(r.Context(), me.Username, name); err != nil {
 				writeError(w, r, s.Log, err)

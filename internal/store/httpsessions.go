@@ -23,6 +23,7 @@ func sessionKey(token string) string {
 type SessionUser struct {
 	Username string // "" while a federated login waits for its account
 	Data     string
+	Expires  time.Time
 	// User is the account; nil when Username is empty or the account was removed.
 	User *User
 }
@@ -55,6 +56,7 @@ func (s *Store) HTTPSessionUser(ctx context.Context, token string) (SessionUser,
 	if !expires.After(s.now()) {
 		return SessionUser{}, ErrNotFound
 	}
+	out.Expires = expires.UTC()
 	if id.Valid {
 		out.User = &User{
 			ID: id.Int64, Username: name.String, UUID: uuid.String, IsAdmin: admin.Bool, Email: email.String,
