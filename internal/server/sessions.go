@@ -190,7 +190,8 @@ func (s *dbSessionStore) Save(r *http.Request, w http.ResponseWriter, sess *sess
 		http.SetCookie(w, sessions.NewCookie(sess.Name(), "", sess.Options))
 		return nil
 	}
-	if sess.ID == "" {
+	fresh := sess.ID == ""
+	if fresh {
 		sess.ID = rand.Text() + rand.Text() // 2 × 128 bits
 	}
 	values := map[string]string{}
@@ -212,7 +213,11 @@ func (s *dbSessionStore) Save(r *http.Request, w http.ResponseWriter, sess *sess
 	}
 	data, _ := json.Marshal(values)
 	expires := time.Now().Add(time.Duration(sess.Options.MaxAge) * time.Second)
-	if err := s.db.SaveHTTPSession(ctx, sess.ID, username, string(data), expires); err != nil {
+	save := s.db.SaveHTTPSession
+	if fresh {
+		save = s.db.CreateHTTPSession
+	}
+	if err := save(ctx, sess.ID, username, string(data), expires); err != nil {
 		return err
 	}
 	encoded, err := s.codec.Encode(sess.Name(), sess.ID)

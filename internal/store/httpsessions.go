@@ -87,6 +87,15 @@ func (s *Store) SaveHTTPSession(ctx context.Context, token, username, data strin
 	return nil
 }
 
+// CreateHTTPSession stores a session under a token that was never used: one write.
+func (s *Store) CreateHTTPSession(ctx context.Context, token, username, data string, expires time.Time) error {
+	_, err := s.exec(ctx, `INSERT INTO http_sessions (id, username, data, expires_at) VALUES (?, ?, ?, ?)`, sessionKey(token), username, data, expires.UTC())
+	if err != nil {
+		return fmt.Errorf("create session: %w", s.wrap(err))
+	}
+	return nil
+}
+
 // DeleteHTTPSession ends a session (unknown is fine).
 func (s *Store) DeleteHTTPSession(ctx context.Context, token string) error {
 	_, err := s.exec(ctx, `DELETE FROM http_sessions WHERE id = ?`, sessionKey(token))

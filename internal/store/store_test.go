@@ -409,8 +409,11 @@ func TestHTTPSessions(t *testing.T) {
 		if err := s.SetAdmin(ctx, "test", "alice", true); err != nil {
 			t.Fatal(err)
 		}
-		if err := s.SaveHTTPSession(ctx, "tok", "alice", `{"a":1}`, time.Now().Add(time.Hour)); err != nil {
+		if err := s.CreateHTTPSession(ctx, "tok", "alice", `{"a":1}`, time.Now().Add(time.Hour)); err != nil {
 			t.Fatal(err)
+		}
+		if err := s.CreateHTTPSession(ctx, "tok", "bob", `{}`, time.Now().Add(time.Hour)); !errors.Is(err, store.ErrConflict) {
+			t.Fatalf("a second session under a used token: %v, want ErrConflict", err)
 		}
 		if err := s.SaveHTTPSession(ctx, "tok", "alice", `{"a":1}`, time.Now().Add(time.Hour)); err != nil {
 			t.Fatalf("resave unchanged: %v", err)
