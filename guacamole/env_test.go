@@ -6,7 +6,6 @@ import (
 	"log/slog"
 	"net/url"
 	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -76,41 +75,15 @@ func postgresDB(t testing.TB) (*sql.DB, string) {
 	return db, withDatabase(admin, name)
 }
 
-// fixturesDir finds shared/fixtures/guacamole/<dialect dir> by walking up from the
-// working directory (the repository is cloned with shared/ beside it).
-func fixturesDir(t testing.TB, d Dialect) string {
-	t.Helper()
-	sub := map[Dialect]string{MySQL: "mysql", Postgres: "postgresql"}[d]
-	dir, err := os.Getwd()
-	if err != nil {
-		t.Fatalf("working directory: %v", err)
-	}
-	for {
-		candidate := filepath.Join(dir, "shared", "fixtures", "guacamole", sub)
-		if st, err := os.Stat(candidate); err == nil && st.IsDir() {
-			return candidate
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			testenv.Missing(t, "Guacamole schema fixtures", "no shared/fixtures/guacamole above the working directory")
-		}
-		dir = parent
-	}
-}
-
 // loadSchema runs Guacamole's own 001-create-schema.sql and 002-create-admin-user.sql.
 func loadSchema(t testing.TB, db *sql.DB, d Dialect) {
 	t.Helper()
-	dir := fixturesDir(t, d)
-	for _, f := range []string{"001-create-schema.sql", "002-create-admin-user.sql"} {
-		script, err := os.ReadFile(filepath.Join(dir, f))
-		if err != nil {
-			t.Fatalf("read schema: %v", err)
-		}
-		if _, err := db.ExecContext(context.Background(), string(script)); err != nil {
-			t.Fatalf("load %s: %v", f, err)
-		}
-	}
+	testenv.LoadGuacamoleSchema(t, db, fixturesName(d))
+}
+
+// fixturesName is the dialect's folder in shared/fixtures/guacamole.
+func fixturesName(d Dialect) string {
+	return map[Dialect]string{MySQL: "mysql", Postgres: "postgresql"}[d]
 }
 
 // newStore returns a Store over a fresh database loaded with Guacamole's schema.

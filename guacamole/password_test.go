@@ -14,6 +14,8 @@ import (
 	"path/filepath"
 	"regexp"
 	"testing"
+
+	"github.com/calipsoplus/calipso/internal/testenv"
 )
 
 // The guacadmin account of Guacamole's 002-create-admin-user.sql (password "guacadmin").
@@ -51,7 +53,7 @@ func TestHashPasswordMatchesGuacamole(t *testing.T) {
 func TestGuacadminFixtureVector(t *testing.T) {
 	for _, d := range []Dialect{MySQL, Postgres} {
 		t.Run(string(d), func(t *testing.T) {
-			script, err := os.ReadFile(filepath.Join(fixturesDir(t, d), "002-create-admin-user.sql"))
+			script, err := os.ReadFile(filepath.Join(testenv.GuacamoleFixtures(t, fixturesName(d)), "002-create-admin-user.sql"))
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -95,7 +95,7 @@ func newLiveServer(t testing.TB, sessions int, extraUsers ...string) *liveServer
 	s := &liveServer{t: t, bin: buildCalipso(t), instance: testenv.Instance(t)}
 	dir := t.TempDir()
 	fresh, guacDSN := testenv.MySQL(t)
-	loadGuacSchemaInto(t, fresh)
+	testenv.LoadGuacamoleSchema(t, fresh, "mysql")
 	s.guacDB = fresh
 
 	data := useroffice.Data{}
@@ -428,35 +428,4 @@ func (s *liveServer) leftovers(c *apiClient, name string) []string {
 		p = append(p, "used_quota = "+string(body))
 	}
 	return p
-}
-
-// loadGuacSchemaInto loads Guacamole's own MySQL schema (shared/fixtures, found by
-// walking up from the working directory).
-func loadGuacSchemaInto(t testing.TB, db *sql.DB) {
-	t.Helper()
-	dir, err := os.Getwd()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for {
-		candidate := filepath.Join(dir, "shared", "fixtures", "guacamole", "mysql")
-		if st, err := os.Stat(candidate); err == nil && st.IsDir() {
-			dir = candidate
-			break
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			testenv.Missing(t, "Guacamole schema fixtures", "no shared/fixtures/guacamole above the working directory")
-		}
-		dir = parent
-	}
-	for _, f := range []string{"001-create-schema.sql", "002-create-admin-user.sql"} {
-		script, err := os.ReadFile(filepath.Join(dir, f))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := db.Exec(string(script)); err != nil {
-			t.Fatalf("load %s: %v", f, err)
-		}
-	}
 }

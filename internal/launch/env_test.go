@@ -286,44 +286,13 @@ func guacConnections(t testing.TB, db *sql.DB) int {
 func guacStore(t testing.TB, instance string) (*guacamole.Store, *sql.DB) {
 	t.Helper()
 	fresh, dsn := testenv.MySQL(t)
-	loadGuacSchema(t, fresh)
+	testenv.LoadGuacamoleSchema(t, fresh, "mysql")
 	db, err := guacamole.Open(context.Background(), "mysql", dsn)
 	if err != nil {
 		t.Fatalf("guacamole.Open: %v", err)
 	}
 	t.Cleanup(func() { db.Close() })
 	return guacamole.New(db, guacamole.MySQL, guacamole.Options{NamePrefix: "calipso-" + instance + "-", Logger: slog.New(slog.DiscardHandler)}), fresh
-}
-
-// loadGuacSchema runs Guacamole's 001-create-schema.sql and 002-create-admin-user.sql
-// from shared/fixtures/guacamole/mysql, found by walking up from the working directory.
-func loadGuacSchema(t testing.TB, db *sql.DB) {
-	t.Helper()
-	dir, err := os.Getwd()
-	if err != nil {
-		t.Fatalf("working directory: %v", err)
-	}
-	for {
-		candidate := filepath.Join(dir, "shared", "fixtures", "guacamole", "mysql")
-		if st, err := os.Stat(candidate); err == nil && st.IsDir() {
-			dir = candidate
-			break
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			testenv.Missing(t, "Guacamole schema fixtures", "no shared/fixtures/guacamole above the working directory")
-		}
-		dir = parent
-	}
-	for _, f := range []string{"001-create-schema.sql", "002-create-admin-user.sql"} {
-		script, err := os.ReadFile(filepath.Join(dir, f))
-		if err != nil {
-			t.Fatalf("read schema: %v", err)
-		}
-		if _, err := db.ExecContext(context.Background(), string(script)); err != nil {
-			t.Fatalf("load %s: %v", f, err)
-		}
-	}
 }
 
 // mkdirAll makes dir (and parents) with perm, whatever the umask.

@@ -12,6 +12,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -87,4 +88,42 @@ func RandomHex(n int) string {
 	b := make([]byte, n)
 	_, _ = rand.Read(b)
 	return hex.EncodeToString(b)
+}
+
+// LoadGuacamoleSchema runs Guacamole's own 001-create-schema.sql and
+// 002-create-admin-user.sql for dialect ("mysql" or "postgresql") on db. The scripts
+// are shared/fixtures/guacamole/<dialect>, found by walking up from the working
+// directory (the repository sits beside shared/).
+func LoadGuacamoleSchema(t testing.TB, db *sql.DB, dialect string) {
+	t.Helper()
+	dir := GuacamoleFixtures(t, dialect)
+	for _, f := range []string{"001-create-schema.sql", "002-create-admin-user.sql"} {
+		script, err := os.ReadFile(filepath.Join(dir, f))
+		if err != nil {
+			t.Fatalf("read Guacamole schema: %v", err)
+		}
+		if _, err := db.ExecContext(context.Background(), string(script)); err != nil {
+			t.Fatalf("load %s: %v", f, err)
+		}
+	}
+}
+
+// GuacamoleFixtures returns the folder of Guacamole's schema scripts for dialect.
+func GuacamoleFixtures(t testing.TB, dialect string) string {
+	t.Helper()
+	dir, err := os.Getwd()
+	if err != nil {
+		t.Fatalf("working directory: %v", err)
+	}
+	for {
+		candidate := filepath.Join(dir, "shared", "fixtures", "guacamole", dialect)
+		if st, err := os.Stat(candidate); err == nil && st.IsDir() {
+			return candidate
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			Missing(t, "Guacamole schema fixtures", "no shared/fixtures/guacamole/"+dialect+" above the working directory")
+		}
+		dir = parent
+	}
 }
