@@ -1,18 +1,12 @@
 package federation
 
 import (
-	"crypto/rand"
-	"crypto/rsa"
-	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/base64"
-	"encoding/pem"
 	"encoding/xml"
 	"fmt"
 	"html"
 	"io"
-	"math/big"
 	"net/http"
 	"net/http/cookiejar"
 	"net/http/httptest"
@@ -24,10 +18,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/calipsoplus/calipso/federation/samltest"
+
 	"github.com/beevik/etree"
 	"github.com/crewjam/saml"
 	"github.com/crewjam/saml/logger"
-	"github.com/crewjam/saml/xmlenc"
 	dsig "github.com/russellhaering/goxmldsig"
 )
 
@@ -40,10 +35,7 @@ const (
 	testBasePath = "/calipsoplus-services/"
 )
 
-type keyPair struct {
-	key  *rsa.PrivateKey
-	cert *x509.Certificate
-}
+type keyPair = samltest.KeyPair
 
 // Generating RSA keys is slow; tests share a few.
 var (
@@ -60,31 +52,11 @@ func testKeys(t testing.TB) {
 
 func newKeyPair(t testing.TB, cn string) keyPair {
 	t.Helper()
-	key, err := rsa.GenerateKey(rand.Reader, 2048)
+	k, err := samltest.NewKeyPair(cn)
 	if err != nil {
 		t.Fatal(err)
 	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(time.Now().UnixNano()),
-		Subject:      pkix.Name{CommonName: cn},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(24 * time.Hour),
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return keyPair{key: key, cert: cert}
-}
-
-func (k keyPair) pem() (keyPEM, certPEM []byte) {
-	keyPEM = pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(k.key)})
-	certPEM = pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: k.cert.Raw})
-	return keyPEM, certPEM
+	return k
 }
 
 // idpBehaviour says how the test IdP builds its next response; the zero
@@ -121,8 +93,8 @@ func newTestIdP(t testing.TB, withSLO bool) *testIdP {
 	t.Cleanup(f.server.Close)
 	base, _ := url.Parse(f.server.URL)
 	f.idp = &saml.IdentityProvider{
-		Key:                     idpKeys.key,
-		Certificate:             idpKeys.cert,
+		Key:                     idpKeys.Key,
+		Certificate:             idpKeys.Cert,
 		Logger:                  logger.DefaultLogger,
 		MetadataURL:             *base.JoinPath("idp/metadata"),
 		SSOURL:                  *base.JoinPath("idp/sso"),
@@ -222,7 +194,7 @@ func (f *testIdP) serveSSO(w http.ResponseWriter, r *http.Request) {
 	if b.mutateAssertion != nil {
 		b.mutateAssertion(req.Assertion)
 	}
-	signer := keyPair{idpKeys.key, idpKeys.cert}
+	signer := keyPair{Key: idpKeys.Key, Cert: idpKeys.Cert}
 	if b.signer != nil {
 		signer = *b.signer
 	}
@@ -232,7 +204,7 @@ func (f *testIdP) serveSSO(w http.ResponseWriter, r *http.Request) {
 	}
 	var payload *etree.Element = assertionEl
 	if !b.plaintext {
-		payload = encryptFor(t, spKeys.cert, assertionEl)
+		payload = encryptFor(t, spKeys.Cert, assertionEl)
 	}
 	resp := &saml.Response{
 		Destination: req.ACSEndpoint.Location, ID: fmt.Sprintf("id-resp-%d", time.Now().UnixNano()),
@@ -265,14 +237,7 @@ func (f *testIdP) serveSSO(w http.ResponseWriter, r *http.Request) {
 
 func sign(t testing.TB, k keyPair, el *etree.Element) *etree.Element {
 	t.Helper()
-	ctx := dsig.NewDefaultSigningContext(dsig.TLSCertKeyStore(tls.Certificate{
-		Certificate: [][]byte{k.cert.Raw}, PrivateKey: k.key, Leaf: k.cert,
-	}))
-	ctx.Canonicalizer = dsig.MakeC14N10ExclusiveCanonicalizerWithPrefixList("")
-	if err := ctx.SetSignatureMethod(dsig.RSASHA256SignatureMethod); err != nil {
-		t.Fatal(err)
-	}
-	signed, err := ctx.SignEnveloped(el)
+	signed, err := samltest.Sign(k, el)
 	if err != nil {
 		t.Fatalf("sign: %v", err)
 	}
@@ -281,22 +246,10 @@ func sign(t testing.TB, k keyPair, el *etree.Element) *etree.Element {
 
 func encryptFor(t testing.TB, cert *x509.Certificate, assertionEl *etree.Element) *etree.Element {
 	t.Helper()
-	doc := etree.NewDocument()
-	doc.SetRoot(assertionEl.Copy())
-	buf, err := doc.WriteToBytes()
+	el, err := samltest.Encrypt(cert, assertionEl)
 	if err != nil {
 		t.Fatal(err)
 	}
-	enc := xmlenc.OAEP()
-	enc.BlockCipher = xmlenc.AES128CBC
-	enc.DigestMethod = &xmlenc.SHA1
-	data, err := enc.Encrypt(cert, buf, nil)
-	if err != nil {
-		t.Fatalf("encrypt: %v", err)
-	}
-	data.CreateAttr("Type", "http://www.w3.org/2001/04/xmlenc#Element")
-	el := etree.NewElement("saml:EncryptedAssertion")
-	el.AddChild(data)
 	return el
 }
 
@@ -324,7 +277,7 @@ func newFixture(t testing.TB, adjust func(*Config)) *fixture {
 	f.server = httptest.NewServer(mux)
 	t.Cleanup(f.server.Close)
 	base, _ := url.Parse(f.server.URL + testBasePath)
-	keyPEM, certPEM := spKeys.pem()
+	keyPEM, certPEM := spKeys.PEM()
 	cfg := Config{BaseURL: base, KeyPEM: keyPEM, CertPEM: certPEM, IdPMetadataURL: f.idp.metadataURL()}
 	if adjust != nil {
 		adjust(&cfg)

@@ -110,8 +110,8 @@ func TestHeaderMode(t *testing.T) {
 
 func TestNewRejectsBadConfig(t *testing.T) {
 	testKeys(t)
-	keyPEM, certPEM := spKeys.pem()
-	_, otherCert := bad.pem()
+	keyPEM, certPEM := spKeys.PEM()
+	_, otherCert := bad.PEM()
 	idp := newTestIdP(t, false)
 	base, _ := url.Parse("https://calipso.example/calipsoplus-services/")
 	good := func() Config {
@@ -191,7 +191,7 @@ func TestMetadataRefresh(t *testing.T) {
 		w.Write(serve)
 	}))
 	t.Cleanup(mdServer.Close)
-	keyPEM, certPEM := spKeys.pem()
+	keyPEM, certPEM := spKeys.PEM()
 	base, _ := url.Parse("https://calipso.example/")
 	sp, err := New(t.Context(), Config{BaseURL: base, KeyPEM: keyPEM, CertPEM: certPEM, IdPMetadataURL: mdServer.URL})
 	if err != nil {
@@ -247,7 +247,7 @@ func TestAggregateNeedsEntityID(t *testing.T) {
 
 func TestLogoutURL(t *testing.T) {
 	testKeys(t)
-	keyPEM, certPEM := spKeys.pem()
+	keyPEM, certPEM := spKeys.PEM()
 	base, _ := url.Parse("https://calipso.example/")
 	withSLO := newTestIdP(t, true)
 	sp, err := New(t.Context(), Config{BaseURL: base, KeyPEM: keyPEM, CertPEM: certPEM, IdPMetadataXML: withSLO.metadataXML()})

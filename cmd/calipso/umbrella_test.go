@@ -6,20 +6,13 @@ package main
 
 import (
 	"bytes"
-	"crypto/rand"
-	"crypto/rsa"
-	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/base64"
 	"encoding/json"
-	"encoding/pem"
 	"encoding/xml"
 	"fmt"
 	"html"
 	"io"
 	"log/slog"
-	"math/big"
 	"net/http"
 	"net/http/cookiejar"
 	"net/http/httptest"
@@ -32,10 +25,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/calipsoplus/calipso/federation/samltest"
+
 	"github.com/beevik/etree"
 	"github.com/crewjam/saml"
 	"github.com/crewjam/saml/logger"
-	"github.com/crewjam/saml/xmlenc"
 	dsig "github.com/russellhaering/goxmldsig"
 
 	"github.com/calipsoplus/calipso/experiments/useroffice"
@@ -48,10 +42,7 @@ const (
 	umbrellaUID      = "alice-umbrella" // the IdP's username, unrelated to the local account
 )
 
-type umbrellaKeyPair struct {
-	key  *rsa.PrivateKey
-	cert *x509.Certificate
-}
+type umbrellaKeyPair = samltest.KeyPair
 
 // RSA key generation is slow under -race: the tests share one key pair per role.
 var (
@@ -68,25 +59,11 @@ func umbrellaKeys(t *testing.T) {
 
 func newUmbrellaKeyPair(t *testing.T, cn string) umbrellaKeyPair {
 	t.Helper()
-	key, err := rsa.GenerateKey(rand.Reader, 2048)
+	k, err := samltest.NewKeyPair(cn)
 	if err != nil {
 		t.Fatal(err)
 	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(time.Now().UnixNano()),
-		Subject:      pkix.Name{CommonName: cn},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(24 * time.Hour),
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return umbrellaKeyPair{key: key, cert: cert}
+	return k
 }
 
 // demoHash is the eaa_hash the embedded user office's demo data gives username.
@@ -129,8 +106,8 @@ func newUmbrellaIdP(t *testing.T) *umbrellaIdP {
 		t.Fatal(err)
 	}
 	f.idp = &saml.IdentityProvider{
-		Key:                     umbrellaIdPKey.key,
-		Certificate:             umbrellaIdPKey.cert,
+		Key:                     umbrellaIdPKey.Key,
+		Certificate:             umbrellaIdPKey.Cert,
 		Logger:                  logger.DefaultLogger,
 		MetadataURL:             *base.JoinPath("idp/metadata"),
 		SSOURL:                  *base.JoinPath("idp/sso"),
@@ -239,7 +216,7 @@ func (f *umbrellaIdP) serveSSO(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	req.Assertion.IssueInstant = req.Now
-	encrypted, err := umbrellaEncrypt(umbrellaSPKey.cert, req.Assertion.Element())
+	encrypted, err := samltest.Encrypt(umbrellaSPKey.Cert, req.Assertion.Element())
 	if err != nil {
 		fail("encrypt", err)
 		return
@@ -252,7 +229,7 @@ func (f *umbrellaIdP) serveSSO(w http.ResponseWriter, r *http.Request) {
 	}
 	respEl := resp.Element()
 	respEl.AddChild(encrypted)
-	signed, err := umbrellaSign(umbrellaIdPKey, respEl)
+	signed, err := samltest.Sign(umbrellaIdPKey, respEl)
 	if err != nil {
 		fail("sign", err)
 		return
@@ -271,37 +248,6 @@ func (f *umbrellaIdP) serveSSO(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "text/html")
 	fmt.Fprintf(w, umbrellaPostForm, html.EscapeString(req.ACSEndpoint.Location),
 		base64.StdEncoding.EncodeToString(raw), html.EscapeString(req.RelayState))
-}
-
-func umbrellaSign(k umbrellaKeyPair, el *etree.Element) (*etree.Element, error) {
-	ctx := dsig.NewDefaultSigningContext(dsig.TLSCertKeyStore(tls.Certificate{
-		Certificate: [][]byte{k.cert.Raw}, PrivateKey: k.key, Leaf: k.cert,
-	}))
-	ctx.Canonicalizer = dsig.MakeC14N10ExclusiveCanonicalizerWithPrefixList("")
-	if err := ctx.SetSignatureMethod(dsig.RSASHA256SignatureMethod); err != nil {
-		return nil, err
-	}
-	return ctx.SignEnveloped(el)
-}
-
-func umbrellaEncrypt(cert *x509.Certificate, assertionEl *etree.Element) (*etree.Element, error) {
-	doc := etree.NewDocument()
-	doc.SetRoot(assertionEl.Copy())
-	buf, err := doc.WriteToBytes()
-	if err != nil {
-		return nil, err
-	}
-	enc := xmlenc.OAEP()
-	enc.BlockCipher = xmlenc.AES128CBC
-	enc.DigestMethod = &xmlenc.SHA1
-	data, err := enc.Encrypt(cert, buf, nil)
-	if err != nil {
-		return nil, err
-	}
-	data.CreateAttr("Type", "http://www.w3.org/2001/04/xmlenc#Element")
-	el := etree.NewElement("saml:EncryptedAssertion")
-	el.AddChild(data)
-	return el, nil
 }
 
 // umbrellaApp is the whole Calipso application on httptest.
@@ -364,8 +310,7 @@ func startSAMLApp(t *testing.T) (*umbrellaApp, *umbrellaIdP) {
 	idp := newUmbrellaIdP(t)
 	dir := t.TempDir()
 	keyFile, certFile := filepath.Join(dir, "sp.key"), filepath.Join(dir, "sp.crt")
-	keyPEM := pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(umbrellaSPKey.key)})
-	certPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: umbrellaSPKey.cert.Raw})
+	keyPEM, certPEM := umbrellaSPKey.PEM()
 	if err := os.WriteFile(keyFile, keyPEM, 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -784,7 +729,7 @@ func TestUmbrellaSPMetadata(t *testing.T) {
 	if want := saml.HTTPPostBinding + " " + app.base + "saml/acs"; len(acs) != 1 || acs[0] != want {
 		t.Fatalf("ACS endpoints %q, want [%q]", acs, want)
 	}
-	cert := base64.StdEncoding.EncodeToString(umbrellaSPKey.cert.Raw)
+	cert := base64.StdEncoding.EncodeToString(umbrellaSPKey.Cert.Raw)
 	if !strings.Contains(string(a.body), cert) {
 		t.Fatal("the metadata does not carry the SP certificate from sp_cert_file")
 	}
