@@ -31,7 +31,8 @@ type sessionUserKey struct{}
 
 // dbSessionStore is a gorilla/sessions Store that keeps sessions in the application
 // database: the cookie holds only a signed random token, so logout (or an admin
-// removing a user) really ends the session, wherever the cookie went.
+// removing a user) really ends the session, wherever the cookie went: at once through
+// this server, within the cache's ttl when another process removes the account.
 type dbSessionStore struct {
 	db      *store.Store
 	codec   securecookie.Codec
@@ -50,10 +51,13 @@ func newSessionStore(db *store.Store, secret []byte, opts sessions.Options, ttl 
 // database read. This process's own changes (login, logout, a user's rights or
 // experiments) forget the entries they touch; another process's show within ttl.
 type sessionCache struct {
-	ttl time.Duration
-	mu  sync.Mutex
-	m   map[string]cachedSession
-	gen uint64 // moved by forget: a read that began before it is not kept
+	ttl   time.Duration
+	mu    sync.Mutex
+	m     map[string]cachedSession
+	gen   uint64 // moved by forget: a read that began before it is not kept
+	// sweep is when expired entries are next dropped: m holds only the sessions of
+	// the last moments, and forget's scan stays short.
+	sweep time.Time
 }
 
 type cachedSession struct {
@@ -98,7 +102,7 @@ func (c *sessionCache) put(cookie, token string, su store.SessionUser, now time.
 	if c.gen != gen {
 		return
 	}
-	if len(c.m) >= maxCachedSessions {
+	if len(c.m) >= maxCachedSessions || now.After(c.sweep) {
 		for k, e := range c.m {
 			if !now.Before(e.until) {
 				delete(c.m, k)
@@ -107,6 +111,7 @@ func (c *sessionCache) put(cookie, token string, su store.SessionUser, now time.
 		if len(c.m) >= maxCachedSessions {
 			clear(c.m)
 		}
+		c.sweep = now.Add(c.ttl)
 	}
 	c.m[cookie] = cachedSession{token: token, su: su, until: until}
 }
