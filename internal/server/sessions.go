@@ -51,10 +51,10 @@ func newSessionStore(db *store.Store, secret []byte, opts sessions.Options, ttl 
 // database read. This process's own changes (login, logout, a user's rights or
 // experiments) forget the entries they touch; another process's show within ttl.
 type sessionCache struct {
-	ttl   time.Duration
-	mu    sync.Mutex
-	m     map[string]cachedSession
-	gen   uint64 // moved by forget: a read that began before it is not kept
+	ttl time.Duration
+	mu  sync.Mutex
+	m   map[string]cachedSession
+	gen uint64 // moved by forget: a read that began before it is not kept
 	// sweep is when expired entries are next dropped: m holds only the sessions of
 	// the last moments, and forget's scan stays short.
 	sweep time.Time
