@@ -207,9 +207,10 @@ func bumpParticipants(ctx context.Context, db execer, experimentID int64) error 
 
 func sameInt(a, b *int) bool { return (a == nil) == (b == nil) && (a == nil || *a == *b) }
 
+// sameDate compares at the microsecond, what MySQL's DATETIME(6) keeps.
 func sameDate(stored sql.NullTime, d experiments.Date) bool {
 	want := dateArg(d)
-	return stored.Valid == want.Valid && (!want.Valid || stored.Time.Equal(want.Time))
+	return stored.Valid == want.Valid && (!want.Valid || stored.Time.Equal(want.Time.Truncate(time.Microsecond)))
 }
 
 // putSession upserts one session; wrote says whether a row was written.
