@@ -7,44 +7,21 @@ import (
 	"testing"
 	"time"
 
-	"github.com/docker/docker/api/types/container"
-	"github.com/docker/go-connections/nat"
-
 	"github.com/calipsoplus/calipso/experiments"
 	"github.com/calipsoplus/calipso/internal/store"
+	"github.com/calipsoplus/calipso/internal/testenv"
 	"github.com/calipsoplus/calipso/provisioner"
 )
 
-// directStart creates and starts a container the way the Docker provisioner
-// configures a desktop (same image, user, limits, labels, published port,
-// hardening), straight on the engine: the baseline a launch is compared with.
+// directStart starts the baseline container a launch is compared with.
 func (e *env) directStart(ctx context.Context, name string) error {
-	port := nat.Port(fmt.Sprintf("%d/tcp", provisioner.PortVNC))
 	spec := provisioner.Spec{Instance: e.instance, ResourceID: 1, Owner: "ana", Experiment: "bench~1"}
 	labels := spec.Labels()
 	labels[provisioner.LabelResource] = name
-	created, err := e.cli.ContainerCreate(ctx, &container.Config{
-		Image: e.workload, User: "1000:1000", Labels: labels, ExposedPorts: nat.PortSet{port: struct{}{}},
-		Env: []string{"VNC_PASSWORD=x"},
-	}, &container.HostConfig{
-		PortBindings:  nat.PortMap{port: []nat.PortBinding{{HostIP: "127.0.0.1"}}},
-		RestartPolicy: container.RestartPolicy{Name: container.RestartPolicyDisabled},
-		CapDrop:       []string{"ALL"}, SecurityOpt: []string{"no-new-privileges"}, GroupAdd: []string{"100"},
-		Resources: container.Resources{Memory: 64 << 20, MemorySwap: 64 << 20, NanoCPUs: 5e8},
-	}, nil, nil, name)
-	if err != nil {
-		return err
-	}
-	if err := e.cli.ContainerStart(ctx, created.ID, container.StartOptions{}); err != nil {
-		return err
-	}
-	_, err = e.cli.ContainerInspect(ctx, created.ID) // the provisioner reads the port back too
-	return err
+	return testenv.StartDirect(ctx, e.cli, e.workload, name, labels)
 }
 
-func (e *env) directRemove(ctx context.Context, name string) {
-	_ = e.cli.ContainerRemove(ctx, name, container.RemoveOptions{Force: true})
-}
+func (e *env) directRemove(ctx context.Context, name string) { testenv.RemoveDirect(ctx, e.cli, name) }
 
 // BenchmarkLaunchOverhead: one desktop launch through launch.Service (MariaDB store,
 // Docker, Guacamole record) against the engine's own create+start of the same

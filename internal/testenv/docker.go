@@ -23,6 +23,7 @@ import (
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/api/types/filters"
 	"github.com/docker/docker/client"
+	"github.com/docker/go-connections/nat"
 )
 
 // WorkloadRepository is the repository of the test workload image; its tag is a hash
@@ -247,4 +248,34 @@ func Instance(t testing.TB) string {
 		}
 	})
 	return instance
+}
+
+// StartDirect creates and starts a container of image straight on the engine, the
+// way the Docker provisioner configures a desktop (user 1000:1000, 64M and half a CPU,
+// the VNC port published on loopback, hardening, labels): the baseline that launch
+// benchmarks compare Calipso's launches with. Remove it with RemoveDirect.
+func StartDirect(ctx context.Context, cli *client.Client, image, name string, labels map[string]string) error {
+	port := nat.Port("5901/tcp")
+	created, err := cli.ContainerCreate(ctx, &container.Config{
+		Image: image, User: "1000:1000", Labels: labels, ExposedPorts: nat.PortSet{port: struct{}{}},
+		Env: []string{"VNC_PASSWORD=x"},
+	}, &container.HostConfig{
+		PortBindings:  nat.PortMap{port: []nat.PortBinding{{HostIP: "127.0.0.1"}}},
+		RestartPolicy: container.RestartPolicy{Name: container.RestartPolicyDisabled},
+		CapDrop:       []string{"ALL"}, SecurityOpt: []string{"no-new-privileges"}, GroupAdd: []string{"100"},
+		Resources: container.Resources{Memory: 64 << 20, MemorySwap: 64 << 20, NanoCPUs: 5e8},
+	}, nil, nil, name)
+	if err != nil {
+		return err
+	}
+	if err := cli.ContainerStart(ctx, created.ID, container.StartOptions{}); err != nil {
+		return err
+	}
+	_, err = cli.ContainerInspect(ctx, created.ID) // the provisioner reads the port back too
+	return err
+}
+
+// RemoveDirect removes what StartDirect made.
+func RemoveDirect(ctx context.Context, cli *client.Client, name string) {
+	_ = cli.ContainerRemove(ctx, name, container.RemoveOptions{Force: true})
 }
