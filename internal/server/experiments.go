@@ -84,7 +84,8 @@ type cachedPage struct {
 
 // pageCache keeps recent experiments pages. Entries are keyed by the user's
 // experiments version, which every change to the page moves in the database (from
-// any process), so a cached page is exact, never stale; old versions age out.
+// any process): a page is served only for the version it was read under, and old
+// versions age out.
 type pageCache struct {
 	lru *lru.Cache[pageKey, cachedPage]
 }
