@@ -36,7 +36,8 @@
 // scheduler must reserve what the quota granted.
 //
 // Start waits up to Config.ReadyTimeout for the pod to run and become ready, then
-// follows its log for Spec.LogRegex. ReadyTimeout 0 returns as soon as the objects
-// exist (StatePending). Following logs needs a kubelet and is not covered by the
-// envtest tests.
+// follows its log for Spec.LogRegex; a notebook's Instance.URL then carries the token
+// it matched (provisioner.LinkURL). ReadyTimeout 0 returns as soon as the objects
+// exist (StatePending). The envtest tests have no kubelet: the log test registers a
+// node whose kubelet endpoint is served by the test, and the API server proxies to it.
 package kubernetes
