@@ -259,11 +259,14 @@ func TestExperimentsVersion(t *testing.T) {
 	})
 }
 
+// testImage is what resource tests reserve for: its numbers don't matter.
+var testImage = store.Image{PublicName: "x", Image: "x", Protocol: "vnc", CPU: 1, Memory: "1G", HDD: "1G", ResourceType: "docker"}
+
 func TestReserveIsExactUnderConcurrency(t *testing.T) {
 	backends(t, func(t *testing.T, s *store.Store) {
 		ctx := context.Background()
 		u, _ := s.EnsureUser(ctx, "racer")
-		img := store.Image{PublicName: "x", Image: "x", Protocol: "vnc", CPU: 1, Memory: "1G", HDD: "1G", ResourceType: "docker"}
+		img := testImage
 		limit := quotas.Quota{MaxSimultaneous: 5, CPUs: 100, MemoryBytes: 100 << 30, DiskBytes: 100 << 30}
 		const n = 50
 		var (
@@ -305,7 +308,7 @@ func TestTransitions(t *testing.T) {
 	backends(t, func(t *testing.T, s *store.Store) {
 		ctx := context.Background()
 		u, _ := s.EnsureUser(ctx, "mover")
-		img := store.Image{PublicName: "x", Image: "x", Protocol: "vnc", CPU: 1, Memory: "1G", HDD: "1G", ResourceType: "docker"}
+		img := testImage
 		limit := quotas.Quota{MaxSimultaneous: 1, CPUs: 1, MemoryBytes: 1 << 30, DiskBytes: 1 << 30}
 		r, err := s.Reserve(ctx, store.Launch{UserID: u.ID, Experiment: "p~s", Image: img, Default: limit,
 			NameOf: func(id int64) string { return fmt.Sprint("calipso-t-", id) }})
@@ -351,7 +354,7 @@ func TestMoveFrom(t *testing.T) {
 	backends(t, func(t *testing.T, s *store.Store) {
 		ctx := context.Background()
 		u, _ := s.EnsureUser(ctx, "reconciled")
-		img := store.Image{PublicName: "x", Image: "x", Protocol: "vnc", CPU: 1, Memory: "1G", HDD: "1G", ResourceType: "docker"}
+		img := testImage
 		limit := quotas.Quota{MaxSimultaneous: 5, CPUs: 5, MemoryBytes: 5 << 30, DiskBytes: 5 << 30}
 		reserve := func(t *testing.T, exp string) store.Resource {
 			t.Helper()
