@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/http/cookiejar"
 	"net/http/httptest"
@@ -39,12 +38,10 @@ const basePath = "/calipsoplus-services/"
 
 // harnessConfig shapes one harness.
 type harnessConfig struct {
-	driver     string // "sqlite" (default) or "mysql"
-	office     *useroffice.Data
-	delay      time.Duration // the office answers this late
-	officeDown bool          // the office URL points at a closed port
-	tweak      []func(*settings.Settings)
-	checks     []server.Check
+	driver string // "sqlite" (default) or "mysql"
+	office *useroffice.Data
+	tweak  []func(*settings.Settings)
+	checks []server.Check
 }
 
 type harnessOption func(*harnessConfig)
@@ -52,10 +49,6 @@ type harnessOption func(*harnessConfig)
 func withMySQL() harnessOption { return func(c *harnessConfig) { c.driver = "mysql" } }
 
 func withOffice(d *useroffice.Data) harnessOption { return func(c *harnessConfig) { c.office = d } }
-
-func withOfficeDelay(d time.Duration) harnessOption { return func(c *harnessConfig) { c.delay = d } }
-
-func withOfficeDown() harnessOption { return func(c *harnessConfig) { c.officeDown = true } }
 
 func withSettings(f func(*settings.Settings)) harnessOption {
 	return func(c *harnessConfig) { c.tweak = append(c.tweak, f) }
@@ -140,9 +133,6 @@ func newHarness(t testing.TB, opts ...harnessOption) *harness {
 	}
 
 	h := &harness{t: t, db: db, cfg: cfg, creds: useroffice.BasicCredentials{Username: "calipso", Password: "office-secret"}}
-	if hc.delay > 0 {
-		h.officeOp = append(h.officeOp, useroffice.WithDelay(hc.delay))
-	}
 	h.officeOp = append(h.officeOp, useroffice.WithLogger(quiet))
 	data := hc.office
 	if data == nil {
@@ -155,11 +145,7 @@ func newHarness(t testing.TB, opts ...harnessOption) *harness {
 		(*h.officeH.Load()).ServeHTTP(w, r)
 	}))
 	t.Cleanup(h.office.Close)
-	officeURL := h.office.URL
-	if hc.officeDown {
-		officeURL = closedURL(t)
-	}
-	ccfg := useroffice.ClientConfig(officeURL, h.creds)
+	ccfg := useroffice.ClientConfig(h.office.URL, h.creds)
 	ccfg.Timeout = cfg.UserOffice.Timeout.Duration
 	ccfg.Retries = 2
 	ccfg.RetryBackoff = 10 * time.Millisecond
@@ -189,18 +175,6 @@ func (h *harness) setOfficeData(d *useroffice.Data) {
 	}
 	handler := useroffice.NewServer(d, h.creds, h.officeOp...)
 	h.officeH.Store(&handler)
-}
-
-// closedURL is an http URL nobody listens on.
-func closedURL(t testing.TB) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	return "http://" + addr
 }
 
 // api is the absolute URL of an API path (relative to the base path).

@@ -14,7 +14,6 @@ import (
 	"net/url"
 	"regexp"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
 
@@ -458,5 +457,3 @@ func routeName(next http.Handler) http.Handler {
 		next.ServeHTTP(w, r)
 	})
 }
-
-func itoa(i int64) string { return strconv.FormatInt(i, 10) }
