@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	cerrdefs "github.com/containerd/errdefs"
+
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/api/types/filters"
 	"github.com/docker/docker/client"
@@ -186,7 +188,7 @@ func (e *env) containers(t testing.TB) []container.Summary {
 func (e *env) inspect(t testing.TB, name string) (container.InspectResponse, bool) {
 	t.Helper()
 	info, err := e.cli.ContainerInspect(context.Background(), name)
-	if client.IsErrNotFound(err) {
+	if cerrdefs.IsNotFound(err) {
 		return info, false
 	}
 	if err != nil {

@@ -158,7 +158,7 @@ func TestDesktopLifecycle(t *testing.T) {
 func TestIdentity(t *testing.T) {
 	e := newEnv(t, envOptions{noGuac: true, edit: func(s *settings.Settings) { s.Workloads.UID, s.Workloads.GID = 3001, 3002 }})
 	ctx := context.Background()
-	withOwn := e.newUser(t, "bea")
+	e.newUser(t, "bea")
 	if err := e.db.SetIdentity(ctx, "test", "bea", intp(2001), intp(2002), ""); err != nil {
 		t.Fatalf("SetIdentity: %v", err)
 	}

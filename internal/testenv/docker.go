@@ -157,7 +157,7 @@ func workloadSource() (string, error) {
 func buildWorkload(ctx context.Context, src string) ([]byte, error) {
 	goTool, err := exec.LookPath("go")
 	if err != nil {
-		goTool = filepath.Join(runtime.GOROOT(), "bin", "go") //nolint:staticcheck // fallback when go is not on PATH
+		return nil, fmt.Errorf("build the test workload: %w", err)
 	}
 	out := filepath.Join(os.TempDir(), "calipso-workload-"+RandomHex(6))
 	defer os.Remove(out)
