@@ -86,17 +86,33 @@ func ParseSize(s string) (int64, error) {
 	return int64(math.Round(bytes)), nil
 }
 
-// FormatSize writes bytes the way CalipsoPlus stored sizes ("30G", "512M"), exact.
-func FormatSize(b int64) string {
-	for _, u := range []struct {
-		suffix string
-		size   int64
-	}{{"T", 1 << 40}, {"G", 1 << 30}, {"M", 1 << 20}, {"K", 1 << 10}} {
-		if b != 0 && b%u.size == 0 {
-			return strconv.FormatInt(b/u.size, 10) + u.suffix
-		}
+// GiB is the unit of every size the CalipsoPlus frontend reads.
+const GiB = 1 << 30
+
+// FormatGiB writes a size the way the frontend reads it: a whole number of gigabytes
+// followed by "G", "0G" included (it drops the last character and reads an integer).
+// A size that is not a whole number of GiB, possible only when set outside the API,
+// is rounded up, so that the frontend never thinks more is free than is.
+func FormatGiB(b int64) string {
+	if b <= 0 {
+		return "0G"
 	}
-	return strconv.FormatInt(b, 10)
+	return strconv.FormatInt((b+GiB-1)/GiB, 10) + "G"
+}
+
+// ParseGiB parses a size given through the compat API: a whole number of gigabytes,
+// "30G", "30GB", "30GiB" or a bare "30", all read as GiB as the frontend reads them.
+// Anything else ("512M", "1.5G") is refused: the frontend would compute with
+// another value than the server.
+func ParseGiB(s string) (int64, error) {
+	t := strings.TrimSpace(s)
+	num := strings.TrimRight(t, "GgBbIi ")
+	unit := strings.ToLower(strings.TrimSpace(t[len(num):]))
+	n, err := strconv.ParseInt(num, 10, 64)
+	if err != nil || n < 0 || n > 1<<20 || (unit != "" && unit != "g" && unit != "gb" && unit != "gib") {
+		return 0, fmt.Errorf("%w: size %q: want a whole number of gigabytes such as 30G", ErrInvalid, s)
+	}
+	return n * GiB, nil
 }
 
 // ParseCPUs parses a CPU count: "2", "0.5" or Kubernetes' "500m".

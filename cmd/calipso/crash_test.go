@@ -386,7 +386,7 @@ func TestCrashDuringLaunch(t *testing.T) {
 				t.Fatalf("launch after restart = %d %s, %v", status, body, err)
 			}
 			var rec containerRecord
-			if err := json.Unmarshal(body, &rec); err != nil || rec.Status != "running" {
+			if err := json.Unmarshal(body, &rec); err != nil || rec.Status != "created" {
 				t.Fatalf("launch after restart answered %s", body)
 			}
 			if n := s.guacRows(); n == 0 {

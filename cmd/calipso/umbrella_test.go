@@ -551,16 +551,23 @@ func TestUmbrellaSAMLLoginThroughTheApp(t *testing.T) {
 	b := newUmbrellaBrowser(t)
 
 	b.federate(app, idp)
+	// The autologin page: umbrella/logout/ first, which must not forget the identity.
+	wantJSON(t, b.get(app.base+"umbrella/logout/", nil), http.StatusOK, `"ok logout"`)
 	hash, uid, ok := b.federatedSession(app)
-	if !ok || hash != alice || uid != umbrellaUID {
-		t.Fatalf("umbrella/session/ = %q %q %v, want %q %q", hash, uid, ok, alice, umbrellaUID)
+	// uid is the account the user office maps the hash to, not the IdP's uid: the
+	// frontend uses it as the username from then on.
+	if !ok || hash != alice || uid != "alice" {
+		t.Fatalf("umbrella/session/ = %q %q %v, want %q %q (not the IdP's %q)", hash, uid, ok, alice, "alice", umbrellaUID)
 	}
 	if who := b.loggedInAs(app); who != "" {
 		t.Fatalf("logged in as %q before umbrella/wuo/", who)
 	}
-	// The posted uid is the frontend's to send, not proof of anything: the user office's
-	// mapping of the federated hash decides the account.
-	wantJSON(t, b.postJSON(app, "umbrella/wuo/", map[string]string{"EAAHash": hash, "uid": "bob"}), http.StatusOK, `"Login OK"`)
+	// The posted uid must be that account: the user office's mapping of the federated
+	// hash decides, and another uid is refused.
+	if a := b.postJSON(app, "umbrella/wuo/", map[string]string{"EAAHash": hash, "uid": "bob"}); a.status != http.StatusForbidden {
+		t.Fatalf("wuo with another uid: want 403, got %d: %s", a.status, a.body)
+	}
+	wantJSON(t, b.postJSON(app, "umbrella/wuo/", map[string]string{"EAAHash": hash, "uid": uid}), http.StatusOK, `"Login OK"`)
 	wantJSON(t, b.get(app.base+"authenticated/", nil), http.StatusOK, `{"username":"alice","authenticated":"true"}`)
 }
 
@@ -770,10 +777,13 @@ func TestUmbrellaHeaderMode(t *testing.T) {
 				}
 				return
 			}
-			if !ok || hash != alice || uid != umbrellaUID {
-				t.Fatalf("umbrella/session/ = %q %q %v, want %q %q", hash, uid, ok, alice, umbrellaUID)
+			if !ok || hash != alice || uid != "alice" {
+				t.Fatalf("umbrella/session/ = %q %q %v, want %q %q", hash, uid, ok, alice, "alice")
 			}
-			wantJSON(t, b.postJSON(app, "umbrella/wuo/", map[string]string{"EAAHash": hash, "uid": "bob"}), http.StatusOK, `"Login OK"`)
+			if a := b.postJSON(app, "umbrella/wuo/", map[string]string{"EAAHash": hash, "uid": "bob"}); a.status != http.StatusForbidden {
+				t.Fatalf("wuo with another uid: want 403, got %d: %s", a.status, a.body)
+			}
+			wantJSON(t, b.postJSON(app, "umbrella/wuo/", map[string]string{"EAAHash": hash, "uid": uid}), http.StatusOK, `"Login OK"`)
 			if who := b.loggedInAs(app); who != "alice" {
 				t.Fatalf("logged in as %q, want alice", who)
 			}

@@ -81,9 +81,10 @@ func BenchmarkHundredUsersAtOnce(b *testing.B) {
 	e := newEnv(b, envOptions{driver: "mysql"})
 	ctx := context.Background()
 	accounts := make([]store.User, users)
+	refs := make([]string, users)
 	for i := range accounts {
 		accounts[i] = e.newUser(b, fmt.Sprintf("user%d", i))
-		e.experiment(b, accounts[i], fmt.Sprintf("crowd%d", i), nil, nil)
+		refs[i] = e.experiment(b, accounts[i], fmt.Sprintf("crowd%d", i), nil, nil)
 	}
 	var launchWall, engineWall time.Duration
 	b.ResetTimer()
@@ -102,7 +103,7 @@ func BenchmarkHundredUsersAtOnce(b *testing.B) {
 		made := make([]store.Resource, users)
 		launchWall += parallel(b, users, func(i int) error {
 			var err error
-			made[i], err = e.svc.Launch(ctx, accounts[i], fmt.Sprintf("crowd%d~1", i), desktopImage)
+			made[i], err = e.svc.Launch(ctx, accounts[i], refs[i], desktopImage)
 			return err
 		})
 		b.StopTimer()

@@ -160,7 +160,9 @@ func (e *env) newUser(t testing.TB, name string) store.User {
 func (e *env) experiment(t testing.TB, u store.User, proposal string, uid, gid *int, sessions ...experiments.Session) string {
 	t.Helper()
 	if len(sessions) == 0 {
-		sessions = []experiments.Session{{SessionNumber: "1", Subject: "beamtime"}}
+		// Session numbers are unique, as user offices give them: the frontend ties a
+		// resource to its session row by the number alone.
+		sessions = []experiments.Session{{SessionNumber: proposal + "-01", Subject: "beamtime"}}
 	}
 	ctx := context.Background()
 	if _, err := e.db.PutExperiment(ctx, "test", experiments.Experiment{ProposalID: proposal, Subject: "test " + proposal, UID: uid, GID: gid, Sessions: sessions}); err != nil {

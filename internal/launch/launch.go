@@ -12,8 +12,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"regexp"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/calipsoplus/calipso/experiments"
@@ -95,10 +97,21 @@ func (s *Service) name(id int64) string { return provisioner.Name(s.cfg.Instance
 
 func randomPassword() string { return rand.Text() }
 
+// IsOwnResource says whether a launch reference names an own resource rather than
+// an experiment session.
+func IsOwnResource(ref string) bool { return !strings.Contains(ref, "~") }
+
 // isDesktop says whether a protocol is reached through Guacamole.
 func isDesktop(protocol string) bool { return protocol == "vnc" || protocol == "rdp" }
 
-// Launch starts publicName for u on the experiment session ref ("proposal~session").
+// ownResourceID is what the frontend's "Own resource" launcher sends instead of an
+// experiment reference: a short random id (normally 5 lowercase letters and digits).
+var ownResourceID = regexp.MustCompile(`^[A-Za-z0-9_-]{1,32}$`)
+
+// Launch starts publicName for u. ref is an experiment session, "proposal~session",
+// whose datasets are mounted and whose uid/gid the workload runs as; or, without
+// "~", the id of an own resource: no datasets, the user's identity. Callers check
+// that u may launch own resources.
 func (s *Service) Launch(ctx context.Context, u store.User, ref, publicName string) (store.Resource, error) {
 	im, err := s.db.Image(ctx, publicName)
 	if err != nil {
@@ -108,23 +121,36 @@ func (s *Service) Launch(ctx context.Context, u store.User, ref, publicName stri
 	if err != nil {
 		return store.Resource{}, err
 	}
-	so, err := s.db.UserSession(ctx, u.ID, ref)
-	if err != nil {
-		return store.Resource{}, err
+	var (
+		so   store.SessionOf
+		vols []experiments.Volume
+	)
+	if IsOwnResource(ref) {
+		if !ownResourceID.MatchString(ref) {
+			return store.Resource{}, fmt.Errorf("%w: own resource id %q: want 1 to 32 letters, digits, '_' or '-'", store.ErrInvalid, ref)
+		}
+		so.Experiment.ProposalID = ref
+	} else {
+		if so, err = s.db.UserSession(ctx, u.ID, ref); err != nil {
+			return store.Resource{}, err
+		}
+		roots := experiments.Roots{Datasets: s.cfg.Workloads.DatasetsRoot, Output: s.cfg.Workloads.OutputRoot}
+		vols, err = experiments.ParseVolumes(so.Experiment.Sessions[0].DataSetPath, roots)
+		if err == nil {
+			vols, err = experiments.ResolveHostPaths(vols, roots)
+		}
+		if err != nil {
+			return store.Resource{}, fmt.Errorf("session %s: %w", ref, err)
+		}
+		ref = so.Experiment.ProposalID + "~" + so.Experiment.Sessions[0].SessionNumber
 	}
-	session := so.Experiment.Sessions[0]
-	roots := experiments.Roots{Datasets: s.cfg.Workloads.DatasetsRoot, Output: s.cfg.Workloads.OutputRoot}
-	vols, err := experiments.ParseVolumes(session.DataSetPath, roots)
-	if err == nil {
-		vols, err = experiments.ResolveHostPaths(vols, roots)
+	var sessionID *int64
+	if so.SessionID != 0 {
+		sessionID = &so.SessionID
 	}
-	if err != nil {
-		return store.Resource{}, fmt.Errorf("session %s: %w", ref, err)
-	}
-	experiment := so.Experiment.ProposalID + "~" + session.SessionNumber
 	defaultQuota := s.cfg.Quotas.Default
 	r, err := s.db.Reserve(ctx, store.Launch{
-		UserID: u.ID, Experiment: experiment, SessionID: &so.SessionID, Image: im, Default: defaultQuota,
+		UserID: u.ID, Experiment: ref, SessionID: sessionID, Image: im, Default: defaultQuota,
 		VNCPassword: randomPassword(), NameOf: s.name, OnePerSession: true,
 	})
 	if err != nil {
@@ -262,8 +288,10 @@ func (s *Service) connection(r store.Resource, inst provisioner.Instance, user, 
 }
 
 // Stop stops a resource; its Guacamole record goes, the workload stays until Remove.
+// Stopping a record that is no longer up (stopped, failed, removed) answers it as it
+// is: the frontend calls rm only after a stop succeeded.
 func (s *Service) Stop(ctx context.Context, r store.Resource) (store.Resource, error) {
-	if r.State == store.Stopped {
+	if r.State == store.Stopped || r.State == store.Failed || r.State == store.Removed {
 		return r, nil
 	}
 	r, err := s.db.Move(ctx, r.ID, store.Stopping, store.Update{})

@@ -15,13 +15,13 @@ var (
 		"memory": "string", "hdd": "string", "resource_type": "string"}
 	pageShape       = map[string]string{"count": "number", "next": "string|null", "previous": "string|null", "page_size": "number", "results": "array"}
 	experimentShape = map[string]string{"id": "number", "favorite": "bool", "proposal_id": "string", "subject": "string",
-		"body": "string", "beam_line": "string", "uid": "number|null", "gid": "number|null", "sessions": "array"}
+		"body": "string", "beam_line": "string", "uid": "string", "gid": "string", "sessions": "array"}
 	sessionShape = map[string]string{"session_number": "string", "start_date": "string|null", "end_date": "string|null",
 		"subject": "string", "body": "string", "data_set_path": "string"}
 	containerShape = map[string]string{"id": "number", "calipso_user": "number", "username": "string", "calipso_experiment": "string",
 		"container_id": "string", "container_name": "string", "container_status": "string", "container_logs": "string",
 		"guacamole_username": "string", "guacamole_password": "string", "creation_date": "string", "host_port": "string",
-		"public_name": "string", "container_info": "string", "image": "string", "num_cpus": "number",
+		"public_name": "string", "container_info": "string", "image": "number|null", "num_cpus": "number",
 		"memory_allocated": "string", "hdd_allocated": "string"}
 )
 
@@ -213,7 +213,7 @@ func TestAuthorization(t *testing.T) {
 		{"run", "GET", fixed("resource/run/bob/" + session + "/static_link/"), nil, false, 201, func(t *testing.T, a answer) {
 			launched = a.object(t)
 			wantKeys(t, launched, containerShape)
-			if launched["username"] != "bob" || launched["container_status"] != "running" || launched["host_port"] != "https://www.calipsoplus.eu/" {
+			if launched["username"] != "bob" || launched["container_status"] != "created" || launched["host_port"] != "https://www.calipsoplus.eu/" {
 				t.Errorf("run: %v", launched)
 			}
 		}},

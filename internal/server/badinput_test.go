@@ -24,7 +24,7 @@ func TestBadInput(t *testing.T) {
 		method string
 		path   string // raw, escaped as sent
 		body   any
-		want   int // 0: any 4xx
+		want   int // 0: any 4xx; 200: what the frontend may send, never refused (an error logs the user out)
 	}{
 		// JSON bodies.
 		{"login malformed", alice, "POST", "login/", `{"username":`, 400},
@@ -95,14 +95,14 @@ func TestBadInput(t *testing.T) {
 		{"page text", alice, "GET", "users/alice/experiments/?page=abc", nil, 400},
 		{"page float", alice, "GET", "users/alice/experiments/?page=1.5", nil, 400},
 		{"page huge", alice, "GET", "users/alice/experiments/?page=99999999999999999999", nil, 400},
-		{"ordering unknown", alice, "GET", "users/alice/experiments/?ordering=password", nil, 400},
-		{"ordering injection", alice, "GET", "users/alice/experiments/?ordering=" + url.QueryEscape("subject; DROP TABLE users"), nil, 400},
-		{"ordering double minus", alice, "GET", "users/alice/experiments/?ordering=--subject", nil, 400},
-		{"search too long", alice, "GET", "users/alice/experiments/?search=" + strings.Repeat("x", 201), nil, 400},
-		{"favorite filter bad", alice, "GET", "users/alice/experiments/?calipsouserexperiment__favorite=maybe", nil, 400},
+		{"ordering unknown", alice, "GET", "users/alice/experiments/?ordering=password", nil, 200},
+		{"ordering injection", alice, "GET", "users/alice/experiments/?ordering=" + url.QueryEscape("subject; DROP TABLE users"), nil, 200},
+		{"ordering double minus", alice, "GET", "users/alice/experiments/?ordering=--subject", nil, 200},
+		{"search too long", alice, "GET", "users/alice/experiments/?search=" + strings.Repeat("x", 5000), nil, 200},
+		{"favorite filter bad", alice, "GET", "users/alice/experiments/?calipsouserexperiment__favorite=maybe", nil, 200},
 		{"bad query escape", alice, "GET", "users/alice/experiments/?page=%zz", nil, 0},
 		{"users page text", carol, "GET", "users/?page=x", nil, 400},
-		{"users ordering unknown", carol, "GET", "users/?ordering=password", nil, 400},
+		{"users ordering unknown", carol, "GET", "users/?ordering=password", nil, 200},
 	}
 	for _, row := range rows {
 		t.Run(row.name, func(t *testing.T) {
@@ -128,6 +128,10 @@ func TestBadInput(t *testing.T) {
 				req.Header.Set("X-CSRFToken", row.who.csrfToken())
 			}
 			a := row.who.send(req)
+			if row.want == http.StatusOK {
+				wantStatus(t, a, http.StatusOK)
+				return
+			}
 			if row.want == 0 {
 				if a.status < 400 || a.status > 499 {
 					t.Fatalf("status %d, want a 4xx; body %s", a.status, a.body)

@@ -8,7 +8,9 @@ import (
 	"log/slog"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/gorilla/mux"
 	lru "github.com/hashicorp/golang-lru/v2"
@@ -124,7 +126,7 @@ func toExperimentsJSON(list []store.UserExperiment) []experimentJSON {
 	out := make([]experimentJSON, 0, len(list))
 	for _, e := range list {
 		ej := experimentJSON{ID: e.LinkID, Favorite: e.Favorite, ProposalID: e.ProposalID, Subject: e.Subject, Body: e.Body,
-			BeamLine: e.BeamLine, UID: e.UID, GID: e.GID, Sessions: make([]sessionJSON, 0, len(e.Sessions))}
+			BeamLine: e.BeamLine, UID: idText(e.UID), GID: idText(e.GID), Sessions: make([]sessionJSON, 0, len(e.Sessions))}
 		for _, ss := range e.Sessions {
 			ej.Sessions = append(ej.Sessions, sessionJSON{SessionNumber: ss.SessionNumber, StartDate: datePtr(ss.StartDate),
 				EndDate: datePtr(ss.EndDate), Subject: ss.Subject, Body: ss.Body, DataSetPath: ss.DataSetPath})
@@ -183,8 +185,8 @@ type experimentJSON struct {
 	Subject    string        `json:"subject"`
 	Body       string        `json:"body"`
 	BeamLine   string        `json:"beam_line"`
-	UID        *int          `json:"uid"`
-	GID        *int          `json:"gid"`
+	UID        string        `json:"uid"` // numeric text, "" when unknown: the original's type
+	GID        string        `json:"gid"`
 	Sessions   []sessionJSON `json:"sessions"`
 }
 
@@ -195,6 +197,13 @@ type sessionJSON struct {
 	Subject       string     `json:"subject"`
 	Body          string     `json:"body"`
 	DataSetPath   string     `json:"data_set_path"`
+}
+
+func idText(id *int) string {
+	if id == nil {
+		return ""
+	}
+	return strconv.Itoa(*id)
 }
 
 func datePtr(d experiments.Date) *time.Time {
@@ -211,20 +220,12 @@ func (s *server) handleExperiments() http.HandlerFunc {
 			writeError(w, r, s.Log, err)
 			return
 		}
-		q := r.URL.Query()
+		q := queryOf(r)
 		query := store.ExperimentQuery{Search: q.Get("search"), Ordering: q.Get("ordering"), Page: p, PageSize: s.Settings.Pagination.Experiments}
-		if len(query.Search) > 200 {
-			writeError(w, r, s.Log, fmt.Errorf("%w: search is limited to 200 characters", errBadRequest))
-			return
-		}
-		if v := q.Get("calipsouserexperiment__favorite"); v != "" {
-			fav, err := strconv.ParseBool(v)
-			if err != nil {
-				writeError(w, r, s.Log, fmt.Errorf("%w: calipsouserexperiment__favorite must be true or false", errBadRequest))
-				return
-			}
-			query.Favorite = &fav
-		}
+		// Searches are never refused (an error logs the user out); a pasted text is cut
+		// at a length no proposal field reaches.
+		query.Search = truncateText(query.Search, maxSearch)
+		query.Favorite = favoriteFilter(q.Get("calipsouserexperiment__favorite"))
 		stale, fetched, err := s.office.refresh(r.Context(), target)
 		if fetched { // the fetch time and version read with the session are behind
 			s.sessions.forgetUser(target.Username)
@@ -295,4 +296,34 @@ func (b *flexBool) UnmarshalJSON(data []byte) error {
 		return fmt.Errorf("want true, false, \"1\" or \"0\"")
 	}
 	return nil
+}
+
+// maxSearch bounds the search text used: longer text is cut, not refused.
+const maxSearch = 500
+
+// truncateText cuts s to at most n bytes on a rune boundary.
+func truncateText(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n]
+}
+
+// favoriteFilter reads calipsouserexperiment__favorite: 1 or true gives only the
+// favourites, 0 or false only the others; any other value is ignored, as by the
+// original (Django's BooleanFilter), never an error.
+func favoriteFilter(v string) *bool {
+	var fav bool
+	switch strings.ToLower(v) {
+	case "1", "true":
+		fav = true
+	case "0", "false":
+		fav = false
+	default:
+		return nil
+	}
+	return &fav
 }

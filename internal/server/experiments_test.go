@@ -88,26 +88,33 @@ var fields = map[string]func(row) string{
 	"subject":     func(r row) string { return r.Subject },
 	"body":        func(r row) string { return r.Body },
 	"beam_line":   func(r row) string { return r.BeamLine },
+	// The star column: not favourite first.
+	"calipsouserexperiment__favorite": func(r row) string {
+		if r.Favorite {
+			return "1"
+		}
+		return "0"
+	},
 }
 
 // expect computes what a query must answer from all rows: case-insensitive search in
 // the four fields, favourite filter, ordering with the link id as tie-break.
 func expect(all []row, search, ordering string, fav *bool) []row {
 	var out []row
-	s := strings.ToLower(search)
+	// Django REST framework's SearchFilter: terms split on spaces and commas, each
+	// found in one of the fields.
+	terms := strings.Fields(strings.ReplaceAll(strings.ToLower(search), ",", " "))
 	for _, r := range all {
 		if fav != nil && r.Favorite != *fav {
 			continue
 		}
-		if s != "" && !slices.ContainsFunc([]string{r.Subject, r.Body, r.ProposalID, r.BeamLine}, func(f string) bool {
-			return strings.Contains(strings.ToLower(f), s)
-		}) {
+		if !allTermsIn(terms, r.Subject, r.Body, r.ProposalID, r.BeamLine) {
 			continue
 		}
 		out = append(out, r)
 	}
-	if ordering == "" {
-		ordering = "proposal_id"
+	if _, known := fields[strings.TrimPrefix(ordering, "-")]; !known {
+		ordering = "proposal_id" // unknown orderings are ignored, as by the original
 	}
 	desc := strings.HasPrefix(ordering, "-")
 	key := fields[strings.TrimPrefix(ordering, "-")]
@@ -119,6 +126,15 @@ func expect(all []row, search, ordering string, fav *bool) []row {
 		return c
 	})
 	return out
+}
+
+func allTermsIn(terms []string, fields ...string) bool {
+	for _, t := range terms {
+		if !slices.ContainsFunc(fields, func(f string) bool { return strings.Contains(strings.ToLower(f), t) }) {
+			return false
+		}
+	}
+	return true
 }
 
 func TestExperimentsQueries(t *testing.T) {
@@ -156,6 +172,10 @@ func TestExperimentsQueries(t *testing.T) {
 		{"eve", "", nil, 1}, {"'", "", nil, 1},
 		{"", "", &yes, 1}, {"", "", &yes, 2}, {"", "-subject", &no, 1}, {"crystal", "", &yes, 1},
 		{"", "", nil, 99}, {"crystal", "", nil, 5},
+		{"", "calipsouserexperiment__favorite", nil, 1}, {"", "-calipsouserexperiment__favorite", nil, 1},
+		{"", "-calipsouserexperiment__favorite", nil, 6}, {"crystal", "calipsouserexperiment__favorite", &yes, 1},
+		{"crystal,films", "", nil, 1}, {"crystal  p00", "", nil, 1}, {"y body", "", nil, 1}, {" , ", "", nil, 1},
+		{"", "no_such_field", nil, 1}, {"", "-id; DROP TABLE users", nil, 2}, {"", "--subject", nil, 1},
 	}
 	for _, c := range cases {
 		name := fmt.Sprintf("search=%q ordering=%q fav=%v page=%d", c.search, c.ordering, deref(c.fav), c.page)

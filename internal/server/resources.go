@@ -8,11 +8,12 @@ import (
 
 	"github.com/gorilla/mux"
 
+	"github.com/calipsoplus/calipso/internal/launch"
 	"github.com/calipsoplus/calipso/internal/store"
 	"github.com/calipsoplus/calipso/quotas"
 )
 
-// containerJSON is CalipsoPlus' container record.
+// containerJSON is CalipsoPlus' container record, plus id (compat-api.md).
 type containerJSON struct {
 	ID                int64     `json:"id"`
 	CalipsoUser       int64     `json:"calipso_user"`
@@ -28,19 +29,20 @@ type containerJSON struct {
 	HostPort          string    `json:"host_port"`
 	PublicName        string    `json:"public_name"`
 	ContainerInfo     string    `json:"container_info"`
-	Image             string    `json:"image"`
+	Image             *int64    `json:"image"`
 	NumCPUs           float64   `json:"num_cpus"`
 	MemoryAllocated   string    `json:"memory_allocated"`
 	HDDAllocated      string    `json:"hdd_allocated"`
 }
 
-// compatStatus maps our states to the statuses the frontend knows.
+// compatStatus maps our states to the statuses the frontend knows: "created" is the
+// only one it takes as up ("running" shows as a red error).
 func compatStatus(s store.State) string {
 	switch s {
 	case store.Pending, store.Stopping:
 		return "busy"
 	case store.Running:
-		return "running"
+		return "created"
 	case store.Stopped:
 		return "stopped"
 	case store.Removed:
@@ -50,15 +52,23 @@ func compatStatus(s store.State) string {
 	}
 }
 
+// notCreatedYet is what the original showed as container_id while launching.
+const notCreatedYet = "not created yet"
+
 // toContainerJSON renders a record. Guacamole credentials are only ever put in
 // records answered to their owner or an admin: every caller checks that first.
 func toContainerJSON(r store.Resource) containerJSON {
+	session, proposal := store.SplitExperiment(r.Experiment)
+	id := r.EngineID
+	if id == "" {
+		id = notCreatedYet
+	}
 	return containerJSON{
-		ID: r.ID, CalipsoUser: r.UserID, Username: r.Username, CalipsoExperiment: r.Experiment,
-		ContainerID: r.EngineID, ContainerName: r.EngineName, ContainerStatus: compatStatus(r.State),
+		ID: r.ID, CalipsoUser: r.UserID, Username: r.Username, CalipsoExperiment: session,
+		ContainerID: id, ContainerName: r.EngineName, ContainerStatus: compatStatus(r.State),
 		ContainerLogs: r.Error, GuacamoleUsername: r.GuacamoleUsername, GuacamolePassword: r.GuacamolePassword,
-		CreationDate: r.Created, HostPort: r.HostPort, PublicName: r.PublicName, ContainerInfo: r.Info,
-		Image: r.Image, NumCPUs: r.CPU, MemoryAllocated: quotas.FormatSize(r.MemoryBytes), HDDAllocated: quotas.FormatSize(r.HDDBytes),
+		CreationDate: r.Created.UTC(), HostPort: r.HostPort, PublicName: r.PublicName, ContainerInfo: proposal,
+		Image: r.ImageID, NumCPUs: r.CPU, MemoryAllocated: quotas.FormatGiB(r.MemoryBytes), HDDAllocated: quotas.FormatGiB(r.HDDBytes),
 	}
 }
 
@@ -73,6 +83,19 @@ func toContainersJSON(rs []store.Resource) []containerJSON {
 func (s *server) handleRun() http.HandlerFunc {
 	return s.stateChangingGET(s.own(func(w http.ResponseWriter, r *http.Request, _, target store.User) {
 		v := mux.Vars(r)
+		if launch.IsOwnResource(v["experiment"]) {
+			// The frontend offers the "Own resource" launcher only when login/type/ says
+			// so; the server holds to the same answer.
+			ok, err := s.authorised(r.Context(), target)
+			if err != nil {
+				writeError(w, r, s.Log, err)
+				return
+			}
+			if !ok {
+				writeError(w, r, s.Log, fmt.Errorf("%w: %s may not launch own resources (the user office does not authorise it)", errForbidden, target.Username))
+				return
+			}
+		}
 		res, err := s.Resources.Launch(r.Context(), target, v["experiment"], v["public_name"])
 		if err != nil {
 			writeError(w, r, s.Log, err)
@@ -127,8 +150,10 @@ func (s *server) handleRemove() http.HandlerFunc {
 	}))
 }
 
-// shownStates are the records a user's list shows: everything not yet removed.
-var shownStates = []store.State{store.Pending, store.Running, store.Stopping, store.Stopped, store.Failed}
+// shownStates are the records a user's list shows: the live ones, launching or up
+// (which are also what the used quota counts). Stopped, removed and failed records
+// are not listed, so that a failed launch leaves no card behind.
+var shownStates = store.LiveStates
 
 func (s *server) handleUserContainers() http.HandlerFunc {
 	return s.own(func(w http.ResponseWriter, r *http.Request, _, target store.User) {

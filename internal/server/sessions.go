@@ -19,12 +19,8 @@ import (
 // sessionCookie is the session cookie's name, as Django's.
 const sessionCookie = "sessionid"
 
-// Session value keys.
-const (
-	keyUsername     = "username"
-	keyUmbrellaHash = "umbrella_hash"
-	keyUmbrellaUID  = "umbrella_uid"
-)
+// keyUsername is the session value naming the logged-in account.
+const keyUsername = "username"
 
 // sessionUserKey holds, in a loaded session's values, the account read with it.
 type sessionUserKey struct{}

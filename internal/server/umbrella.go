@@ -1,13 +1,19 @@
 package server
 
 import (
+	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"crypto/subtle"
 	"errors"
 	"fmt"
 	"net/http"
 	"strings"
+	"time"
+
+	"github.com/gorilla/securecookie"
 
 	"github.com/calipsoplus/calipso/experiments"
-	"github.com/calipsoplus/calipso/federation"
 	"github.com/calipsoplus/calipso/internal/store"
 )
 
@@ -26,15 +32,73 @@ func (s *server) apiURL(r *http.Request, path string) string {
 	return c.scheme + "://" + c.host + s.Settings.BasePath + path
 }
 
-// keepIdentity stores the federated identity in the browser's session.
-func (s *server) keepIdentity(w http.ResponseWriter, r *http.Request, id federation.Identity) error {
-	sess := s.session(r)
-	if err := s.sessions.rotate(r.Context(), sess); err != nil {
-		return err
+// federatedCookie holds the identity the IdP (or mod_shib) vouched for, apart from
+// the login session: the autologin page calls umbrella/logout/ right before
+// umbrella/session/, so an identity kept in the login session would be gone and the
+// browser would go round the IdP for ever. It is sealed (signed and encrypted), lives
+// a few minutes, and is consumed by a successful umbrella/wuo/.
+const federatedCookie = "calipso_federated"
+
+// federatedTTL is how long an identity waits for umbrella/wuo/.
+const federatedTTL = 10 * time.Minute
+
+// federatedIdentity is what federatedCookie holds.
+type federatedIdentity struct {
+	Hash string `json:"h"` // the EAA hash
+	UID  string `json:"u"` // the IdP's uid attribute
+	// Username is the account the user office maps Hash to, once asked: what
+	// umbrella/session/ answers as uid and umbrella/wuo/ logs in.
+	Username string `json:"n,omitempty"`
+}
+
+// newFederatedCodec seals federatedCookie with keys of its own, derived from the
+// secret key.
+func newFederatedCodec(secret []byte) *securecookie.SecureCookie {
+	derive := func(label string) []byte {
+		m := hmac.New(sha256.New, secret)
+		m.Write([]byte("calipso federated identity " + label))
+		return m.Sum(nil)
 	}
-	sess.Values = map[any]any{keyUmbrellaHash: id.EAAHash, keyUmbrellaUID: id.UID}
-	sess.Options.MaxAge = int(s.Settings.Auth.SessionMaxAge.Seconds())
-	return sess.Save(r, w)
+	c := securecookie.New(derive("hash"), derive("block"))
+	c.MaxAge(int(federatedTTL.Seconds()))
+	c.SetSerializer(securecookie.JSONEncoder{})
+	return c
+}
+
+// keepIdentity stores the federated identity in its own cookie.
+func (s *server) keepIdentity(w http.ResponseWriter, r *http.Request, id federatedIdentity) error {
+	v, err := s.federated.Encode(federatedCookie, id)
+	if err != nil {
+		return fmt.Errorf("seal federated identity: %w", err)
+	}
+	http.SetCookie(w, &http.Cookie{Name: federatedCookie, Value: v, Path: s.Settings.BasePath, MaxAge: int(federatedTTL.Seconds()),
+		HttpOnly: true, Secure: s.Settings.Auth.SecureCookies || client(r).scheme == "https", SameSite: http.SameSiteLaxMode})
+	return nil
+}
+
+// forgetIdentity deletes the federated identity's cookie.
+func (s *server) forgetIdentity(w http.ResponseWriter) {
+	http.SetCookie(w, &http.Cookie{Name: federatedCookie, Value: "", Path: s.Settings.BasePath, MaxAge: -1, HttpOnly: true})
+}
+
+// identity returns this browser's federated identity: in header mode from mod_shib's
+// headers when a trusted proxy sends them (as the original read them), else from
+// federatedCookie.
+func (s *server) identity(r *http.Request) (federatedIdentity, bool) {
+	if s.Header != nil {
+		if id, ok := s.Header.Identity(r); ok && id.EAAHash != "" {
+			return federatedIdentity{Hash: id.EAAHash, UID: id.UID}, true
+		}
+	}
+	c, err := r.Cookie(federatedCookie)
+	if err != nil {
+		return federatedIdentity{}, false
+	}
+	var id federatedIdentity
+	if err := s.federated.Decode(federatedCookie, c.Value, &id); err != nil || id.Hash == "" {
+		return federatedIdentity{}, false // forged, expired or from an old key
+	}
+	return id, true
 }
 
 func (s *server) handleUmbrellaLogin() http.HandlerFunc {
@@ -68,7 +132,7 @@ func (s *server) handleACS() http.HandlerFunc {
 			writeJSON(w, http.StatusForbidden, map[string]string{"error": "login failed"})
 			return
 		}
-		if err := s.keepIdentity(w, r, id); err != nil {
+		if err := s.keepIdentity(w, r, federatedIdentity{Hash: id.EAAHash, UID: id.UID}); err != nil {
 			writeError(w, r, s.Log, err)
 			return
 		}
@@ -85,7 +149,7 @@ func (s *server) handleUmbrellaFrontend() http.HandlerFunc {
 			// Header mode: mod_shib vouches for the identity; ignored from anyone but
 			// a trusted proxy (HeaderMode checks the connection's address).
 			if id, ok := s.Header.Identity(r); ok {
-				if err := s.keepIdentity(w, r, id); err != nil {
+				if err := s.keepIdentity(w, r, federatedIdentity{Hash: id.EAAHash, UID: id.UID}); err != nil {
 					writeError(w, r, s.Log, err)
 					return
 				}
@@ -95,19 +159,51 @@ func (s *server) handleUmbrellaFrontend() http.HandlerFunc {
 	}
 }
 
+// umbrellaAccount asks the user office which account hash belongs to.
+func (s *server) umbrellaAccount(ctx context.Context, hash string) (string, error) {
+	username, err := s.Office.UmbrellaUser(ctx, hash)
+	if err == nil && !store.ValidUsername(username) {
+		s.Log.WarnContext(ctx, "user office: Umbrella hash maps to an invalid username", "username", username)
+		err = fmt.Errorf("umbrella hash: %w", experiments.ErrNotFound)
+	}
+	return username, err
+}
+
+// handleUmbrellaSession answers the federated identity. Its uid is the account the
+// user office maps the hash to, since the frontend uses it as the username from then
+// on; while the office knows no account (umbrella/wuo/ then answers 404, sending the
+// browser to the user office to link one) or cannot be asked, it is the IdP's uid.
 func (s *server) handleUmbrellaSession() http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		sess := s.session(r)
-		hash, _ := sess.Values[keyUmbrellaHash].(string)
-		uid, _ := sess.Values[keyUmbrellaUID].(string)
-		if hash == "" {
+		id, ok := s.identity(r)
+		if !ok {
 			writeJSON(w, http.StatusNotFound, map[string]string{"msg": "session not found"})
 			return
 		}
-		writeJSON(w, http.StatusOK, map[string]string{"EAAHash": hash, "uid": uid})
+		uid := id.Username
+		if uid == "" {
+			username, err := s.umbrellaAccount(r.Context(), id.Hash)
+			switch {
+			case err == nil:
+				uid, id.Username = username, username
+				if err := s.keepIdentity(w, r, id); err != nil {
+					writeError(w, r, s.Log, err)
+					return
+				}
+			case errors.Is(err, experiments.ErrNotFound):
+				uid = id.UID
+			default:
+				s.Log.WarnContext(r.Context(), "user office: Umbrella hash (answering the IdP's uid)", "err", err)
+				uid = id.UID
+			}
+		}
+		writeJSON(w, http.StatusOK, map[string]string{"EAAHash": id.Hash, "uid": uid})
 	}
 }
 
+// handleUmbrellaWUO logs in the account the user office maps this browser's
+// federated hash to. The posted uid must be that account (what umbrella/session/
+// answered): the original logged in whatever uid was posted.
 func (s *server) handleUmbrellaWUO() http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		var req struct {
@@ -122,16 +218,15 @@ func (s *server) handleUmbrellaWUO() http.HandlerFunc {
 			writeError(w, r, s.Log, fmt.Errorf("%w: EAAHash and uid are required", errBadRequest))
 			return
 		}
-		sess := s.session(r)
-		hash, _ := sess.Values[keyUmbrellaHash].(string)
-		if hash == "" || hash != req.EAAHash {
+		id, ok := s.identity(r)
+		if !ok || subtle.ConstantTimeCompare([]byte(id.Hash), []byte(req.EAAHash)) != 1 {
 			// Only the hash the IdP gave this browser counts: a posted one proves nothing.
 			s.metrics.login("umbrella", "refused")
 			writeJSON(w, http.StatusForbidden, map[string]string{"msg": "no federated session for this EAAHash"})
 			return
 		}
-		username, err := s.Office.UmbrellaUser(r.Context(), hash)
-		if errors.Is(err, experiments.ErrNotFound) || (err == nil && !store.ValidUsername(username)) {
+		username, err := s.umbrellaAccount(r.Context(), id.Hash)
+		if errors.Is(err, experiments.ErrNotFound) {
 			s.metrics.login("umbrella", "refused")
 			writeJSON(w, http.StatusNotFound, map[string]string{"msg": "user not found"})
 			return
@@ -141,17 +236,24 @@ func (s *server) handleUmbrellaWUO() http.HandlerFunc {
 			writeError(w, r, s.Log, err)
 			return
 		}
-		keep := map[string]string{keyUmbrellaHash: hash, keyUmbrellaUID: req.UID}
-		if err := s.startSession(w, r, username, keep); err != nil {
+		if req.UID != username {
+			s.metrics.login("umbrella", "refused")
+			writeJSON(w, http.StatusForbidden, map[string]string{"msg": "uid is not the account of this Umbrella identity: use the uid umbrella/session/ answers"})
+			return
+		}
+		if err := s.startSession(w, r, username, nil); err != nil {
 			s.metrics.login("umbrella", "error")
 			writeError(w, r, s.Log, err)
 			return
 		}
+		s.forgetIdentity(w)
 		s.metrics.login("umbrella", "ok")
 		writeJSON(w, http.StatusOK, "Login OK")
 	}
 }
 
+// handleUmbrellaLogout ends the login session only: the autologin page calls it right
+// before umbrella/session/, which must still find the federated identity.
 func (s *server) handleUmbrellaLogout() http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		if err := s.endSession(w, r); err != nil {

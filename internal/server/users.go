@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -32,8 +33,13 @@ type innerUserJSON struct {
 }
 
 func toUserJSON(u store.User) userJSON {
+	var last *time.Time
+	if u.LastLogin != nil {
+		t := u.LastLogin.UTC()
+		last = &t
+	}
 	return userJSON{ID: u.ID, CalipsoUID: u.UUID, UserID: u.ID,
-		User: innerUserJSON{Username: u.Username, LastLogin: u.LastLogin, IsSuperuser: u.IsAdmin}}
+		User: innerUserJSON{Username: u.Username, LastLogin: last, IsSuperuser: u.IsAdmin}}
 }
 
 // page is Django REST framework's page shape.
@@ -49,7 +55,7 @@ type page[T any] struct {
 
 // pageNumber reads ?page= (default 1).
 func pageNumber(r *http.Request) (int, error) {
-	v := r.URL.Query().Get("page")
+	v := queryOf(r).Get("page")
 	if v == "" {
 		return 1, nil
 	}
@@ -66,7 +72,7 @@ func pageLinks(r *http.Request, page, size, count int) (next, prev *string) {
 	c := client(r)
 	link := func(p int) *string {
 		u := url.URL{Scheme: c.scheme, Host: c.host, Path: r.URL.Path}
-		q := r.URL.Query()
+		q := queryOf(r)
 		if p == 1 {
 			q.Del("page") // as DRF does
 		} else {
@@ -100,7 +106,7 @@ func (s *server) handleUsers() http.HandlerFunc {
 			return
 		}
 		size := s.Settings.Pagination.Users
-		q := r.URL.Query()
+		q := queryOf(r)
 		users, total, err := s.Store.Users(r.Context(), store.UserQuery{Search: q.Get("search"), Ordering: q.Get("ordering"), Page: p, PageSize: size})
 		if err != nil {
 			writeError(w, r, s.Log, err)
@@ -156,7 +162,7 @@ type quotaJSON struct {
 }
 
 func toQuotaJSON(q quotas.Quota) quotaJSON {
-	return quotaJSON{CPU: q.CPUs, Memory: quotas.FormatSize(q.MemoryBytes), HDD: quotas.FormatSize(q.DiskBytes), MaxSimultaneous: q.MaxSimultaneous}
+	return quotaJSON{CPU: q.CPUs, Memory: quotas.FormatGiB(q.MemoryBytes), HDD: quotas.FormatGiB(q.DiskBytes), MaxSimultaneous: q.MaxSimultaneous}
 }
 
 // flexNumber accepts 10, 1.5 or "10" (CalipsoPlus' forms send strings).
@@ -221,10 +227,10 @@ func (s *server) handleQuota() http.HandlerFunc {
 		if q.CPUs, err = quotas.ParseCPUs(string(*req.CPU)); err != nil {
 			errs = append(errs, err.Error())
 		}
-		if q.MemoryBytes, err = quotas.ParseSize(*req.Memory); err != nil {
+		if q.MemoryBytes, err = quotas.ParseGiB(*req.Memory); err != nil {
 			errs = append(errs, "memory: "+err.Error())
 		}
-		if q.DiskBytes, err = quotas.ParseSize(*req.HDD); err != nil {
+		if q.DiskBytes, err = quotas.ParseGiB(*req.HDD); err != nil {
 			errs = append(errs, "hdd: "+err.Error())
 		}
 		if n, err := strconv.Atoi(string(*req.MaxSimultaneous)); err != nil || n < 0 || n > 10000 {
@@ -275,11 +281,65 @@ type imageJSON struct {
 }
 
 func toImageJSON(im store.Image, admin bool) any {
-	if admin {
-		return im
+	share := im.Share()
+	out := imageJSON{PublicName: im.PublicName, Image: im.Image, Protocol: im.Protocol, CPU: im.CPU,
+		Memory: quotas.FormatGiB(share.MemoryBytes), HDD: quotas.FormatGiB(share.DiskBytes), ResourceType: im.ResourceType}
+	if !admin {
+		return out
 	}
-	return imageJSON{PublicName: im.PublicName, Image: im.Image, Protocol: im.Protocol, CPU: im.CPU,
-		Memory: im.Memory, HDD: im.HDD, ResourceType: im.ResourceType}
+	return adminImageJSON{imageJSON: out, PortHook: im.PortHook, LogRegex: im.LogRegex}
+}
+
+// adminImageJSON adds the site configuration admins set.
+type adminImageJSON struct {
+	imageJSON
+	PortHook string `json:"port_hook,omitempty"`
+	LogRegex string `json:"log_regex,omitempty"`
+}
+
+// imageRequest is what POST and PUT images/<public_name>/ take: the admin forms'
+// fields, cpu as a number or the typed text, sizes in whole gigabytes, protocol in
+// any case.
+type imageRequest struct {
+	PublicName   string      `json:"public_name"`
+	Image        string      `json:"image"`
+	Protocol     string      `json:"protocol"`
+	CPU          *flexNumber `json:"cpu"`
+	Memory       string      `json:"memory"`
+	HDD          string      `json:"hdd"`
+	ResourceType string      `json:"resource_type"`
+	PortHook     string      `json:"port_hook"`
+	LogRegex     string      `json:"log_regex"`
+}
+
+// toImage checks the request, naming every problem.
+func (req imageRequest) toImage() (store.Image, error) {
+	im := store.Image{PublicName: strings.TrimSpace(req.PublicName), Image: strings.TrimSpace(req.Image),
+		Protocol: strings.ToLower(strings.TrimSpace(req.Protocol)), ResourceType: strings.TrimSpace(req.ResourceType),
+		PortHook: req.PortHook, LogRegex: req.LogRegex}
+	var errs []string
+	if req.CPU == nil || strings.TrimSpace(string(*req.CPU)) == "" {
+		errs = append(errs, "cpu is required (a number of cores)")
+	} else if cpu, err := quotas.ParseCPUs(string(*req.CPU)); err != nil {
+		errs = append(errs, err.Error())
+	} else {
+		im.CPU = cpu
+	}
+	for _, f := range []struct {
+		name, in string
+		out      *string
+	}{{"memory", req.Memory, &im.Memory}, {"hdd", req.HDD, &im.HDD}} {
+		b, err := quotas.ParseGiB(f.in)
+		if err != nil {
+			errs = append(errs, f.name+": "+err.Error())
+			continue
+		}
+		*f.out = quotas.FormatGiB(b)
+	}
+	if len(errs) > 0 {
+		return store.Image{}, fmt.Errorf("%w: %s", errBadRequest, strings.Join(errs, "; "))
+	}
+	return im, nil
 }
 
 // imageList keeps the image list, which every page of the portal asks for and
@@ -366,8 +426,13 @@ func (s *server) handleImage() http.HandlerFunc {
 			w.WriteHeader(http.StatusNoContent)
 			return
 		}
-		var im store.Image
-		if err := decodeJSON(r, &im); err != nil {
+		var req imageRequest
+		if err := decodeJSON(r, &req); err != nil {
+			writeError(w, r, s.Log, err)
+			return
+		}
+		im, err := req.toImage()
+		if err != nil {
 			writeError(w, r, s.Log, err)
 			return
 		}
@@ -387,7 +452,7 @@ func (s *server) handleImage() http.HandlerFunc {
 		if created {
 			status = http.StatusCreated
 		}
-		writeJSON(w, status, im)
+		writeJSON(w, status, toImageJSON(im, true))
 	})
 	return func(w http.ResponseWriter, r *http.Request) {
 		if r.Method == http.MethodGet {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
-	"sort"
 	"strings"
 	"time"
 
@@ -21,8 +20,8 @@ type UserExperiment struct {
 
 // ExperimentQuery selects a page of a user's experiments.
 type ExperimentQuery struct {
-	Search   string // in subject, body, proposal id and beamline
-	Ordering string // proposal_id, subject, body, beam_line; leading - reverses
+	Search   string // terms (split on spaces and commas), each in subject, body, proposal id or beamline
+	Ordering string // proposal_id, subject, body, beam_line, calipsouserexperiment__favorite; leading - reverses; others ignored
 	Favorite *bool  // only favourites (true) or only others (false)
 	Page     int    // from 1
 	PageSize int
@@ -30,10 +29,9 @@ type ExperimentQuery struct {
 
 var experimentOrdering = map[string]string{
 	"proposal_id": "e.proposal_id", "subject": "e.subject", "body": "e.body", "beam_line": "e.beam_line",
+	// The star column: this user's flag only (the original joined every participant's).
+	"calipsouserexperiment__favorite": "l.favorite",
 }
-
-// ExperimentOrderings lists the accepted ordering fields.
-func ExperimentOrderings() []string { return sortedKeys(experimentOrdering) }
 
 // Experiments returns one page of the user's experiments and the total count. Sessions
 // of the page are read in one query, whatever the page size.
@@ -44,16 +42,12 @@ func (s *Store) Experiments(ctx context.Context, userID int64, q ExperimentQuery
 		where += ` AND l.favorite = ?`
 		args = append(args, *q.Favorite)
 	}
-	if q.Search != "" {
-		p := "%" + likeEscape(strings.ToLower(q.Search)) + "%"
-		where += ` AND (LOWER(e.subject) LIKE ? ESCAPE '!' OR LOWER(e.body) LIKE ? ESCAPE '!' OR LOWER(e.proposal_id) LIKE ? ESCAPE '!' OR LOWER(e.beam_line) LIKE ? ESCAPE '!')`
-		args = append(args, p, p, p, p)
+	if terms := searchTerms(q.Search); len(terms) > 0 {
+		cond, cargs := searchClause(terms, "LOWER(e.subject)", "LOWER(e.body)", "LOWER(e.proposal_id)", "LOWER(e.beam_line)")
+		where += " AND " + cond
+		args = append(args, cargs...)
 	}
-	order, err := orderBy(q.Ordering, experimentOrdering, "proposal_id")
-	if err != nil {
-		return nil, 0, err
-	}
-	order = strings.Replace(order, ", id", ", l.id", 1)
+	order := strings.Replace(orderBy(q.Ordering, experimentOrdering, "proposal_id"), ", id", ", l.id", 1)
 	var total int
 	if err := s.queryRow(ctx, `SELECT COUNT(*)`+where, args...).Scan(&total); err != nil {
 		return nil, 0, fmt.Errorf("count experiments: %w", s.wrap(err))
@@ -468,13 +462,4 @@ func truncate(s string, n int) string {
 		n--
 	}
 	return s[:n]
-}
-
-func sortedKeys(m map[string]string) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
 }

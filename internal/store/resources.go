@@ -55,10 +55,11 @@ type Resource struct {
 	ID                int64
 	UserID            int64
 	Username          string
-	Experiment        string // proposal~session
+	Experiment        string // proposal~session, or an own resource's id (see SplitExperiment)
 	SessionID         *int64
 	PublicName        string
 	Image             string
+	ImageID           *int64 // the image record's id; nil once it is deleted
 	Protocol          string
 	ResourceType      string
 	State             State
@@ -76,6 +77,17 @@ type Resource struct {
 	Created, Updated  time.Time
 }
 
+// SplitExperiment splits a resource's experiment reference as the original did: of
+// "proposal~session" the session number is what the frontend calls
+// calipso_experiment and the proposal its container_info; an own resource's id (no
+// "~") is both.
+func SplitExperiment(ref string) (session, proposal string) {
+	if p, s, ok := strings.Cut(ref, "~"); ok {
+		return s, p
+	}
+	return ref, ref
+}
+
 // Share is what the resource holds of its owner's quota while live.
 func (r Resource) Share() quotas.Quota {
 	return quotas.Quota{MaxSimultaneous: 1, CPUs: r.CPU, MemoryBytes: r.MemoryBytes, DiskBytes: r.HDDBytes}
@@ -83,21 +95,25 @@ func (r Resource) Share() quotas.Quota {
 
 const resourceColumns = `r.id, r.user_id, u.username, r.experiment, r.session_id, r.public_name, r.image, r.protocol, r.resource_type, r.state,
 	r.cpu, r.memory_bytes, r.hdd_bytes, r.engine_name, r.engine_id, r.host_port, r.guacamole_username, r.guacamole_password,
-	r.vnc_password, r.info, r.error, r.created_at, r.updated_at`
+	r.vnc_password, r.info, r.error, r.created_at, r.updated_at, i.id`
 
-const resourceFrom = ` FROM resources r JOIN users u ON u.id = r.user_id`
+const resourceFrom = ` FROM resources r JOIN users u ON u.id = r.user_id LEFT JOIN images i ON i.public_name = r.public_name`
 
 func scanResource(row interface{ Scan(...any) error }) (Resource, error) {
 	var (
 		r       Resource
 		session sql.NullInt64
+		imageID sql.NullInt64
 		state   string
 	)
 	err := row.Scan(&r.ID, &r.UserID, &r.Username, &r.Experiment, &session, &r.PublicName, &r.Image, &r.Protocol, &r.ResourceType, &state,
 		&r.CPU, &r.MemoryBytes, &r.HDDBytes, &r.EngineName, &r.EngineID, &r.HostPort, &r.GuacamoleUsername, &r.GuacamolePassword,
-		&r.VNCPassword, &r.Info, &r.Error, &r.Created, &r.Updated)
+		&r.VNCPassword, &r.Info, &r.Error, &r.Created, &r.Updated, &imageID)
 	if session.Valid {
 		r.SessionID = &session.Int64
+	}
+	if imageID.Valid {
+		r.ImageID = &imageID.Int64
 	}
 	r.State = State(state)
 	r.Created, r.Updated = r.Created.UTC(), r.Updated.UTC()
@@ -157,14 +173,28 @@ func (s *Store) Reserve(ctx context.Context, l Launch) (Resource, error) {
 			return &QuotaError{Reason: reason}
 		}
 		if l.OnePerSession {
-			var n int
-			if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM resources WHERE user_id = ? AND experiment = ? AND state IN (`+in(len(LiveStates))+`)`,
-				append([]any{l.UserID, l.Experiment}, liveArgs()...)...).Scan(&n); err != nil {
+			// The frontend ties a resource to its session row by the session number alone
+			// (calipso_experiment), so two live ones with the same number can't be told apart.
+			rows, err := tx.QueryContext(ctx, `SELECT experiment FROM resources WHERE user_id = ? AND state IN (`+in(len(LiveStates))+`)`,
+				append([]any{l.UserID}, liveArgs()...)...)
+			if err != nil {
 				return err
 			}
-			if n > 0 {
-				return fmt.Errorf("%w: a resource is already running for experiment session %s", ErrConflict, l.Experiment)
+			defer rows.Close()
+			want, _ := SplitExperiment(l.Experiment)
+			for rows.Next() {
+				var e string
+				if err := rows.Scan(&e); err != nil {
+					return err
+				}
+				if got, _ := SplitExperiment(e); got == want {
+					return fmt.Errorf("%w: Resource already launched for %s", ErrConflict, want)
+				}
 			}
+			if err := rows.Err(); err != nil {
+				return err
+			}
+			rows.Close()
 		}
 		now := s.now()
 		res, err := tx.ExecContext(ctx, `INSERT INTO resources (user_id, experiment, session_id, public_name, image, protocol, resource_type, state,
@@ -261,7 +291,7 @@ func (s *Store) Resources(ctx context.Context, f ResourceFilter) ([]Resource, er
 	if len(where) > 0 {
 		q += ` WHERE ` + strings.Join(where, " AND ")
 	}
-	rows, err := s.query(ctx, q+` ORDER BY r.id DESC`, args...)
+	rows, err := s.query(ctx, q+` ORDER BY r.id`, args...) // oldest first, as the original listed them
 	if err != nil {
 		return nil, fmt.Errorf("resources: %w", s.wrap(err))
 	}

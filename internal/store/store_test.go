@@ -1,6 +1,7 @@
 package store_test
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -106,8 +107,25 @@ func TestUsers(t *testing.T) {
 		if total != 10 || len(page) != 3 || page[0].Username != "user19" || page[2].Username != "user17" {
 			t.Fatalf("search page: total %d, %v", total, names(page))
 		}
-		if _, _, err := s.Users(ctx, store.UserQuery{Ordering: "password", Page: 1, PageSize: 3}); !errors.Is(err, store.ErrInvalid) {
-			t.Fatalf("bad ordering: %v", err)
+		// Unknown orderings give the default order (profile id), as the original's.
+		byID, _, err := s.Users(ctx, store.UserQuery{Page: 1, PageSize: 30})
+		if err != nil || !slices.IsSortedFunc(byID, func(a, b store.User) int { return cmp.Compare(a.ID, b.ID) }) {
+			t.Fatalf("default order: %v %v", names(byID), err)
+		}
+		unknown, _, err := s.Users(ctx, store.UserQuery{Ordering: "password", Page: 1, PageSize: 30})
+		if err != nil || !slices.Equal(names(unknown), names(byID)) {
+			t.Fatalf("unknown ordering: %v %v, want %v", names(unknown), err, names(byID))
+		}
+		// The frontend's column: Django's field path.
+		byName, _, err := s.Users(ctx, store.UserQuery{Ordering: "-user__username", Page: 1, PageSize: 1})
+		if err != nil || len(byName) != 1 || byName[0].Username != "user24" {
+			t.Fatalf("-user__username: %v %v", names(byName), err)
+		}
+		// Terms split on spaces and commas, each matching id or username.
+		last := byID[len(byID)-1]
+		one, total, err := s.Users(ctx, store.UserQuery{Search: fmt.Sprintf("%d,%s", last.ID, strings.ToUpper(last.Username)), Page: 1, PageSize: 30})
+		if err != nil || total != 1 || one[0].Username != last.Username {
+			t.Fatalf("search terms: %v %d %v, want %s", names(one), total, err, last.Username)
 		}
 		if entries, err := s.Audit(ctx, "user", "alice", 10); err != nil || len(entries) < 2 {
 			t.Fatalf("audit of alice: %v %v", entries, err)

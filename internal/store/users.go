@@ -112,20 +112,18 @@ type UserQuery struct {
 var userOrdering = map[string]string{
 	"username": "username", "last_login": "last_login", "date_joined": "date_joined",
 	"is_superuser": "is_admin", "id": "id",
+	"user__username": "username", // the frontend's users table (Django's field path)
 }
 
 // Users returns one page of users and the total count.
 func (s *Store) Users(ctx context.Context, q UserQuery) ([]User, int, error) {
 	where, args := "", []any{}
-	if q.Search != "" {
-		where = ` WHERE LOWER(username) LIKE ? ESCAPE '!' OR LOWER(email) LIKE ? ESCAPE '!'`
-		p := "%" + likeEscape(strings.ToLower(q.Search)) + "%"
-		args = append(args, p, p)
+	if terms := searchTerms(q.Search); len(terms) > 0 {
+		var cond string
+		cond, args = searchClause(terms, "CAST(id AS CHAR)", "LOWER(username)", "LOWER(email)")
+		where = " WHERE " + cond
 	}
-	order, err := orderBy(q.Ordering, userOrdering, "username")
-	if err != nil {
-		return nil, 0, err
-	}
+	order := orderBy(q.Ordering, userOrdering, "id")
 	var total int
 	if err := s.queryRow(ctx, `SELECT COUNT(*) FROM users`+where, args...).Scan(&total); err != nil {
 		return nil, 0, fmt.Errorf("count users: %w", s.wrap(err))
@@ -148,21 +146,45 @@ func (s *Store) Users(ctx context.Context, q UserQuery) ([]User, int, error) {
 }
 
 // orderBy builds an ORDER BY clause from a user's ordering value, allowed fields only,
-// with id as the tie-break so that pages are stable.
-func orderBy(ordering string, allowed map[string]string, def string) (string, error) {
-	if ordering == "" {
-		ordering = def
-	}
+// with id as the tie-break so that pages are stable. An unknown field gives the
+// default order, as Django REST framework's OrderingFilter does: the frontend logs the
+// user out on any error of these pages.
+func orderBy(ordering string, allowed map[string]string, def string) string {
 	desc := strings.HasPrefix(ordering, "-")
 	col, ok := allowed[strings.TrimPrefix(ordering, "-")]
 	if !ok {
-		return "", fmt.Errorf("%w: ordering %q: want one of %s (a leading - reverses)", ErrInvalid, ordering, strings.Join(sortedKeys(allowed), ", "))
+		col, desc = allowed[def], false
 	}
 	dir := " ASC"
 	if desc {
 		dir = " DESC"
 	}
-	return " ORDER BY " + col + dir + ", id" + dir, nil
+	return " ORDER BY " + col + dir + ", id" + dir
+}
+
+// searchTerms splits a search text as Django REST framework's SearchFilter does: on
+// whitespace and commas. A row matches when every term is found in one of the fields.
+func searchTerms(text string) []string {
+	return strings.Fields(strings.NewReplacer("\x00", "", ",", " ").Replace(text))
+}
+
+// searchClause is the SQL condition that every term appears, case-insensitively, in
+// one of cols (lower-cased SQL expressions), and its arguments.
+func searchClause(terms []string, cols ...string) (string, []any) {
+	var (
+		and  []string
+		args []any
+	)
+	for _, t := range terms {
+		p := "%" + likeEscape(strings.ToLower(t)) + "%"
+		or := make([]string, len(cols))
+		for i, c := range cols {
+			or[i] = c + ` LIKE ? ESCAPE '!'`
+			args = append(args, p)
+		}
+		and = append(and, "("+strings.Join(or, " OR ")+")")
+	}
+	return strings.Join(and, " AND "), args
 }
 
 // SetAdmin grants or revokes admin rights.

@@ -6,6 +6,8 @@ package static
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"net/url"
 
@@ -30,8 +32,13 @@ func (Provisioner) Start(_ context.Context, spec provisioner.Spec) (provisioner.
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		return provisioner.Instance{}, fmt.Errorf("start %s: %w: static link %q is not an http(s) URL", spec.Name(), provisioner.ErrInvalid, spec.Image)
 	}
+	name := spec.Name()
+	sum := sha256.Sum256([]byte(name))
 	return provisioner.Instance{
-		Name:       spec.Name(),
+		// A link has no engine id; one derived from the name is stable across retries
+		// (the original gave 32 hex characters).
+		ID:         hex.EncodeToString(sum[:16]),
+		Name:       name,
 		Owner:      spec.Owner,
 		ResourceID: spec.ResourceID,
 		State:      provisioner.StateRunning,

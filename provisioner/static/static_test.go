@@ -3,6 +3,7 @@ package static_test
 import (
 	"context"
 	"errors"
+	"regexp"
 	"testing"
 
 	"github.com/calipsoplus/calipso/provisioner"
@@ -43,7 +44,15 @@ func TestStart(t *testing.T) {
 			if err != nil {
 				t.Fatalf("Start: %v", err)
 			}
+			if !regexp.MustCompile(`^[0-9a-f]{32}$`).MatchString(got.ID) {
+				t.Errorf("ID %q: want 32 hex characters, as the original's", got.ID)
+			}
+			again, _ := static.New().Start(context.Background(), tt.spec)
+			if again.ID != got.ID {
+				t.Errorf("a second Start gave ID %q, the first %q: want the same", again.ID, got.ID)
+			}
 			want := provisioner.Instance{
+				ID:         got.ID,
 				Name:       tt.spec.Name(),
 				Owner:      tt.spec.Owner,
 				ResourceID: tt.spec.ResourceID,
