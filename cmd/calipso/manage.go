@@ -382,8 +382,7 @@ func newSession(number, subject, body, start, end, dataSetPath string, cfg *sett
 }
 
 func addSession(ctx context.Context, db *store.Store, proposal string, ss experiments.Session) error {
-	_, err := db.PutExperiment(ctx, actor, experiments.Experiment{ProposalID: proposal, Sessions: []experiments.Session{ss}})
-	return err
+	return db.PutSession(ctx, actor, proposal, ss)
 }
 
 // importCSV reads every record first, checking each (errors name the line), and

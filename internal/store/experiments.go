@@ -138,6 +138,38 @@ func (s *Store) PutExperiment(ctx context.Context, actor string, e experiments.E
 	return id, err
 }
 
+// PutSession creates or updates one session of proposalID, creating the experiment
+// with empty fields when it does not exist yet, and leaving an existing one's
+// subject, body, beamline, uid and gid as they are (the CLI and CSV imports add
+// sessions to experiments the user office or an import described).
+func (s *Store) PutSession(ctx context.Context, actor, proposalID string, ss experiments.Session) error {
+	if strings.TrimSpace(proposalID) == "" || len(proposalID) > 50 {
+		return fmt.Errorf("%w: proposal_id must be 1 to 50 characters", ErrInvalid)
+	}
+	return s.tx(ctx, func(tx *sql.Tx) error {
+		var id int64
+		err := tx.QueryRowContext(ctx, `SELECT id FROM experiments WHERE proposal_id = ?`, proposalID).Scan(&id)
+		if err == sql.ErrNoRows {
+			id, _, err = s.putExperiment(ctx, tx, experiments.Experiment{ProposalID: proposalID})
+		}
+		if err != nil {
+			return fmt.Errorf("experiment %s: %w", proposalID, s.wrap(err))
+		}
+		wrote, err := s.putSession(ctx, tx, id, ss)
+		if err != nil {
+			return fmt.Errorf("experiment %s: %w", proposalID, err)
+		}
+		if !wrote {
+			return nil
+		}
+		if err := bumpParticipants(ctx, tx, id); err != nil {
+			return fmt.Errorf("experiment %s: %w", proposalID, err)
+		}
+		s.audit(ctx, tx, actor, "put", "session", proposalID+"~"+ss.SessionNumber, nil)
+		return nil
+	})
+}
+
 // putExperiment upserts e and its sessions; changed says whether any row was written.
 func (s *Store) putExperiment(ctx context.Context, tx *sql.Tx, e experiments.Experiment) (id int64, changed bool, err error) {
 	if strings.TrimSpace(e.ProposalID) == "" || len(e.ProposalID) > 50 {

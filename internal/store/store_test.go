@@ -509,3 +509,42 @@ func TestImagesAndQuotas(t *testing.T) {
 		}
 	})
 }
+
+// TestPutSessionKeepsTheExperiment: adding a session (calipso session add/import)
+// leaves the experiment's own fields as they were.
+func TestPutSessionKeepsTheExperiment(t *testing.T) {
+	backends(t, func(t *testing.T, s *store.Store) {
+		ctx := context.Background()
+		alice, _ := s.EnsureUser(ctx, "alice")
+		uid, gid := 2001, 2000
+		full := experiments.Experiment{ProposalID: "2019001", Subject: "crystals", Body: "lysozyme", BeamLine: "BL13", UID: &uid, GID: &gid,
+			Sessions: []experiments.Session{{SessionNumber: "2019001-01", DataSetPath: "[]"}}}
+		if _, err := s.PutExperiment(ctx, "test", full); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Link(ctx, "test", "alice", "2019001"); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.PutSession(ctx, "test", "2019001", experiments.Session{SessionNumber: "2019001-02", Subject: "second", DataSetPath: "[]"}); err != nil {
+			t.Fatal(err)
+		}
+		page, _, err := s.Experiments(ctx, alice.ID, store.ExperimentQuery{Page: 1, PageSize: 7})
+		if err != nil || len(page) != 1 {
+			t.Fatalf("experiments: %v %v", page, err)
+		}
+		got := page[0]
+		if got.Subject != "crystals" || got.Body != "lysozyme" || got.BeamLine != "BL13" || got.UID == nil || *got.UID != uid || got.GID == nil || *got.GID != gid {
+			t.Errorf("after PutSession the experiment is %+v, want its fields kept", got.Experiment)
+		}
+		if len(got.Sessions) != 2 || got.Sessions[1].Subject != "second" {
+			t.Errorf("sessions %+v, want the first and the new one", got.Sessions)
+		}
+		// A session for a proposal nobody described yet creates it, empty.
+		if err := s.PutSession(ctx, "test", "2030001", experiments.Session{SessionNumber: "2030001-01", DataSetPath: "[]"}); err != nil {
+			t.Fatal(err)
+		}
+		if ok, err := s.HasExperiment(ctx, "2030001"); err != nil || !ok {
+			t.Errorf("HasExperiment(2030001) = %v, %v", ok, err)
+		}
+	})
+}
