@@ -212,6 +212,10 @@ type Docker struct {
 	// PublishAddress is the host IP published ports bind to.
 	PublishAddress string `toml:"publish_address"`
 	Network        string `toml:"network"`
+	// DemoImages makes `serve` build the demo notebook and desktop images from
+	// calipso's own executable when the engine lacks them, and add the demo_notebook
+	// and demo_desktop image records: a launch to try with no registry. Not in prod.
+	DemoImages bool `toml:"demo_images"`
 }
 
 // Kubernetes is the Kubernetes engine.
@@ -676,6 +680,9 @@ func (s *Settings) validate() []error {
 		}
 		if s.UserOffice.Embedded {
 			bad("user_office.embedded", "the demo user office is not for prod: set the facility's user-office URLs")
+		}
+		if s.Docker.DemoImages {
+			bad("docker.demo_images", "the demo images are not for prod: load the facility's images into the engine")
 		}
 	}
 	return p

@@ -23,6 +23,10 @@ func TestEmbeddedProfilesLoad(t *testing.T) {
 				s.Quotas.Default.DiskBytes != 80<<30 || s.Quotas.Default.CPUs != 10 || s.Pagination.Experiments != 7 || s.Pagination.Users != 20 {
 				t.Fatalf("%s: unexpected values %+v", p, s)
 			}
+			// Only the local profile builds the demo images: tests make their own.
+			if s.Docker.DemoImages != (p == "local") {
+				t.Errorf("%s: docker.demo_images = %v", p, s.Docker.DemoImages)
+			}
 			if !filepath.IsAbs(s.Workloads.DatasetsRoot) {
 				t.Errorf("datasets root %q is not made absolute", s.Workloads.DatasetsRoot)
 			}
@@ -124,6 +128,7 @@ func TestProdStrictness(t *testing.T) {
 		},
 		"insecure cookies": func(s string) string { return strings.Replace(s, "secure_cookies = true", "secure_cookies = false", 1) },
 		"demo office":      func(s string) string { return strings.Replace(s, "embedded = false", "embedded = true", 1) },
+		"demo images":      func(s string) string { return strings.Replace(s, "demo_images = false", "demo_images = true", 1) },
 	} {
 		t.Run(name, func(t *testing.T) {
 			if _, err := settings.Parse([]byte(edit(text)), "prod", env); err == nil {

@@ -21,6 +21,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/calipsoplus/calipso/internal/demo"
 	"github.com/calipsoplus/calipso/settings"
 )
 
@@ -86,6 +87,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	// Commands that need no settings.
 	switch cmd {
+	case demo.Subcommand: // hidden: the demo images' entrypoint (a FROM scratch image has no settings)
+		return demo.Run(ctx, args, getenv, stdout)
 	case "load":
 		return runLoad(ctx, args, stdout, stderr)
 	case "settings":

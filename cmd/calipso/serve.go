@@ -18,6 +18,7 @@ import (
 	"github.com/calipsoplus/calipso/experiments/useroffice"
 	"github.com/calipsoplus/calipso/federation"
 	"github.com/calipsoplus/calipso/guacamole"
+	"github.com/calipsoplus/calipso/internal/demo"
 	"github.com/calipsoplus/calipso/internal/launch"
 	"github.com/calipsoplus/calipso/internal/server"
 	"github.com/calipsoplus/calipso/internal/store"
@@ -338,6 +339,18 @@ func serve(ctx context.Context, cfg *settings.Settings, log *slog.Logger, stdout
 	defer stopBG()
 	go a.launch.Loop(bg)
 	go purgeSessions(bg, a.db, log)
+	if cfg.Docker.Enabled && cfg.Docker.DemoImages {
+		// In the background: the first build sends the executable to the engine.
+		demoDone := make(chan struct{})
+		go func() {
+			defer close(demoDone)
+			err := demo.Provide(bg, demo.Config{DockerHost: cfg.Docker.URL, Logger: log}, a.db)
+			if err != nil && bg.Err() == nil {
+				log.Warn("demo images not made: demo_notebook and demo_desktop cannot be launched", "err", err)
+			}
+		}()
+		defer func() { stopBG(); <-demoDone }() // before the store closes
+	}
 	if a.saml != nil {
 		go a.saml.RefreshLoop(bg)
 	}
