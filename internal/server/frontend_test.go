@@ -70,7 +70,10 @@ func browserEncode(s string) string {
 
 var jsonHeader = map[string]string{"Content-Type": "application/json"}
 
-func (f *frontend) get(path string) answer { f.t.Helper(); return f.call(http.MethodGet, path, "", nil) }
+func (f *frontend) get(path string) answer {
+	f.t.Helper()
+	return f.call(http.MethodGet, path, "", nil)
+}
 
 // withToken is what the frontend adds to PUT favorite/, POST umbrella/wuo/ and POST
 // images/.
