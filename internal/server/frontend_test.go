@@ -1,8 +1,11 @@
 package server_test
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net"
 	"net/http"
 	"regexp"
 	"slices"
@@ -10,6 +13,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/calipsoplus/calipso/guacamole"
 )
 
 // frontend makes the CalipsoPlus frontend's requests exactly as its Angular services
@@ -529,7 +534,7 @@ func frontendProposals(t *testing.T, f *frontend) {
 
 // frontendLaunch: Launch on a session row, the row's status from the list, Enter,
 // then Stop (stop, then rm), as the proposals page does them.
-func frontendLaunch(t *testing.T, f *frontend, ref, image string) container {
+func frontendLaunch(t *testing.T, f *frontend, ref, image string, whileUp ...func(c container)) container {
 	proposal, session, ok := strings.Cut(ref, "~")
 	if !ok { // an own resource: the id is both
 		proposal, session = ref, ref
@@ -568,6 +573,9 @@ func frontendLaunch(t *testing.T, f *frontend, ref, image string) container {
 	}
 	// A second launch for the same session is refused.
 	wantError(t, f.run(ref, image), http.StatusConflict)
+	for _, check := range whileUp {
+		check(enter)
+	}
 
 	// Stop, then rm only when stop succeeded; both answers about the same record.
 	a = f.stop(enter)
@@ -838,5 +846,71 @@ func TestFrontendJSONBodies(t *testing.T) {
 		if !json.Valid(a.body) {
 			t.Errorf("%s: body %q is not JSON", path, a.body)
 		}
+	}
+}
+
+// TestFrontendDockerDesktop: the launch flow for a VNC desktop on the real Docker
+// engine, with its Guacamole record in Guacamole's real schema: Enter opens Guacamole
+// with credentials Guacamole accepts, for a connection that reaches the desktop.
+func TestFrontendDockerDesktop(t *testing.T) {
+	h := newHarness(t, withDocker())
+	f := h.frontend()
+	wantJSONText(t, f.login("alice", "alice-demo"), http.StatusOK, "Login OK")
+	f.list("alice")
+	readExperiments(t, f.experiments(1, "", "", ""))
+	frontendLaunch(t, f, "2019002~2019002-01", desktopImage, func(c container) {
+		if !regexp.MustCompile(`^[0-9]+$`).MatchString(c.HostPort) {
+			t.Fatalf("host_port %q: a desktop's is the published port as text", c.HostPort)
+		}
+		// What guacd would do: the published port answers with the VNC banner (once the
+		// workload listens: a desktop counts as up when its process started).
+		if banner, err := vncBanner("127.0.0.1:"+c.HostPort, 20*time.Second); err != nil || banner != "RFB 003.008\n" {
+			t.Fatalf("desktop banner %q, %v", banner, err)
+		}
+		// Enter: ?t=base64(un=<guacamole_username>&up=<guacamole_password>) logs in to
+		// Guacamole only if it holds that user with that password.
+		var hash, salt []byte
+		err := h.guacDB.QueryRow(`SELECT u.password_hash, u.password_salt FROM guacamole_user u
+			JOIN guacamole_entity e ON e.entity_id = u.entity_id WHERE e.name = ? AND e.type = 'USER'`, c.GuacamoleUsername).Scan(&hash, &salt)
+		if err != nil {
+			t.Fatalf("Guacamole user %q: %v", c.GuacamoleUsername, err)
+		}
+		if !bytes.Equal(guacamole.HashPassword(c.GuacamolePassword, salt), hash) {
+			t.Fatalf("Guacamole would refuse guacamole_password for %q", c.GuacamoleUsername)
+		}
+		var port string
+		err = h.guacDB.QueryRow(`SELECT p.parameter_value FROM guacamole_connection_parameter p
+			JOIN guacamole_connection c ON c.connection_id = p.connection_id WHERE c.connection_name = ? AND p.parameter_name = 'port'`, c.ContainerName).Scan(&port)
+		if err != nil || port != c.HostPort {
+			t.Fatalf("Guacamole connection %q: port %q, %v; want %s", c.ContainerName, port, err, c.HostPort)
+		}
+	})
+	// Stop and rm took the desktop and its Guacamole records away.
+	var n int
+	if err := h.guacDB.QueryRow(`SELECT COUNT(*) FROM guacamole_connection`).Scan(&n); err != nil || n != 0 {
+		t.Errorf("Guacamole connections after rm: %d, %v", n, err)
+	}
+}
+
+// vncBanner reads the first 12 bytes a VNC server sends, retrying until the workload
+// behind the published port listens or patience runs out.
+func vncBanner(addr string, patience time.Duration) (string, error) {
+	deadline := time.Now().Add(patience)
+	for {
+		banner, err := func() (string, error) {
+			conn, err := net.DialTimeout("tcp", addr, 2*time.Second)
+			if err != nil {
+				return "", err
+			}
+			defer conn.Close()
+			_ = conn.SetDeadline(time.Now().Add(2 * time.Second))
+			b := make([]byte, 12)
+			_, err = io.ReadFull(conn, b)
+			return string(b), err
+		}()
+		if err == nil || time.Now().After(deadline) {
+			return banner, err
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 }

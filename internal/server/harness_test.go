@@ -3,6 +3,7 @@ package server_test
 import (
 	"bytes"
 	"context"
+	"database/sql"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -21,11 +22,13 @@ import (
 
 	"github.com/calipsoplus/calipso/experiments"
 	"github.com/calipsoplus/calipso/experiments/useroffice"
+	"github.com/calipsoplus/calipso/guacamole"
 	"github.com/calipsoplus/calipso/internal/launch"
 	"github.com/calipsoplus/calipso/internal/server"
 	"github.com/calipsoplus/calipso/internal/store"
 	"github.com/calipsoplus/calipso/internal/testenv"
 	"github.com/calipsoplus/calipso/provisioner"
+	"github.com/calipsoplus/calipso/provisioner/docker"
 	"github.com/calipsoplus/calipso/provisioner/static"
 	"github.com/calipsoplus/calipso/settings"
 )
@@ -42,11 +45,19 @@ type harnessConfig struct {
 	office *useroffice.Data
 	tweak  []func(*settings.Settings)
 	checks []server.Check
+	docker bool
 }
 
 type harnessOption func(*harnessConfig)
 
 func withMySQL() harnessOption { return func(c *harnessConfig) { c.driver = "mysql" } }
+
+// withDocker adds the real Docker engine, with the test workload as image "desktop"
+// (VNC), and Guacamole's real schema on MariaDB for its connection records.
+func withDocker() harnessOption { return func(c *harnessConfig) { c.docker = true } }
+
+// desktopImage is the public name of withDocker's VNC desktop.
+const desktopImage = "desktop"
 
 func withOffice(d *useroffice.Data) harnessOption { return func(c *harnessConfig) { c.office = d } }
 
@@ -77,6 +88,7 @@ type harness struct {
 	officeH  atomic.Pointer[http.Handler] // swapped to change the office's data
 	creds    useroffice.BasicCredentials
 	officeOp []useroffice.Option
+	guacDB   *sql.DB // Guacamole's database (withDocker)
 }
 
 func newHarness(t testing.TB, opts ...harnessOption) *harness {
@@ -156,7 +168,11 @@ func newHarness(t testing.TB, opts ...harnessOption) *harness {
 	}
 
 	engines := map[provisioner.Kind]provisioner.Provisioner{provisioner.StaticLink: static.New()}
-	resources := launch.New(db, engines, nil, cfg, quiet)
+	var desktops launch.Desktops
+	if hc.docker {
+		desktops = h.addDocker(ctx, engines, quiet)
+	}
+	resources := launch.New(db, engines, desktops, cfg, quiet)
 	checks := append([]server.Check{{Name: "database", Fn: db.Ping}}, hc.checks...)
 	handler, err := server.New(server.Deps{Settings: cfg, Store: db, Office: client, Resources: resources, Checks: checks, Log: quiet})
 	if err != nil {
@@ -165,6 +181,33 @@ func newHarness(t testing.TB, opts ...harnessOption) *harness {
 	h.srv = httptest.NewServer(handler)
 	t.Cleanup(h.srv.Close)
 	return h
+}
+
+// addDocker wires the Docker engine and Guacamole (see withDocker).
+func (h *harness) addDocker(ctx context.Context, engines map[provisioner.Kind]provisioner.Provisioner, log *slog.Logger) launch.Desktops {
+	t := h.t
+	t.Helper()
+	image := testenv.WorkloadImage(t)
+	h.cfg.Instance = testenv.Instance(t)
+	engine, err := docker.New(ctx, docker.Config{Instance: h.cfg.Instance, HostAddress: "127.0.0.1", PublishAddress: "127.0.0.1",
+		ReadyTimeout: 30 * time.Second, StopTimeout: 3 * time.Second, Logger: log})
+	if err != nil {
+		t.Fatalf("docker.New: %v", err)
+	}
+	t.Cleanup(func() { engine.Close() })
+	engines[provisioner.Docker] = engine
+	fresh, dsn := testenv.MySQL(t)
+	testenv.LoadGuacamoleSchema(t, fresh, "mysql")
+	gdb, err := guacamole.Open(ctx, "mysql", dsn)
+	if err != nil {
+		t.Fatalf("guacamole.Open: %v", err)
+	}
+	t.Cleanup(func() { gdb.Close() })
+	h.guacDB = fresh
+	if _, err := h.db.PutImage(ctx, "test", store.Image{PublicName: desktopImage, Image: image, Protocol: "vnc", CPU: 1, Memory: "1G", HDD: "1G", ResourceType: "docker"}); err != nil {
+		t.Fatalf("PutImage: %v", err)
+	}
+	return guacamole.New(gdb, guacamole.MySQL, guacamole.Options{NamePrefix: "calipso-" + h.cfg.Instance + "-", Logger: log})
 }
 
 // setOfficeData changes what the user office serves from now on.
