@@ -571,6 +571,52 @@ func TestUmbrellaSAMLLoginThroughTheApp(t *testing.T) {
 	wantJSON(t, b.get(app.base+"authenticated/", nil), http.StatusOK, `{"username":"alice","authenticated":"true"}`)
 }
 
+// TestUmbrellaLogout: the frontend's Umbrella logout, umbrella/logout/ then the
+// browser to <host root>/Shibboleth.sso/Logout?return=<frontend>, which native mode
+// answers in mod_shib's place: both sessions end and the browser returns to the
+// frontend, never to another site.
+func TestUmbrellaLogout(t *testing.T) {
+	app, idp := startSAMLApp(t)
+	idp.logInAs(demoHash(t, "alice"))
+	root := strings.TrimSuffix(app.base, "calipsoplus-services/")
+	for _, c := range []struct {
+		ret, want string
+		loggedIn  bool // logged in through umbrella/wuo/ (else only federated)
+	}{
+		{umbrellaFrontend + "/login", umbrellaFrontend + "/login", true},
+		{umbrellaFrontend + "/login", umbrellaFrontend + "/login", false},
+		{"https://evil.example/", umbrellaFrontend + "/", false},
+		{"", umbrellaFrontend + "/", true},
+	} {
+		t.Run(fmt.Sprintf("%s logged in %v", c.ret, c.loggedIn), func(t *testing.T) {
+			b := newUmbrellaBrowser(t)
+			b.federate(app, idp)
+			wantJSON(t, b.get(app.base+"umbrella/logout/", nil), http.StatusOK, `"ok logout"`)
+			hash, uid, ok := b.federatedSession(app)
+			if !ok {
+				t.Fatal("no federated session after umbrella/logout/")
+			}
+			if c.loggedIn {
+				wantJSON(t, b.postJSON(app, "umbrella/wuo/", map[string]string{"EAAHash": hash, "uid": uid}), http.StatusOK, `"Login OK"`)
+				wantJSON(t, b.get(app.base+"umbrella/logout/", nil), http.StatusOK, `"ok logout"`)
+			}
+			target := root + "Shibboleth.sso/Logout"
+			if c.ret != "" {
+				target += "?return=" + url.QueryEscape(c.ret)
+			}
+			if got := b.redirect(target); got != c.want {
+				t.Fatalf("Shibboleth.sso/Logout sent the browser to %q, want %q", got, c.want)
+			}
+			if who := b.loggedInAs(app); who != "" {
+				t.Fatalf("still logged in as %q", who)
+			}
+			if _, _, ok := b.federatedSession(app); ok {
+				t.Fatal("the federated identity outlived the logout")
+			}
+		})
+	}
+}
+
 func TestUmbrellaSAMLRefusals(t *testing.T) {
 	app, idp := startSAMLApp(t)
 	alice, bob := demoHash(t, "alice"), demoHash(t, "bob")
@@ -764,6 +810,8 @@ func TestUmbrellaHeaderMode(t *testing.T) {
 			if a.status != http.StatusFound || a.location != umbrellaFrontend+"/autologin" {
 				t.Fatalf("umbrella/frontend/: want 302 to %s/autologin, got %d %q: %s", umbrellaFrontend, a.status, a.location, a.body)
 			}
+			// The autologin page: umbrella/logout/, then umbrella/session/.
+			wantJSON(t, b.get(app.base+"umbrella/logout/", nil), http.StatusOK, `"ok logout"`)
 			hash, uid, ok := b.federatedSession(app)
 			if !tc.trusted {
 				if ok {

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/url"
 	"strings"
 	"time"
 
@@ -262,4 +263,31 @@ func (s *server) handleUmbrellaLogout() http.HandlerFunc {
 		}
 		writeJSON(w, http.StatusOK, "ok logout")
 	}
+}
+
+// handleShibbolethLogout stands in for mod_shib's logout handler in native SAML mode:
+// it ends the login session and the federated identity, then sends the browser to
+// ?return= when that is the frontend (never elsewhere: an open redirect), else to the
+// frontend's root.
+func (s *server) handleShibbolethLogout() http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if err := s.endSession(w, r); err != nil {
+			writeError(w, r, s.Log, err)
+			return
+		}
+		s.forgetIdentity(w)
+		target := s.frontendURL("/")
+		if ret := queryOf(r).Get("return"); ret != "" && sameOrigin(ret, s.Settings.FrontendURL) {
+			target = ret
+		}
+		http.Redirect(w, r, target, http.StatusFound)
+	}
+}
+
+// sameOrigin reports whether a and b have the same scheme and host.
+func sameOrigin(a, b string) bool {
+	ua, err1 := url.Parse(a)
+	ub, err2 := url.Parse(b)
+	return err1 == nil && err2 == nil && ua.Scheme != "" && ua.Host != "" &&
+		strings.EqualFold(ua.Scheme, ub.Scheme) && strings.EqualFold(ua.Host, ub.Host)
 }
