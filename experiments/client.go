@@ -14,24 +14,26 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/calipsoplus/calipso"
 )
 
 // Errors the user-office client reports; callers check them with errors.Is.
 var (
 	// ErrBadCredentials: the office refused the username/password pair (answer 401).
-	ErrBadCredentials = errors.New("bad credentials")
+	ErrBadCredentials = calipso.NewError(calipso.EUNAUTHORIZED, "bad credentials")
 	// ErrBadRequest: the office found the request malformed (400), or it was not sent
 	// because an argument was empty or unusable.
-	ErrBadRequest = errors.New("bad request to the user office")
+	ErrBadRequest = calipso.NewError(calipso.EUPSTREAM, "bad request to the user office")
 	// ErrNotFound: the office has no such account or hash (404).
-	ErrNotFound = errors.New("not found at the user office")
+	ErrNotFound = calipso.NewError(calipso.ENOTFOUND, "not found at the user office")
 	// ErrForbidden: the office refused Calipso's own Basic credentials (401/403 on a
 	// protected call): a configuration problem, answer 502.
-	ErrForbidden = errors.New("user office refused Calipso's credentials")
+	ErrForbidden = calipso.NewError(calipso.EUPSTREAM, "user office refused Calipso's credentials")
 	// ErrUnavailable: network error, timeout or 5xx; answer 503 (or 502) and retry later.
-	ErrUnavailable = errors.New("user office unavailable")
+	ErrUnavailable = calipso.NewError(calipso.EUNAVAILABLE, "user office unavailable")
 	// ErrBadAnswer: an unexpected status or an answer that cannot be read; answer 502.
-	ErrBadAnswer = errors.New("unexpected answer from the user office")
+	ErrBadAnswer = calipso.NewError(calipso.EUPSTREAM, "unexpected answer from the user office")
 )
 
 // Defaults and limits of the client.

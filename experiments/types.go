@@ -16,10 +16,12 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/calipsoplus/calipso"
 )
 
 // ErrInvalidField: a field of a user-office answer has the wrong type or an impossible value.
-var ErrInvalidField = errors.New("invalid field")
+var ErrInvalidField = calipso.NewError(calipso.EUPSTREAM, "invalid field")
 
 // Experiment is a proposal and its sessions as the user office describes it.
 type Experiment struct {

@@ -11,13 +11,15 @@ import (
 	"path/filepath"
 	"strings"
 	"unicode/utf8"
+
+	"github.com/calipsoplus/calipso"
 )
 
 // ErrInvalidVolume: a session's volume definition is malformed or unsafe to mount.
-var ErrInvalidVolume = errors.New("invalid volume definition")
+var ErrInvalidVolume = calipso.NewError(calipso.EUNLAUNCHABLE, "invalid volume definition")
 
 // ErrRootNotConfigured: a volume needs a root (datasets or output) that is not set.
-var ErrRootNotConfigured = errors.New("volume root not configured")
+var ErrRootNotConfigured = calipso.NewError(calipso.EUNAVAILABLE, "volume root not configured")
 
 // Limits on untrusted definitions (CalipsoPlus stored them in a varchar(255)).
 const (
@@ -52,8 +54,8 @@ func (e *VolumeError) Error() string {
 	return fmt.Sprintf("%v: %q: %s", ErrInvalidVolume, e.Path, e.Reason)
 }
 
-// Is makes errors.Is(err, ErrInvalidVolume) true.
-func (e *VolumeError) Is(target error) bool { return target == ErrInvalidVolume }
+// Unwrap makes it an ErrInvalidVolume, for errors.Is and its error code.
+func (e *VolumeError) Unwrap() error { return ErrInvalidVolume }
 
 func volErr(p, format string, args ...any) error {
 	return &VolumeError{Path: p, Reason: fmt.Sprintf(format, args...)}

@@ -1,37 +1,38 @@
 package federation
 
 import (
-	"errors"
 	"log/slog"
+
+	"github.com/calipsoplus/calipso"
 )
 
 // ErrInvalidResponse is the kind of every refused SAML response; errors.Is
 // also matches the specific reason (ErrAudience, ErrReplay, ...).
-var ErrInvalidResponse = errors.New("invalid SAML response")
+var ErrInvalidResponse = calipso.NewError(calipso.EUNAUTHORIZED, "invalid SAML response")
 
 // Reasons a SAML response is refused. Their texts are ours and safe to log;
 // users should still only see a generic "login failed".
 var (
-	ErrMalformed        = errors.New("malformed response")
-	ErrUnsigned         = errors.New("neither response nor assertion is signed")
-	ErrSignature        = errors.New("signature verification failed")
-	ErrWrapping         = errors.New("unexpected document structure (signature wrapping)")
-	ErrIssuer           = errors.New("issuer is not the configured identity provider")
-	ErrAudience         = errors.New("audience mismatch")
-	ErrRecipient        = errors.New("recipient mismatch")
-	ErrDestination      = errors.New("destination mismatch")
-	ErrExpired          = errors.New("assertion expired")
-	ErrNotYetValid      = errors.New("assertion not yet valid")
-	ErrReplay           = errors.New("assertion already used")
-	ErrReplayCacheFull  = errors.New("replay cache full")
-	ErrInResponseTo     = errors.New("response does not answer a pending login request")
-	ErrIdPStatus        = errors.New("identity provider reported a failure")
-	ErrMissingAttribute = errors.New("required attribute missing")
+	ErrMalformed        = calipso.NewError(calipso.EUNAUTHORIZED, "malformed response")
+	ErrUnsigned         = calipso.NewError(calipso.EUNAUTHORIZED, "neither response nor assertion is signed")
+	ErrSignature        = calipso.NewError(calipso.EUNAUTHORIZED, "signature verification failed")
+	ErrWrapping         = calipso.NewError(calipso.EUNAUTHORIZED, "unexpected document structure (signature wrapping)")
+	ErrIssuer           = calipso.NewError(calipso.EUNAUTHORIZED, "issuer is not the configured identity provider")
+	ErrAudience         = calipso.NewError(calipso.EUNAUTHORIZED, "audience mismatch")
+	ErrRecipient        = calipso.NewError(calipso.EUNAUTHORIZED, "recipient mismatch")
+	ErrDestination      = calipso.NewError(calipso.EUNAUTHORIZED, "destination mismatch")
+	ErrExpired          = calipso.NewError(calipso.EUNAUTHORIZED, "assertion expired")
+	ErrNotYetValid      = calipso.NewError(calipso.EUNAUTHORIZED, "assertion not yet valid")
+	ErrReplay           = calipso.NewError(calipso.EUNAUTHORIZED, "assertion already used")
+	ErrReplayCacheFull  = calipso.NewError(calipso.EUNAVAILABLE, "replay cache full")
+	ErrInResponseTo     = calipso.NewError(calipso.EUNAUTHORIZED, "response does not answer a pending login request")
+	ErrIdPStatus        = calipso.NewError(calipso.EUNAUTHORIZED, "identity provider reported a failure")
+	ErrMissingAttribute = calipso.NewError(calipso.EUNAUTHORIZED, "required attribute missing")
 )
 
 // ErrNoSingleLogout means the identity provider publishes no HTTP-Redirect
 // single logout endpoint.
-var ErrNoSingleLogout = errors.New("identity provider has no single logout endpoint")
+var ErrNoSingleLogout = calipso.NewError(calipso.EINVALID, "identity provider has no single logout endpoint")
 
 // ResponseError is a refused SAML response. Error() names only the reason;
 // Detail holds internal diagnostics (possibly IdP-supplied text) for logs.

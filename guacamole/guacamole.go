@@ -20,7 +20,6 @@ package guacamole
 import (
 	"context"
 	"database/sql"
-	"errors"
 	"fmt"
 	"log/slog"
 	"strings"
@@ -30,17 +29,19 @@ import (
 	"github.com/go-sql-driver/mysql"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/stdlib"
+
+	"github.com/calipsoplus/calipso"
 )
 
 // Errors the Store reports; check them with errors.Is.
 var (
 	// ErrUnavailable: the database cannot be reached (retry later).
-	ErrUnavailable = errors.New("guacamole database unavailable")
+	ErrUnavailable = calipso.NewError(calipso.EUNAVAILABLE, "guacamole database unavailable")
 	// ErrInvalid: the connection asked for cannot be written (bad name, protocol...).
-	ErrInvalid = errors.New("invalid guacamole connection")
+	ErrInvalid = calipso.NewError(calipso.EUNLAUNCHABLE, "invalid guacamole connection")
 	// ErrConflict: a connection or user of that name exists and was not made by
 	// Calipso for this connection; it is left alone.
-	ErrConflict = errors.New("guacamole object exists and is not managed by calipso")
+	ErrConflict = calipso.NewError(calipso.ECONFLICT, "guacamole object exists and is not managed by calipso")
 )
 
 // Marker attributes (see the package comment).

@@ -18,10 +18,12 @@ import (
 
 	"github.com/go-sql-driver/mysql"
 	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/calipsoplus/calipso"
 )
 
 // errLockBusy: another operation on the same name held the lock for LockTimeout.
-var errLockBusy = errors.New("another operation on this connection is still running")
+var errLockBusy = calipso.NewError(calipso.EUNAVAILABLE, "another operation on this connection is still running")
 
 // inTx runs fn in a READ COMMITTED transaction holding the lock for name, and runs it
 // again (with backoff) when the database chose it as a deadlock victim or the

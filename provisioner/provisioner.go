@@ -15,19 +15,21 @@ import (
 	"net"
 	"net/url"
 	"strconv"
+
+	"github.com/calipsoplus/calipso"
 )
 
 // Errors an engine reports; callers check them with errors.Is.
 var (
 	// ErrNotFound: the engine has no workload of that name.
-	ErrNotFound = errors.New("workload not found")
+	ErrNotFound = calipso.NewError(calipso.ENOTFOUND, "workload not found")
 	// ErrUnavailable: the engine cannot be reached or refused to work (retry later).
-	ErrUnavailable = errors.New("engine unavailable")
+	ErrUnavailable = calipso.NewError(calipso.EUNAVAILABLE, "engine unavailable")
 	// ErrInvalid: the spec cannot be run (bad image reference, impossible limits...).
-	ErrInvalid = errors.New("invalid workload")
+	ErrInvalid = calipso.NewError(calipso.EUNLAUNCHABLE, "invalid workload")
 	// ErrNotReady: the workload started but did not become ready in time
 	// (for example no Jupyter token in its log).
-	ErrNotReady = errors.New("workload not ready")
+	ErrNotReady = calipso.NewError(calipso.ETIMEOUT, "workload not ready")
 )
 
 // Kind names an engine, as the images' resource_type does.

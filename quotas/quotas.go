@@ -5,15 +5,16 @@
 package quotas
 
 import (
-	"errors"
 	"fmt"
 	"math"
 	"strconv"
 	"strings"
+
+	"github.com/calipsoplus/calipso"
 )
 
 // ErrInvalid is wrapped by every parse error.
-var ErrInvalid = errors.New("invalid quantity")
+var ErrInvalid = calipso.NewError(calipso.EINVALID, "invalid quantity")
 
 // Quota is what a user may use at once, or what is in use.
 type Quota struct {

@@ -15,11 +15,12 @@ import (
 	"strings"
 	"unicode"
 
+	"github.com/calipsoplus/calipso"
 	"github.com/calipsoplus/calipso/experiments"
 )
 
 // ErrInvalidData: the data file is malformed or inconsistent.
-var ErrInvalidData = errors.New("invalid user office data")
+var ErrInvalidData = calipso.NewError(calipso.EINVALID, "invalid user office data")
 
 // Data is the content of a data file: accounts and the experiments they take part in.
 type Data struct {

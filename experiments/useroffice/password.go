@@ -6,14 +6,15 @@ import (
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/base64"
-	"errors"
 	"fmt"
 	"strconv"
 	"strings"
+
+	"github.com/calipsoplus/calipso"
 )
 
 // ErrBadHash: a stored password hash is not in Django's pbkdf2_sha256 format.
-var ErrBadHash = errors.New("bad password hash")
+var ErrBadHash = calipso.NewError(calipso.EINVALID, "bad password hash")
 
 const (
 	hashAlgorithm = "pbkdf2_sha256"

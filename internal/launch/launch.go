@@ -18,6 +18,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/calipsoplus/calipso"
 	"github.com/calipsoplus/calipso/experiments"
 	"github.com/calipsoplus/calipso/guacamole"
 	"github.com/calipsoplus/calipso/internal/store"
@@ -26,7 +27,7 @@ import (
 )
 
 // ErrNoEngine: no engine is configured (or answering) for the image's resource type.
-var ErrNoEngine = errors.New("no engine for this resource type")
+var ErrNoEngine = calipso.NewError(calipso.EUNAVAILABLE, "no engine for this resource type")
 
 // Desktops is what the lifecycle needs of Guacamole (guacamole.Store).
 type Desktops interface {
@@ -212,18 +213,13 @@ func (s *Service) fail(ctx context.Context, engine provisioner.Provisioner, r st
 	return store.Resource{}, cause
 }
 
-// userMessage is what a record shows of an error: the kind, not internal detail.
+// userMessage is what a record shows of an error: the kind, not internal detail,
+// except for a workload that cannot run as defined, whose reason is the user's to fix.
 func userMessage(err error) string {
-	for _, kind := range []error{provisioner.ErrUnavailable, provisioner.ErrNotReady, provisioner.ErrInvalid, guacamole.ErrUnavailable,
-		store.ErrConflict, context.DeadlineExceeded} {
-		if errors.Is(err, kind) {
-			if errors.Is(err, provisioner.ErrInvalid) {
-				return err.Error()
-			}
-			return kind.Error()
-		}
+	if calipso.ErrorCode(err) == calipso.EUNLAUNCHABLE {
+		return err.Error()
 	}
-	return "internal error"
+	return calipso.ErrorMessage(err)
 }
 
 // spec builds the workload: identity from the experiment, else the user, else the

@@ -2,80 +2,53 @@ package server
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
-	"errors"
 	"log/slog"
 	"net/http"
 	"strconv"
 	"sync"
 
-	"github.com/calipsoplus/calipso/experiments"
-	"github.com/calipsoplus/calipso/guacamole"
-	"github.com/calipsoplus/calipso/internal/launch"
-	"github.com/calipsoplus/calipso/internal/store"
-	"github.com/calipsoplus/calipso/provisioner"
-	"github.com/calipsoplus/calipso/quotas"
+	"github.com/calipsoplus/calipso"
 )
 
 // Errors of the HTTP layer itself.
 var (
-	errBadRequest   = errors.New("bad request")
-	errUnauthorized = errors.New("not logged in")
-	errForbidden    = errors.New("forbidden")
-	errNotFound     = errors.New("not found")
-	errCrossSite    = errors.New("cross-site request refused")
-	errTooLarge     = errors.New("request body too large")
+	errBadRequest   = calipso.NewError(calipso.EINVALID, "bad request")
+	errUnauthorized = calipso.NewError(calipso.EUNAUTHORIZED, "not logged in")
+	errForbidden    = calipso.NewError(calipso.EFORBIDDEN, "forbidden")
+	errNotFound     = calipso.NewError(calipso.ENOTFOUND, "not found")
+	errCrossSite    = calipso.NewError(calipso.EFORBIDDEN, "cross-site request refused")
+	errTooLarge     = calipso.NewError(calipso.ETOOLARGE, "request body too large")
 )
 
-// statusOf is the one table from error kinds to HTTP statuses. public says whether
-// the error's own text may be shown: 4xx texts are made by us for the user; 5xx
-// texts may carry internal detail, so the user reads the kind and the log the rest.
-var statusOf = []struct {
-	kind   error
-	status int
-	public bool
-}{
-	{errBadRequest, http.StatusBadRequest, true},
-	{errUnauthorized, http.StatusUnauthorized, true},
-	{errForbidden, http.StatusForbidden, true},
-	{errNotFound, http.StatusNotFound, true},
-	{errCrossSite, http.StatusForbidden, true},
-	{errTooLarge, http.StatusRequestEntityTooLarge, true},
-	{launch.ErrNoEngine, http.StatusServiceUnavailable, true},
-	{store.ErrInvalid, http.StatusBadRequest, true},
-	{quotas.ErrInvalid, http.StatusBadRequest, true},
-	{store.ErrNotFound, http.StatusNotFound, true},
-	{store.ErrForbidden, http.StatusForbidden, true},
-	{store.ErrConflict, http.StatusConflict, true},
-	{store.ErrUnavailable, http.StatusServiceUnavailable, false},
-	{experiments.ErrInvalidVolume, http.StatusUnprocessableEntity, true},
-	{experiments.ErrRootNotConfigured, http.StatusServiceUnavailable, true},
-	{experiments.ErrBadCredentials, http.StatusUnauthorized, true},
-	{experiments.ErrNotFound, http.StatusNotFound, true},
-	{experiments.ErrUnavailable, http.StatusServiceUnavailable, false},
-	{experiments.ErrForbidden, http.StatusBadGateway, false},
-	{experiments.ErrBadAnswer, http.StatusBadGateway, false},
-	{experiments.ErrBadRequest, http.StatusBadGateway, false},
-	{provisioner.ErrInvalid, http.StatusUnprocessableEntity, true},
-	{provisioner.ErrUnavailable, http.StatusServiceUnavailable, false},
-	{provisioner.ErrNotReady, http.StatusGatewayTimeout, false},
-	{provisioner.ErrNotFound, http.StatusNotFound, true},
-	{guacamole.ErrUnavailable, http.StatusServiceUnavailable, false},
-	{context.DeadlineExceeded, http.StatusGatewayTimeout, false},
+// statusOf is the one table from error codes to HTTP statuses (TestEveryCodeHasAStatus
+// walks calipso.Codes). Every package's errors carry one of the codes.
+var statusOf = map[string]int{
+	calipso.EINVALID:      http.StatusBadRequest,
+	calipso.EUNAUTHORIZED: http.StatusUnauthorized,
+	calipso.EFORBIDDEN:    http.StatusForbidden,
+	calipso.ENOTFOUND:     http.StatusNotFound,
+	calipso.ECONFLICT:     http.StatusConflict,
+	calipso.ETOOLARGE:     http.StatusRequestEntityTooLarge,
+	calipso.EUNLAUNCHABLE: http.StatusUnprocessableEntity,
+	calipso.EUPSTREAM:     http.StatusBadGateway,
+	calipso.EUNAVAILABLE:  http.StatusServiceUnavailable,
+	calipso.ETIMEOUT:      http.StatusGatewayTimeout,
+	calipso.EINTERNAL:     http.StatusInternalServerError,
 }
 
-// classify returns the status of err and the message a user may read.
+// classify returns the status of err and the message a user may read: the whole
+// text for 4xx (made by us for the user), only the kind for 5xx, whose details may
+// be internal (they are logged).
 func classify(err error) (int, string) {
-	for _, e := range statusOf {
-		if errors.Is(err, e.kind) {
-			if e.public {
-				return e.status, err.Error()
-			}
-			return e.status, e.kind.Error()
-		}
+	status, ok := statusOf[calipso.ErrorCode(err)]
+	if !ok {
+		status = http.StatusInternalServerError
 	}
-	return http.StatusInternalServerError, "internal error"
+	if status < 500 {
+		return status, err.Error()
+	}
+	return status, calipso.ErrorMessage(err)
 }
 
 // writeJSON answers v as JSON with the status.

@@ -137,8 +137,8 @@ type QuotaError struct{ Reason string }
 
 func (e *QuotaError) Error() string { return e.Reason }
 
-// Is makes errors.Is(err, ErrConflict) true.
-func (e *QuotaError) Is(target error) bool { return target == ErrConflict }
+// Unwrap makes it an ErrConflict, for errors.Is and its error code.
+func (e *QuotaError) Unwrap() error { return ErrConflict }
 
 // Reserve checks the user's quota and records the launch as pending, in one
 // transaction: the user's row is locked first, so concurrent launches of one user are

@@ -23,6 +23,8 @@ import (
 	"github.com/go-sql-driver/mysql"
 	"github.com/pressly/goose/v3"
 	"modernc.org/sqlite" // registers "sqlite"
+
+	"github.com/calipsoplus/calipso"
 )
 
 // SQLite's built-in lower() folds ASCII only; MySQL's folds all of Unicode. Replacing
@@ -42,12 +44,12 @@ func init() {
 
 // Errors of the store, mapped to HTTP statuses by the server.
 var (
-	ErrNotFound  = errors.New("not found")
-	ErrForbidden = errors.New("forbidden")
-	ErrConflict  = errors.New("conflict")
-	ErrInvalid   = errors.New("invalid")
+	ErrNotFound  = calipso.NewError(calipso.ENOTFOUND, "not found")
+	ErrForbidden = calipso.NewError(calipso.EFORBIDDEN, "forbidden")
+	ErrConflict  = calipso.NewError(calipso.ECONFLICT, "conflict")
+	ErrInvalid   = calipso.NewError(calipso.EINVALID, "invalid")
 	// ErrUnavailable: the database cannot be reached.
-	ErrUnavailable = errors.New("database unavailable")
+	ErrUnavailable = calipso.NewError(calipso.EUNAVAILABLE, "database unavailable")
 )
 
 //go:embed migrations/*.sql

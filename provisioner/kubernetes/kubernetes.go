@@ -23,11 +23,12 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 
+	"github.com/calipsoplus/calipso"
 	"github.com/calipsoplus/calipso/provisioner"
 )
 
 // ErrConfig: the provisioner's configuration is unusable.
-var ErrConfig = errors.New("invalid kubernetes provisioner config")
+var ErrConfig = calipso.NewError(calipso.EINVALID, "invalid kubernetes provisioner config")
 
 // VolumeMode says where Mount.Source paths live.
 type VolumeMode string
