@@ -141,3 +141,16 @@ func TestHealthcheck(t *testing.T) {
 		t.Fatal("a closed server passed the health check")
 	}
 }
+
+// The demo images run `calipso demo-workload KIND` with no settings file at all: the
+// command is dispatched before settings are loaded, and is not in the help.
+func TestDemoWorkloadNeedsNoSettings(t *testing.T) {
+	missing := filepath.Join(t.TempDir(), "missing.toml")
+	out, err := calipso(t, missing, "demo-workload", "bogus")
+	if err == nil || !strings.Contains(err.Error(), "usage: calipso demo-workload notebook|desktop") {
+		t.Fatalf("err = %v, want the command's usage (not a settings error)\n%s", err, out)
+	}
+	if help, _ := calipso(t, missing, "help"); strings.Contains(help, "demo-workload") {
+		t.Errorf("the hidden command is in the help:\n%s", help)
+	}
+}
