@@ -22,9 +22,6 @@ func HashPassword(password string, salt []byte) []byte {
 	return h.Sum(nil)
 }
 
-// NewPassword returns a random password (26 base32 characters, 130 bits, crypto/rand).
-func NewPassword() string { return rand.Text() }
-
 // newSalt returns SaltSize random bytes.
 func newSalt() []byte {
 	salt := make([]byte, SaltSize)

@@ -3,6 +3,7 @@ package guacamole
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	"database/sql"
 	"errors"
 	"fmt"
@@ -25,7 +26,7 @@ func rdpConnection(n int) Connection {
 			"security": "any", "ignore-cert": "true",
 		},
 		Username: fmt.Sprintf("%suser-%d", testPrefix, n),
-		Password: NewPassword(),
+		Password: rand.Text(),
 	}
 }
 
@@ -64,7 +65,7 @@ func TestCreateWritesWhatGuacamoleReads(t *testing.T) {
 		s, db := newStore(t, b)
 		ctx := context.Background()
 		base := counts(t, db)
-		vnc := Connection{Name: testPrefix + "vnc", Protocol: "vnc", Username: "vnc-user", Password: NewPassword(),
+		vnc := Connection{Name: testPrefix + "vnc", Protocol: "vnc", Username: "vnc-user", Password: rand.Text(),
 			Params: map[string]string{"hostname": "desk", "port": "5901", "password": "x"}}
 		rdp := rdpConnection(1)
 		for _, c := range []Connection{vnc, rdp} {

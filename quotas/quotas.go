@@ -40,16 +40,6 @@ func (limit Quota) Exceeded(used, add Quota) string {
 	return ""
 }
 
-// Add returns the sum of q and o.
-func (q Quota) Add(o Quota) Quota {
-	return Quota{
-		MaxSimultaneous: q.MaxSimultaneous + o.MaxSimultaneous,
-		CPUs:            q.CPUs + o.CPUs,
-		MemoryBytes:     q.MemoryBytes + o.MemoryBytes,
-		DiskBytes:       q.DiskBytes + o.DiskBytes,
-	}
-}
-
 var units = map[string]float64{
 	"": 1, "b": 1,
 	"k": 1e3, "kb": 1e3, "m": 1e6, "mb": 1e6, "g": 1e9, "gb": 1e9, "t": 1e12, "tb": 1e12,

@@ -102,7 +102,7 @@ func TestExceeded(t *testing.T) {
 	}{
 		{"fits", Quota{}, one, ""},
 		{"fits exactly", one, one, ""},
-		{"machines", one.Add(one), one, "Max machines exceeded"},
+		{"machines", Quota{MaxSimultaneous: 2}, one, "Max machines exceeded"},
 		{"cpu", Quota{CPUs: 1.5}, one, "Max CPU exceeded"},
 		{"memory", Quota{MemoryBytes: 3 << 30}, one, "Max memory exceeded"},
 		{"disk", Quota{DiskBytes: 6 << 30}, one, "Max hdd exceeded"},

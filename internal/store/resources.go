@@ -88,11 +88,6 @@ func SplitExperiment(ref string) (session, proposal string) {
 	return ref, ref
 }
 
-// Share is what the resource holds of its owner's quota while live.
-func (r Resource) Share() quotas.Quota {
-	return quotas.Quota{MaxSimultaneous: 1, CPUs: r.CPU, MemoryBytes: r.MemoryBytes, DiskBytes: r.HDDBytes}
-}
-
 const resourceColumns = `r.id, r.user_id, u.username, r.experiment, r.session_id, r.public_name, r.image, r.protocol, r.resource_type, r.state,
 	r.cpu, r.memory_bytes, r.hdd_bytes, r.engine_name, r.engine_id, r.host_port, r.guacamole_username, r.guacamole_password,
 	r.vnc_password, r.info, r.error, r.created_at, r.updated_at, i.id`
