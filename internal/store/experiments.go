@@ -43,7 +43,7 @@ func (s *Store) Experiments(ctx context.Context, userID int64, q ExperimentQuery
 		args = append(args, *q.Favorite)
 	}
 	if terms := searchTerms(q.Search); len(terms) > 0 {
-		cond, cargs := searchClause(terms, "LOWER(e.subject)", "LOWER(e.body)", "LOWER(e.proposal_id)", "LOWER(e.beam_line)")
+		cond, cargs := searchClause(terms, s.fold("e.subject"), s.fold("e.body"), s.fold("e.proposal_id"), s.fold("e.beam_line"))
 		where += " AND " + cond
 		args = append(args, cargs...)
 	}

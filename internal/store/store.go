@@ -27,10 +27,13 @@ import (
 	"github.com/calipsoplus/calipso"
 )
 
-// SQLite's built-in lower() folds ASCII only; MySQL's folds all of Unicode. Replacing
-// it with Go's keeps search case-insensitive for every script on both.
-func init() {
-	_ = sqlite.RegisterDeterministicScalarFunction("lower", 1, func(_ *sqlite.FunctionContext, args []driver.Value) (driver.Value, error) {
+// foldFunction is Go's Unicode lower-casing as an SQLite function: SQLite's built-in
+// lower() folds ASCII only, MySQL's folds all of Unicode. It is registered under its
+// own name (the driver's registry is process-wide) rather than replacing lower().
+const foldFunction = "calipso_fold"
+
+var registerFold = sync.OnceValue(func() error {
+	return sqlite.RegisterDeterministicScalarFunction(foldFunction, 1, func(_ *sqlite.FunctionContext, args []driver.Value) (driver.Value, error) {
 		switch v := args[0].(type) {
 		case string:
 			return strings.ToLower(v), nil
@@ -40,6 +43,14 @@ func init() {
 			return v, nil
 		}
 	})
+})
+
+// fold is the SQL that lower-cases expr for case-insensitive search in every script.
+func (s *Store) fold(expr string) string {
+	if s.dialect == mysqlDialect {
+		return "LOWER(" + expr + ")"
+	}
+	return foldFunction + "(" + expr + ")"
 }
 
 // Errors of the store, mapped to HTTP statuses by the server.
@@ -144,6 +155,9 @@ func Open(ctx context.Context, driver, dsn string) (*Store, error) {
 	)
 	switch driver {
 	case "sqlite":
+		if err := registerFold(); err != nil {
+			return nil, fmt.Errorf("sqlite: register %s: %w", foldFunction, err)
+		}
 		db, err = openSQLite(dsn)
 	case "mysql":
 		db, err = openMySQL(dsn)

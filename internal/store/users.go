@@ -120,7 +120,7 @@ func (s *Store) Users(ctx context.Context, q UserQuery) ([]User, int, error) {
 	where, args := "", []any{}
 	if terms := searchTerms(q.Search); len(terms) > 0 {
 		var cond string
-		cond, args = searchClause(terms, "CAST(id AS CHAR)", "LOWER(username)", "LOWER(email)")
+		cond, args = searchClause(terms, "CAST(id AS CHAR)", s.fold("username"), s.fold("email"))
 		where = " WHERE " + cond
 	}
 	order := orderBy(q.Ordering, userOrdering, "id")
