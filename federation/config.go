@@ -3,6 +3,7 @@ package federation
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"net/url"
 	"strings"
@@ -93,6 +94,8 @@ type Config struct {
 	ReplayCacheSize int
 
 	HTTPClient *http.Client // for metadata; default http.DefaultClient
+	// Logger receives the SP's warnings (metadata refresh failures); default: discard.
+	Logger *slog.Logger
 }
 
 func (c *Config) setDefaults() error {

@@ -41,6 +41,7 @@ type ServiceProvider struct {
 	replay  *replayCache
 	tracker requestTracker
 	now     func() time.Time
+	log     *slog.Logger
 }
 
 // New validates cfg, loads the SP key pair and the IdP metadata (fetching
@@ -53,7 +54,10 @@ func New(ctx context.Context, cfg Config) (*ServiceProvider, error) {
 	if err != nil {
 		return nil, err
 	}
-	sp := &ServiceProvider{cfg: cfg, key: key, cert: cert, replay: newReplayCache(cfg.ReplayCacheSize), now: time.Now}
+	sp := &ServiceProvider{cfg: cfg, key: key, cert: cert, replay: newReplayCache(cfg.ReplayCacheSize), now: time.Now, log: cfg.Logger}
+	if sp.log == nil {
+		sp.log = slog.New(slog.DiscardHandler)
+	}
 	for _, e := range []struct {
 		dst *url.URL
 		rel string
@@ -174,7 +178,7 @@ func (sp *ServiceProvider) RefreshLoop(ctx context.Context) {
 			return
 		case <-t.C:
 			if err := sp.Refresh(ctx); err != nil {
-				slog.WarnContext(ctx, "idp metadata refresh failed, keeping previous copy", "url", sp.cfg.IdPMetadataURL, "err", err)
+				sp.log.WarnContext(ctx, "idp metadata refresh failed, keeping previous copy", "url", sp.cfg.IdPMetadataURL, "err", err)
 			}
 		}
 	}
@@ -209,7 +213,7 @@ func (sp *ServiceProvider) MetadataHandler() http.Handler {
 		}
 		buf, err := xml.MarshalIndent(md, "", "  ")
 		if err != nil {
-			slog.ErrorContext(r.Context(), "marshal sp metadata", "err", err)
+			sp.log.ErrorContext(r.Context(), "marshal sp metadata", "err", err)
 			http.Error(w, "internal error", http.StatusInternalServerError)
 			return
 		}
