@@ -201,20 +201,73 @@ type Instance struct {
 	LogMatch string // what Spec.LogRegex matched
 }
 
-// Provisioner is one engine. Every method is idempotent: Start of a name that exists
-// adopts it, and Stop and Remove of a name that does not exist succeed.
+// Capabilities says what an engine enforces of a Spec and what of a workload's life
+// it supports, as Nomad's drivers declare theirs: so that a limit the engine only
+// accepts is not mistaken for one it enforces. A field is true only when the engine
+// itself applies that part of the Spec; when false, the Spec field is accepted and
+// ignored (or means nothing, as for static links). provisionertest checks every claim
+// it can observe on the real engine.
+type Capabilities struct {
+	CPULimit    bool // Spec.CPUs is a ceiling on the workload's CPU time
+	MemoryLimit bool // Spec.MemoryBytes is a ceiling: past it the workload is killed
+	DiskLimit   bool // Spec.DiskBytes bounds the workload's own writable storage (not its mounts)
+
+	RunAsUser      bool // the process runs as Spec.UID:Spec.GID with Spec.ExtraGroups
+	ReadOnlyMounts bool // Spec.Mounts are bound, and the ReadOnly ones cannot be written
+
+	Restart bool // Start of a stopped workload runs it again, under the same name
+	Logs    bool // the engine keeps the workload's log, so Spec.LogRegex is waited for
+}
+
+// Provisioner is one engine, driven by Calipso's launch service and its reconciler.
+//
+// Call order: Ping and Capabilities may come at any time. A workload's life is Start,
+// any number of Inspect, then Stop and/or Remove; Start after Stop runs it again where
+// Capabilities.Restart says so. After a failed Start the caller Removes spec.Name()
+// (the returned Instance may be empty), and that must take away whatever the failure
+// left. The reconciler calls List, Inspect and Remove at any time, for names no record
+// accounts for.
+//
+// Idempotency: every method is idempotent. Start of a name that exists adopts it, and
+// Stop and Remove of a name that does not exist succeed, so an interrupted call can
+// simply be repeated. An engine only touches what its own installation made (by
+// label): an object of the same name made by anyone else is never stopped nor
+// deleted, and Inspect does not report it.
+//
+// Concurrency: an engine is safe for concurrent use by many goroutines on different
+// workloads. The caller never runs two calls on one name at once (the resource
+// record's state orders them), so engines need not order those themselves.
 type Provisioner interface {
+	// Capabilities reports what the engine enforces of a Spec and whether it can
+	// restart and keeps logs. It does no I/O, cannot fail, and returns the same value
+	// for the engine's whole life: call it once and keep it.
+	Capabilities() Capabilities
 	// Start creates and starts the workload and waits until it is reachable (and its
-	// LogRegex matched, if any).
+	// LogRegex matched, if any); an engine configured not to wait returns as soon as
+	// the workload exists (Kubernetes with no ReadyTimeout: StatePending). The first
+	// call of a workload's life. Idempotent: Start of a name this installation made
+	// already (an interrupted launch, a second Start) adopts it and returns the same
+	// workload, never a duplicate; Start of a stopped one starts it again. An engine
+	// of an installation refuses a spec of another one (ErrInvalid). On ErrNotReady
+	// the workload exists and the
+	// returned Instance names it, for the caller's Remove.
 	Start(ctx context.Context, spec Spec) (Instance, error)
-	// Stop stops the workload, keeping it for inspection until Remove.
+	// Stop stops the workload, keeping it for inspection until Remove. After Start;
+	// Stop of a missing or stopped workload succeeds.
 	Stop(ctx context.Context, name string) error
-	// Remove deletes the workload and everything made for it.
+	// Remove deletes the workload and everything made for it, running or not (no Stop
+	// needed first). The last call of a workload's life and the cleanup after a failed
+	// Start; Remove of a missing workload succeeds, so it can be repeated until it does.
 	Remove(ctx context.Context, name string) error
-	// Inspect reports one workload; ErrNotFound when there is none.
+	// Inspect reports one workload; ErrNotFound when there is none. Read-only, at any
+	// time. The URL carries no notebook token (engines do not keep it: Start returned
+	// it). Static links keep no state: their Inspect never says ErrNotFound.
 	Inspect(ctx context.Context, name string) (Instance, error)
-	// List reports every workload of this installation (by label), for reconciliation.
+	// List reports every workload of this installation (by label), in any state, for
+	// reconciliation; each is named and carries its owner and resource id. Read-only,
+	// at any time. Engines that keep nothing (static links) list nothing.
 	List(ctx context.Context) ([]Instance, error)
-	// Ping says whether the engine answers.
+	// Ping says whether the engine answers (ErrUnavailable when it does not). Read-only,
+	// at any time: at startup and for health checks.
 	Ping(ctx context.Context) error
 }

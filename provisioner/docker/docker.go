@@ -129,6 +129,22 @@ func (p *Provisioner) Instance() string { return p.cfg.Instance }
 // Close releases the client's connections.
 func (p *Provisioner) Close() error { return p.cli.Close() }
 
+// Capabilities: CPU and memory (without swap) are cgroup limits, the process runs as
+// the spec's uid, gid and groups, read-only binds are read-only, a stopped container
+// starts again and the engine keeps its log. The disk share is NOT enforced:
+// Spec.DiskBytes is ignored (see the package comment).
+func (p *Provisioner) Capabilities() provisioner.Capabilities {
+	return provisioner.Capabilities{
+		CPULimit:       true,
+		MemoryLimit:    true,
+		DiskLimit:      false,
+		RunAsUser:      true,
+		ReadOnlyMounts: true,
+		Restart:        true,
+		Logs:           true,
+	}
+}
+
 // Ping says whether the engine answers.
 func (p *Provisioner) Ping(ctx context.Context) error {
 	if _, err := p.cli.Ping(ctx); err != nil {

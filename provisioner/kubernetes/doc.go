@@ -33,7 +33,8 @@
 //     must lie under Config.ClaimRoot and is mounted as a subPath of the claim.
 //
 // Requests equal limits (Guaranteed QoS): Calipso's quotas count limits, so the
-// scheduler must reserve what the quota granted.
+// scheduler must reserve what the quota granted. Spec.DiskBytes becomes an
+// ephemeral-storage limit, which the kubelet enforces by evicting the pod.
 //
 // Start waits up to Config.ReadyTimeout for the pod to run and become ready, then
 // follows its log for Spec.LogRegex; a notebook's Instance.URL then carries the token

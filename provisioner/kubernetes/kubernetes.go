@@ -203,6 +203,23 @@ func classify(err error) error {
 	return fmt.Errorf("%w: %w", kind, err)
 }
 
+// Capabilities: the pod's limits (requests equal) hold CPU, memory and the disk
+// share, which is an ephemeral-storage limit: the kubelet evicts a pod whose writable
+// layer, logs and scratch space outgrow it (mounted volumes do not count). The pod
+// runs as the spec's uid, gid and groups, read-only mounts are read-only, Start after
+// Stop makes the pod again, and the kubelet keeps the log.
+func (p *Provisioner) Capabilities() provisioner.Capabilities {
+	return provisioner.Capabilities{
+		CPULimit:       true,
+		MemoryLimit:    true,
+		DiskLimit:      true,
+		RunAsUser:      true,
+		ReadOnlyMounts: true,
+		Restart:        true,
+		Logs:           true,
+	}
+}
+
 // Ping lists at most one workload pod: it proves both that the API server answers
 // and that this identity may work in the namespace.
 func (p *Provisioner) Ping(ctx context.Context) error {

@@ -46,6 +46,10 @@ func (Provisioner) Start(_ context.Context, spec provisioner.Spec) (provisioner.
 	}, nil
 }
 
+// Capabilities: none. The linked service runs elsewhere, under its own limits and
+// identity; nothing of the spec but the link reaches it, and there is no log.
+func (Provisioner) Capabilities() provisioner.Capabilities { return provisioner.Capabilities{} }
+
 // Stop does nothing: the linked service is not ours to stop.
 func (Provisioner) Stop(context.Context, string) error { return nil }
 
