@@ -588,10 +588,10 @@ func (s *Settings) validate() []error {
 	if s.Quotas.Default.CPUs, err = quotas.ParseCPUs(q.CPU); err != nil {
 		bad("quotas.cpu", "%v", err)
 	}
-	if s.Quotas.Default.MemoryBytes, err = quotas.ParseSize(q.Memory); err != nil {
+	if s.Quotas.Default.MemoryBytes, err = quotas.ParseGiB(q.Memory); err != nil {
 		bad("quotas.memory", "%v", err)
 	}
-	if s.Quotas.Default.DiskBytes, err = quotas.ParseSize(q.HDD); err != nil {
+	if s.Quotas.Default.DiskBytes, err = quotas.ParseGiB(q.HDD); err != nil {
 		bad("quotas.hdd", "%v", err)
 	}
 	if s.Pagination.Experiments < 1 || s.Pagination.Experiments > 1000 {

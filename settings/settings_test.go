@@ -71,6 +71,10 @@ func TestValidationReportsEveryProblem(t *testing.T) {
 		{"bad units", func(s string) string {
 			return strings.NewReplacer(`memory = "30G"`, `memory = "30Q"`, `hdd = "80G"`, `hdd = "lots"`, `cpu = "10"`, `cpu = "ten"`).Replace(s)
 		}, []string{"quotas.memory", "quotas.hdd", "quotas.cpu"}},
+		// The frontend reads quota sizes as whole gigabytes.
+		{"sizes not whole gigabytes", func(s string) string {
+			return strings.NewReplacer(`memory = "30G"`, `memory = "512M"`, `hdd = "80G"`, `hdd = "1.5G"`).Replace(s)
+		}, []string{"quotas.memory", "quotas.hdd"}},
 		{"bad enums and urls", func(s string) string {
 			return strings.NewReplacer(`driver = "sqlite"`, `driver = "oracle"`, `frontend_url = "http://localhost:4200"`, `frontend_url = "localhost"`,
 				`log_level = "info"`, `log_level = "loud"`).Replace(s)
