@@ -191,8 +191,12 @@ type Workloads struct {
 	// ExtraMounts are "src:dst:ro|rw" binds added to every workload.
 	ExtraMounts []string `toml:"extra_mounts"`
 	// ExtraGroups are added to every workload's groups (group 100 always is).
-	ExtraGroups   []int    `toml:"extra_groups"`
-	LaunchTimeout Duration `toml:"launch_timeout"`
+	ExtraGroups []int `toml:"extra_groups"`
+	// AllowUnenforced names the shares ("cpu", "memory", "disk") an image may ask of
+	// an engine that cannot enforce them (Docker: the disk share); launches asking
+	// for any other unenforced share are refused.
+	AllowUnenforced []string `toml:"allow_unenforced"`
+	LaunchTimeout   Duration `toml:"launch_timeout"`
 	// ReadyTimeout bounds the wait for a log line (Jupyter's token).
 	ReadyTimeout Duration `toml:"ready_timeout"`
 	// ReconcileInterval: how often records are compared with the engines.
@@ -627,6 +631,11 @@ func (s *Settings) validate() []error {
 	for _, g := range w.ExtraGroups {
 		if g < 0 {
 			bad("workloads.extra_groups", "%d is not a group id", g)
+		}
+	}
+	for _, q := range w.AllowUnenforced {
+		if !slices.Contains([]string{"cpu", "memory", "disk"}, q) {
+			bad("workloads.allow_unenforced", "%q: want cpu, memory or disk", q)
 		}
 	}
 	for key, d := range map[string]Duration{"workloads.launch_timeout": w.LaunchTimeout, "workloads.ready_timeout": w.ReadyTimeout,

@@ -76,6 +76,7 @@ func newEnv(t testing.TB, o envOptions) *env {
 	cfg.Workloads.LaunchTimeout = settings.Duration{Duration: 2 * time.Minute}
 	cfg.Workloads.ReadyTimeout = settings.Duration{Duration: 30 * time.Second}
 	cfg.Guacamole.Hostname = "guacd-sees-me"
+	cfg.Workloads.AllowUnenforced = []string{"disk"} // Docker does not limit disk
 	if o.edit != nil {
 		o.edit(cfg)
 	}

@@ -15,6 +15,7 @@ import (
 	"github.com/calipsoplus/calipso/internal/launch"
 	"github.com/calipsoplus/calipso/internal/store"
 	"github.com/calipsoplus/calipso/provisioner"
+	"github.com/calipsoplus/calipso/settings"
 )
 
 // TestRefusedBeforeReserving: launches that cannot be made are refused before any
@@ -138,5 +139,30 @@ func assertFailedRecord(t *testing.T, e *env) {
 	}
 	if r := recs[0]; r.State != store.Failed || !strings.HasPrefix(r.Error, "launch failed: ") {
 		t.Errorf("record = %s %q, want error with a reason", r.State, r.Error)
+	}
+}
+
+// TestUnenforcedShareRefused: Docker cannot limit disk, so an image with a disk share
+// is refused there unless the operator allows it; one without launches.
+func TestUnenforcedShareRefused(t *testing.T) {
+	e := newEnv(t, envOptions{noGuac: true, edit: func(c *settings.Settings) { c.Workloads.AllowUnenforced = nil }})
+	ctx := context.Background()
+	ref := e.experiment(t, e.user, "shares", nil, nil)
+	_, err := e.svc.Launch(ctx, e.user, ref, desktopImage)
+	if !errors.Is(err, launch.ErrUnenforced) || !strings.Contains(err.Error(), "disk") || !strings.Contains(err.Error(), "workloads.allow_unenforced") {
+		t.Fatalf("Launch = %v, want ErrUnenforced naming the disk share and the setting", err)
+	}
+	if n := len(e.records(t)); n != 0 {
+		t.Errorf("%d records made, want none", n)
+	}
+	if _, err := e.db.PutImage(ctx, "test", store.Image{PublicName: "no-disk", Image: e.workload, Protocol: "vnc", CPU: 0.5, Memory: "64M", HDD: "0G", ResourceType: "docker"}); err != nil {
+		t.Fatal(err)
+	}
+	r, err := e.svc.Launch(ctx, e.user, ref, "no-disk")
+	if err != nil {
+		t.Fatalf("an image without a disk share: %v", err)
+	}
+	if _, err := e.svc.Remove(ctx, r); err != nil {
+		t.Fatal(err)
 	}
 }

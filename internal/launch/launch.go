@@ -26,6 +26,10 @@ import (
 	"github.com/calipsoplus/calipso/settings"
 )
 
+// ErrUnenforced: the image asks for a share its engine cannot enforce, and the
+// settings do not allow that (workloads.allow_unenforced).
+var ErrUnenforced = calipso.NewError(calipso.EUNLAUNCHABLE, "share not enforced by the engine")
+
 // ErrNoEngine: no engine is configured (or answering) for the image's resource type.
 var ErrNoEngine = calipso.NewError(calipso.EUNAVAILABLE, "no engine for this resource type")
 
@@ -98,6 +102,36 @@ func (s *Service) name(id int64) string { return provisioner.Name(s.cfg.Instance
 
 func randomPassword() string { return rand.Text() }
 
+// enforced refuses an image whose share its engine cannot enforce, unless the
+// settings allow that share unenforced: a quota the engine does not hold the workload
+// to is a promise Calipso cannot keep. A static link runs nothing: its share is
+// bookkeeping only.
+func (s *Service) enforced(im store.Image, caps provisioner.Capabilities) error {
+	if provisioner.Kind(im.ResourceType) == provisioner.StaticLink {
+		return nil
+	}
+	share := im.Share()
+	var missing []string
+	for _, q := range []struct {
+		name     string
+		asked    bool
+		enforced bool
+	}{
+		{"cpu", share.CPUs > 0, caps.CPULimit},
+		{"memory", share.MemoryBytes > 0, caps.MemoryLimit},
+		{"disk", share.DiskBytes > 0, caps.DiskLimit},
+	} {
+		if q.asked && !q.enforced && !slices.Contains(s.cfg.Workloads.AllowUnenforced, q.name) {
+			missing = append(missing, q.name)
+		}
+	}
+	if len(missing) > 0 {
+		return fmt.Errorf("%w: image %s asks for a %s share that the %s engine cannot enforce (an operator may allow it with workloads.allow_unenforced)",
+			ErrUnenforced, im.PublicName, strings.Join(missing, " and "), im.ResourceType)
+	}
+	return nil
+}
+
 // IsOwnResource says whether a launch reference names an own resource rather than
 // an experiment session.
 func IsOwnResource(ref string) bool { return !strings.Contains(ref, "~") }
@@ -120,6 +154,9 @@ func (s *Service) Launch(ctx context.Context, u store.User, ref, publicName stri
 	}
 	engine, err := s.engine(im.ResourceType)
 	if err != nil {
+		return store.Resource{}, err
+	}
+	if err := s.enforced(im, engine.Capabilities()); err != nil {
 		return store.Resource{}, err
 	}
 	var (
