@@ -25,6 +25,7 @@ import (
 
 	"github.com/BurntSushi/toml"
 
+	"github.com/calipsoplus/calipso/provisioner"
 	"github.com/calipsoplus/calipso/quotas"
 )
 
@@ -190,6 +191,8 @@ type Workloads struct {
 	HomeRoot  string `toml:"home_root"`
 	// ExtraMounts are "src:dst:ro|rw" binds added to every workload.
 	ExtraMounts []string `toml:"extra_mounts"`
+	// Mounts are ExtraMounts parsed, when the settings are loaded.
+	Mounts []provisioner.Mount `toml:"-"`
 	// ExtraGroups are added to every workload's groups (group 100 always is).
 	ExtraGroups []int `toml:"extra_groups"`
 	// AllowUnenforced names the shares ("cpu", "memory", "disk") an image may ask of
@@ -605,7 +608,7 @@ func (s *Settings) validate() []error {
 		bad("pagination.users", "must be between 1 and 1000")
 	}
 
-	w := s.Workloads
+	w := &s.Workloads
 	// Relative roots (the local profile's) are taken from the working directory:
 	// engines need absolute host paths.
 	for key, dir := range map[string]*string{"workloads.datasets_root": &s.Workloads.DatasetsRoot, "workloads.output_root": &s.Workloads.OutputRoot} {
@@ -623,10 +626,14 @@ func (s *Settings) validate() []error {
 	if w.UID < 0 || w.GID < 0 {
 		bad("workloads.uid", "uid and gid must not be negative")
 	}
+	w.Mounts = nil
 	for _, m := range w.ExtraMounts {
-		if _, err := ParseMount(m); err != nil {
+		pm, err := ParseMount(m)
+		if err != nil {
 			bad("workloads.extra_mounts", "%v", err)
+			continue
 		}
+		w.Mounts = append(w.Mounts, pm)
 	}
 	for _, g := range w.ExtraGroups {
 		if g < 0 {
@@ -697,19 +704,15 @@ func (s *Settings) validate() []error {
 	return p
 }
 
-// Mount is one extra bind of workloads.extra_mounts.
-type Mount struct {
-	Source, Target string
-	ReadOnly       bool
-}
-
-// ParseMount parses "src:dst:ro|rw" (the mode defaults to ro).
-func ParseMount(s string) (Mount, error) {
+// ParseMount parses one bind of workloads.extra_mounts, "src:dst:ro|rw" (the mode
+// defaults to ro).
+func ParseMount(s string) (provisioner.Mount, error) {
+	type Mount = provisioner.Mount
 	parts := strings.Split(s, ":")
 	if len(parts) < 2 || len(parts) > 3 {
 		return Mount{}, fmt.Errorf("%q: want src:dst:ro|rw", s)
 	}
-	m := Mount{Source: parts[0], Target: parts[1], ReadOnly: true}
+	m := provisioner.Mount{Source: parts[0], Target: parts[1], ReadOnly: true}
 	if len(parts) == 3 {
 		switch parts[2] {
 		case "ro":

@@ -4,9 +4,11 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
+	"github.com/calipsoplus/calipso/provisioner"
 	"github.com/calipsoplus/calipso/settings"
 )
 
@@ -167,5 +169,20 @@ func TestParseMount(t *testing.T) {
 		if _, err := settings.ParseMount(in); (err == nil) != ok {
 			t.Errorf("ParseMount(%q) = %v, want ok=%v", in, err, ok)
 		}
+	}
+}
+
+// TestExtraMountsParsedOnce: the launch service reads workloads.Mounts, parsed when
+// the settings are loaded.
+func TestExtraMountsParsedOnce(t *testing.T) {
+	local, _ := settings.Embedded("local")
+	text := strings.Replace(string(local), `extra_mounts = []`, `extra_mounts = ["/opt/tools:/opt/tools", "/scratch:/scratch:rw"]`, 1)
+	s, err := settings.Parse([]byte(text), "test", func(string) string { return "" })
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []provisioner.Mount{{Source: "/opt/tools", Target: "/opt/tools", ReadOnly: true}, {Source: "/scratch", Target: "/scratch"}}
+	if !slices.Equal(s.Workloads.Mounts, want) {
+		t.Fatalf("Mounts = %+v, want %+v", s.Workloads.Mounts, want)
 	}
 }

@@ -293,11 +293,7 @@ func (s *Service) spec(r store.Resource, im store.Image, u store.User, e experim
 		}
 		spec.Mounts = append(spec.Mounts, provisioner.Mount{Source: home, Target: "/home/" + u.Username})
 	}
-	for _, m := range w.ExtraMounts {
-		if em, err := settings.ParseMount(m); err == nil { // validated at start
-			spec.Mounts = append(spec.Mounts, provisioner.Mount{Source: em.Source, Target: em.Target, ReadOnly: em.ReadOnly})
-		}
-	}
+	spec.Mounts = append(spec.Mounts, w.Mounts...)
 	spec.ExtraGroups = slices.Compact(slices.Sorted(slices.Values(spec.ExtraGroups)))
 	return spec
 }
