@@ -36,6 +36,7 @@ type app struct {
 	db       *store.Store
 	office   *experiments.Client
 	engines  map[provisioner.Kind]provisioner.Provisioner
+	missing  map[provisioner.Kind]string // why an engine kind is absent, for the users' error
 	desktops *guacamole.Store
 	launch   *launch.Service
 	saml     *federation.ServiceProvider
@@ -68,7 +69,7 @@ func build(ctx context.Context, cfg *settings.Settings, log *slog.Logger) (*app,
 	if err := cfg.EnsureSecretKey(); err != nil {
 		return nil, err
 	}
-	a := &app{cfg: cfg, log: log, engines: map[provisioner.Kind]provisioner.Provisioner{}}
+	a := &app{cfg: cfg, log: log, engines: map[provisioner.Kind]provisioner.Provisioner{}, missing: map[provisioner.Kind]string{}}
 	ok := false
 	defer func() {
 		if !ok {
@@ -117,8 +118,11 @@ func build(ctx context.Context, cfg *settings.Settings, log *slog.Logger) (*app,
 		desktops = a.desktops
 	}
 	a.launch = launch.New(db, a.engines, desktops, cfg, log)
+	for kind, why := range a.missing {
+		a.launch.ExplainMissing(kind, why)
+	}
 	if cfg.Umbrella.Enabled && cfg.Umbrella.Mode == "saml" {
-		sp, err := newServiceProvider(ctx, cfg)
+		sp, err := newServiceProvider(ctx, cfg, log)
 		if err != nil {
 			return nil, err
 		}
@@ -217,6 +221,12 @@ func officeData(path string) (*useroffice.Data, error) {
 func (a *app) buildEngines(ctx context.Context) {
 	cfg := a.cfg
 	a.engines[provisioner.StaticLink] = static.New()
+	if !cfg.Docker.Enabled {
+		a.missing[provisioner.Docker] = "docker is disabled in the settings (docker.enabled)"
+	}
+	if !cfg.Kubernetes.Enabled {
+		a.missing[provisioner.Kubernetes] = "kubernetes is disabled in the settings (kubernetes.enabled)"
+	}
 	if cfg.Docker.Enabled {
 		d, err := docker.New(ctx, docker.Config{
 			Host: cfg.Docker.URL, Instance: cfg.Instance, HostAddress: cfg.Docker.HostAddress,
@@ -225,6 +235,7 @@ func (a *app) buildEngines(ctx context.Context) {
 		})
 		if err != nil {
 			a.log.Error("Docker engine not usable: launches of docker resources will fail", "err", err)
+			a.missing[provisioner.Docker] = "the Docker engine could not be set up (the server log says why)"
 		} else {
 			a.engines[provisioner.Docker] = d
 			a.closers = append(a.closers, func() { d.Close() })
@@ -246,6 +257,7 @@ func (a *app) buildEngines(ctx context.Context) {
 		})
 		if err != nil {
 			a.log.Error("Kubernetes not usable: launches of kubernetes resources will fail", "err", err)
+			a.missing[provisioner.Kubernetes] = "the Kubernetes engine could not be set up (the server log says why)"
 		} else {
 			a.engines[provisioner.Kubernetes] = k
 			a.checks = append(a.checks, server.Check{Name: "kubernetes", Fn: k.Ping})
@@ -253,7 +265,7 @@ func (a *app) buildEngines(ctx context.Context) {
 	}
 }
 
-func newServiceProvider(ctx context.Context, cfg *settings.Settings) (*federation.ServiceProvider, error) {
+func newServiceProvider(ctx context.Context, cfg *settings.Settings, log *slog.Logger) (*federation.ServiceProvider, error) {
 	u := cfg.Umbrella
 	key, err := os.ReadFile(u.SPKeyFile)
 	if err != nil {
@@ -270,7 +282,7 @@ func newServiceProvider(ctx context.Context, cfg *settings.Settings) (*federatio
 	fc := federation.Config{
 		EntityID: u.EntityID, BaseURL: base, KeyPEM: key, CertPEM: cert,
 		IdPMetadataURL: u.IdPMetadataURL, ClockSkew: u.ClockSkew.Duration,
-		Attributes: federation.DefaultAttributeNames(),
+		Attributes: federation.DefaultAttributeNames(), Logger: log.With("component", "federation"),
 	}
 	if u.HashAttribute != "" {
 		fc.Attributes.EAAHash = []string{u.HashAttribute}
