@@ -237,6 +237,8 @@ type Capabilities struct {
 // Concurrency: an engine is safe for concurrent use by many goroutines on different
 // workloads. The caller never runs two calls on one name at once (the resource
 // record's state orders them), so engines need not order those themselves.
+//
+// provisionertest.Run checks this contract against each engine.
 type Provisioner interface {
 	// Capabilities reports what the engine enforces of a Spec and whether it can
 	// restart and keeps logs. It does no I/O, cannot fail, and returns the same value

@@ -361,36 +361,6 @@ func TestNotReady(t *testing.T) {
 	}
 }
 
-func TestStartIsIdempotent(t *testing.T) {
-	t.Parallel()
-	ctx := context.Background()
-	p := newProvisioner(t, nil)
-	spec := workloadSpec(t, p.Instance(), 1)
-
-	first, err := p.Start(ctx, spec)
-	if err != nil {
-		t.Fatalf("Start: %v", err)
-	}
-	again, err := p.Start(ctx, spec)
-	if err != nil {
-		t.Fatalf("Start of a running workload: %v", err)
-	}
-	if again.ID != first.ID || again.URL != first.URL {
-		t.Errorf("second Start = %+v, want the same container and token as %+v", again, first)
-	}
-
-	if err := p.Stop(ctx, spec.Name()); err != nil {
-		t.Fatalf("Stop: %v", err)
-	}
-	restarted, err := p.Start(ctx, spec)
-	if err != nil {
-		t.Fatalf("Start of a stopped workload: %v", err)
-	}
-	if restarted.ID != first.ID || restarted.State != provisioner.StateRunning {
-		t.Errorf("Start of the stopped workload = %+v, want container %s running", restarted, first.ID)
-	}
-}
-
 func TestForeignContainerIsLeftAlone(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
@@ -423,22 +393,6 @@ func TestForeignContainerIsLeftAlone(t *testing.T) {
 	}
 }
 
-func TestMissingWorkload(t *testing.T) {
-	t.Parallel()
-	ctx := context.Background()
-	p := newProvisioner(t, nil)
-	name := provisioner.Name(p.Instance(), 999)
-	if err := p.Stop(ctx, name); err != nil {
-		t.Errorf("Stop of a missing workload: %v, want success", err)
-	}
-	if err := p.Remove(ctx, name); err != nil {
-		t.Errorf("Remove of a missing workload: %v, want success", err)
-	}
-	if _, err := p.Inspect(ctx, name); !errors.Is(err, provisioner.ErrNotFound) {
-		t.Errorf("Inspect of a missing workload: %v, want ErrNotFound", err)
-	}
-}
-
 func TestEngineUnreachable(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
@@ -465,40 +419,6 @@ func TestEngineUnreachable(t *testing.T) {
 				t.Errorf("%s: %v, want ErrUnavailable", c.name, err)
 			}
 		})
-	}
-}
-
-func TestListSeesOnlyItsInstallation(t *testing.T) {
-	t.Parallel()
-	ctx := context.Background()
-	mine := newProvisioner(t, nil)
-	theirs := newProvisioner(t, nil)
-	for id := int64(1); id <= 2; id++ {
-		if _, err := mine.Start(ctx, workloadSpec(t, mine.Instance(), id)); err != nil {
-			t.Fatalf("Start: %v", err)
-		}
-	}
-	if _, err := theirs.Start(ctx, workloadSpec(t, theirs.Instance(), 1)); err != nil {
-		t.Fatalf("Start: %v", err)
-	}
-	if err := mine.Stop(ctx, provisioner.Name(mine.Instance(), 2)); err != nil {
-		t.Fatalf("Stop: %v", err)
-	}
-
-	list, err := mine.List(ctx)
-	if err != nil {
-		t.Fatalf("List: %v", err)
-	}
-	got := map[string]provisioner.Instance{}
-	for _, inst := range list {
-		got[inst.Name] = inst
-	}
-	running, stopped := got[provisioner.Name(mine.Instance(), 1)], got[provisioner.Name(mine.Instance(), 2)]
-	if len(got) != 2 || running.State != provisioner.StateRunning || stopped.State != provisioner.StateStopped {
-		t.Fatalf("List = %+v, want workload 1 running and 2 stopped", list)
-	}
-	if running.Port == 0 || running.Owner != "ana" || running.ResourceID != 1 || running.ID == "" {
-		t.Errorf("listed running workload = %+v", running)
 	}
 }
 

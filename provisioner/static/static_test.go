@@ -65,25 +65,3 @@ func TestStart(t *testing.T) {
 		})
 	}
 }
-
-func TestNoOps(t *testing.T) {
-	ctx := context.Background()
-	p := static.New()
-	if err := p.Stop(ctx, "calipso-alba-1"); err != nil {
-		t.Errorf("Stop: %v", err)
-	}
-	if err := p.Remove(ctx, "calipso-alba-1"); err != nil {
-		t.Errorf("Remove: %v", err)
-	}
-	inst, err := p.Inspect(ctx, "calipso-alba-1")
-	if err != nil || inst.State != provisioner.StateRunning || inst.Name != "calipso-alba-1" {
-		t.Errorf("Inspect = %+v, %v; want running calipso-alba-1", inst, err)
-	}
-	list, err := p.List(ctx)
-	if err != nil || len(list) != 0 {
-		t.Errorf("List = %v, %v; want nothing", list, err)
-	}
-	if err := p.Ping(ctx); err != nil {
-		t.Errorf("Ping: %v", err)
-	}
-}

@@ -1,0 +1,58 @@
+package docker_test
+
+import (
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/calipsoplus/calipso/internal/testenv"
+	"github.com/calipsoplus/calipso/provisioner"
+	"github.com/calipsoplus/calipso/provisioner/provisionertest"
+)
+
+func TestContract(t *testing.T) {
+	t.Parallel()
+	provisionertest.Run(t, func(t *testing.T) provisionertest.Harness {
+		cli := testenv.DockerClient(t)
+		mine, theirs := newProvisioner(t, nil), newProvisioner(t, nil)
+		return provisionertest.Harness{
+			Engine:            mine,
+			Instance:          mine.Instance(),
+			Neighbour:         theirs,
+			NeighbourInstance: theirs.Instance(),
+			Image:             testenv.WorkloadImage(t),
+			LogRegex:          tokenRegex,
+			FailingStarts: []provisionertest.FailingStart{
+				{Name: "image not on the engine", Want: provisioner.ErrInvalid, Edit: func(s *provisioner.Spec) {
+					s.Image = "calipso-test-no-such-image:" + testenv.RandomHex(4)
+				}},
+				{Name: "exits before ready", Want: provisioner.ErrNotReady, Edit: func(s *provisioner.Spec) {
+					s.Env, s.LogRegex = map[string]string{"EXIT_CODE": "3"}, tokenRegex // leaves an exited container
+				}},
+			},
+			Applied: func(t *testing.T, name string) provisionertest.Applied {
+				t.Helper()
+				info, err := cli.ContainerInspect(t.Context(), name)
+				if err != nil {
+					t.Fatalf("inspect %s: %v", name, err)
+				}
+				applied := provisionertest.Applied{
+					CPUs:        float64(info.HostConfig.NanoCPUs) / 1e9,
+					MemoryBytes: info.HostConfig.Memory,
+					ReadOnly:    map[string]bool{},
+				}
+				// A disk bound would be the storage driver's size option.
+				if size := info.HostConfig.StorageOpt["size"]; size != "" {
+					applied.DiskBytes = -1
+				}
+				uid, gid, _ := strings.Cut(info.Config.User, ":")
+				applied.UID, _ = strconv.Atoi(uid)
+				applied.GID, _ = strconv.Atoi(gid)
+				for _, m := range info.Mounts {
+					applied.ReadOnly[m.Destination] = !m.RW
+				}
+				return applied
+			},
+		}
+	})
+}
