@@ -154,6 +154,7 @@ output_root = %q
 uid = 1000
 gid = 1000
 reconcile_interval = "2s"
+allow_unenforced = ["disk"]
 
 [docker]
 enabled = true
