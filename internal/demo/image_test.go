@@ -57,7 +57,7 @@ func TestDependencies(t *testing.T) {
 	cases := []struct {
 		name, exe string
 	}{
-		{"this test binary (dynamic with cgo, as under -race)", self},
+		{"this test binary (dynamically linked when cgo is on, as under -race)", self},
 		{"a C program with libraries of libraries", "/bin/ls"},
 		{"a shell", "/bin/sh"},
 		{"the go tool (static)", goTool},
