@@ -147,8 +147,14 @@ func TestReadmeTryItWithCurl(t *testing.T) {
 			t.Errorf("output lacks %s:\n%s", want, out)
 		}
 	}
-	if !strings.Contains(logs.String(), "demo image ready") {
-		t.Errorf("calipso did not log the demo images ready:\n%s", logs)
+	// Both images finished (the desktop's is built after the notebook's): stopping
+	// calipso in the middle of a build would leave an untagged image behind.
+	deadline := time.Now().Add(2 * time.Minute)
+	for !strings.Contains(logs.String(), `msg="demo image ready" record=demo_desktop`) {
+		if time.Now().After(deadline) {
+			t.Fatalf("calipso did not log the demo desktop image ready:\n%s", logs)
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 
 	// Stopped and removed: nothing of it is left on the engine.
