@@ -32,16 +32,6 @@ var (
 	ErrNotReady = calipso.NewError(calipso.ETIMEOUT, "workload not ready")
 )
 
-// Kind names an engine, as the images' resource_type does.
-type Kind string
-
-const (
-	Docker         Kind = "docker"
-	Kubernetes     Kind = "kubernetes"
-	StaticLink     Kind = "static link"
-	VirtualMachine Kind = "virtual machine"
-)
-
 // Well-known container ports, chosen by protocol.
 const (
 	PortRDP  = 3389
@@ -112,7 +102,7 @@ type Spec struct {
 	Owner      string // username, for labels
 	Experiment string // proposal~session, for labels
 
-	Image    string // image reference (Docker/Kubernetes) or URL (static link)
+	Image    string // image reference (Docker, Kubernetes) or URL (static link)
 	Protocol string // vnc, rdp, http...
 
 	CPUs        float64 // 0: no limit

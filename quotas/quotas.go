@@ -16,30 +16,6 @@ import (
 // ErrInvalid is wrapped by every parse error.
 var ErrInvalid = calipso.NewError(calipso.EINVALID, "invalid quantity")
 
-// Quota is what a user may use at once, or what is in use.
-type Quota struct {
-	MaxSimultaneous int     // resources running at once
-	CPUs            float64 // cores
-	MemoryBytes     int64
-	DiskBytes       int64
-}
-
-// Exceeded names the first limit that used plus add would pass, or "" when it fits.
-// The messages are the ones users read.
-func (limit Quota) Exceeded(used, add Quota) string {
-	switch {
-	case used.MaxSimultaneous+add.MaxSimultaneous > limit.MaxSimultaneous:
-		return "Max machines exceeded"
-	case used.CPUs+add.CPUs > limit.CPUs+1e-9:
-		return "Max CPU exceeded"
-	case used.MemoryBytes+add.MemoryBytes > limit.MemoryBytes:
-		return "Max memory exceeded"
-	case used.DiskBytes+add.DiskBytes > limit.DiskBytes:
-		return "Max hdd exceeded"
-	}
-	return ""
-}
-
 var units = map[string]float64{
 	"": 1, "b": 1,
 	"k": 1e3, "kb": 1e3, "m": 1e6, "mb": 1e6, "g": 1e9, "gb": 1e9, "t": 1e12, "tb": 1e12,
@@ -118,4 +94,12 @@ func ParseCPUs(s string) (float64, error) {
 		v /= 1000
 	}
 	return v, nil
+}
+
+// ImageShare is what one launch of im takes from a quota. Its sizes were checked
+// when the image was stored (store.ValidateImage).
+func ImageShare(im calipso.Image) calipso.Quota {
+	mem, _ := ParseSize(im.Memory)
+	hdd, _ := ParseSize(im.HDD)
+	return calipso.Quota{MaxSimultaneous: 1, CPUs: im.CPU, MemoryBytes: mem, DiskBytes: hdd}
 }

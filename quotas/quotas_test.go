@@ -91,28 +91,3 @@ func TestParseCPUs(t *testing.T) {
 		}
 	}
 }
-
-func TestExceeded(t *testing.T) {
-	limit := Quota{MaxSimultaneous: 2, CPUs: 2, MemoryBytes: 4 << 30, DiskBytes: 10 << 30}
-	one := Quota{MaxSimultaneous: 1, CPUs: 1, MemoryBytes: 2 << 30, DiskBytes: 5 << 30}
-	cases := []struct {
-		name       string
-		used, add  Quota
-		wantReason string
-	}{
-		{"fits", Quota{}, one, ""},
-		{"fits exactly", one, one, ""},
-		{"machines", Quota{MaxSimultaneous: 2}, one, "Max machines exceeded"},
-		{"cpu", Quota{CPUs: 1.5}, one, "Max CPU exceeded"},
-		{"memory", Quota{MemoryBytes: 3 << 30}, one, "Max memory exceeded"},
-		{"disk", Quota{DiskBytes: 6 << 30}, one, "Max hdd exceeded"},
-		{"fractional cpus add up exactly", Quota{CPUs: 0.1 + 0.2}, Quota{MaxSimultaneous: 1, CPUs: 1.7}, ""},
-	}
-	for _, c := range cases {
-		t.Run(c.name, func(t *testing.T) {
-			if got := limit.Exceeded(c.used, c.add); got != c.wantReason {
-				t.Fatalf("Exceeded = %q, want %q", got, c.wantReason)
-			}
-		})
-	}
-}

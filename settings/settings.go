@@ -25,6 +25,7 @@ import (
 
 	"github.com/BurntSushi/toml"
 
+	"github.com/calipsoplus/calipso"
 	"github.com/calipsoplus/calipso/provisioner"
 	"github.com/calipsoplus/calipso/quotas"
 )
@@ -169,7 +170,7 @@ type Quotas struct {
 	Memory          string `toml:"memory"`
 	HDD             string `toml:"hdd"`
 
-	Default quotas.Quota `toml:"-"`
+	Default calipso.Quota `toml:"-"`
 }
 
 // Pagination sets page sizes.

@@ -13,6 +13,7 @@ import (
 
 	"github.com/go-sql-driver/mysql"
 
+	"github.com/calipsoplus/calipso"
 	"github.com/calipsoplus/calipso/experiments"
 	"github.com/calipsoplus/calipso/internal/store"
 	"github.com/calipsoplus/calipso/quotas"
@@ -81,7 +82,7 @@ type cpLink struct {
 
 type cpQuota struct {
 	username string
-	quota    quotas.Quota
+	quota    calipso.Quota
 }
 
 // calipsoPlusData is what the import read, already converted to Calipso's types.
@@ -90,7 +91,7 @@ type calipsoPlusData struct {
 	experiments []experiments.Experiment
 	links       []cpLink
 	quotas      []cpQuota
-	images      []store.Image
+	images      []calipso.Image
 	containers  int      // rows in calipso_containers
 	live        []string // live containers, "name (status, user)"
 	skipped     []string // rows left out, with why
@@ -101,11 +102,11 @@ type calipsoPlusData struct {
 var liveContainerStates = map[string]bool{"busy": true, "created": true, "running": true, "pending": true}
 
 // resourceTypes maps CalipsoPlus resource types to Calipso's.
-var resourceTypes = map[string]string{
-	"docker_container": "docker",
-	"static_link":      "static link",
-	"kubernetes":       "kubernetes",
-	"virtual_machine":  "virtual machine",
+var resourceTypes = map[string]calipso.ResourceType{
+	"docker_container": calipso.Docker,
+	"static_link":      calipso.StaticLink,
+	"kubernetes":       calipso.Kubernetes,
+	"virtual_machine":  calipso.VirtualMachine,
 }
 
 func readCalipsoPlus(ctx context.Context, src *sql.DB) (*calipsoPlusData, error) {
@@ -255,7 +256,7 @@ func readCalipsoPlus(ctx context.Context, src *sql.DB) (*calipsoPlusData, error)
 			d.skipped = append(d.skipped, fmt.Sprintf("quota of profile %d: user skipped", profile))
 			return nil
 		}
-		q := quotas.Quota{MaxSimultaneous: max, CPUs: float64(cpu)}
+		q := calipso.Quota{MaxSimultaneous: max, CPUs: float64(cpu)}
 		var errs []error
 		var err error
 		if q.MemoryBytes, err = quotas.ParseSize(mem); err != nil {
@@ -284,10 +285,11 @@ func readCalipsoPlus(ctx context.Context, src *sql.DB) (*calipsoPlusData, error)
 		return nil, fmt.Errorf("images: %w", err)
 	}
 	err = eachRow(rows, func() error {
-		var im store.Image
+		var im calipso.Image
 		var cpu int
 		var kind string
-		if err := rows.Scan(&im.PublicName, &im.Image, &im.Protocol, &cpu, &im.Memory, &im.HDD, &im.PortHook, &im.LogRegex, &kind); err != nil {
+		var portHook string // Calipso picks the port by protocol
+		if err := rows.Scan(&im.PublicName, &im.Image, &im.Protocol, &cpu, &im.Memory, &im.HDD, &portHook, &im.LogRegex, &kind); err != nil {
 			return err
 		}
 		im.CPU = float64(cpu)
@@ -302,7 +304,7 @@ func readCalipsoPlus(ctx context.Context, src *sql.DB) (*calipsoPlusData, error)
 			return nil
 		}
 		im.ResourceType = rt
-		if err := im.Validate(); err != nil {
+		if err := store.ValidateImage(im); err != nil {
 			d.skipped = append(d.skipped, fmt.Sprintf("image %q: %v", im.PublicName, err))
 			return nil
 		}

@@ -10,9 +10,9 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/calipsoplus/calipso"
 	"github.com/calipsoplus/calipso/internal/store"
 	"github.com/calipsoplus/calipso/internal/testenv"
-	"github.com/calipsoplus/calipso/quotas"
 )
 
 // calipsoPlusSchema finds shared/fixtures/calipsoplus/schema-mysql.sql above the working directory.
@@ -152,7 +152,7 @@ func TestImportCalipsoPlus(t *testing.T) {
 			t.Errorf("alice's e-mail and UUID = %q, %q; want CalipsoPlus's", alice.Email, alice.UUID)
 		}
 		q, err := db.Quota(ctx, alice.ID)
-		wantQ := quotas.Quota{MaxSimultaneous: 3, CPUs: 4, MemoryBytes: 30 << 30, DiskBytes: 80 << 30}
+		wantQ := calipso.Quota{MaxSimultaneous: 3, CPUs: 4, MemoryBytes: 30 << 30, DiskBytes: 80 << 30}
 		if err != nil || q != wantQ {
 			t.Errorf("alice's quota = %+v, %v; want %+v", q, err, wantQ)
 		}
@@ -179,14 +179,14 @@ func TestImportCalipsoPlus(t *testing.T) {
 				}
 			}
 		}
-		images := map[string]string{"desktop": "docker", "elog": "static link", "k8s_jupyter": "kubernetes", "winvm": "virtual machine", "oldstyle": "docker"}
+		images := map[string]calipso.ResourceType{"desktop": calipso.Docker, "elog": calipso.StaticLink, "k8s_jupyter": calipso.Kubernetes, "winvm": calipso.VirtualMachine, "oldstyle": calipso.Docker}
 		for name, rt := range images {
 			im, err := db.Image(ctx, name)
 			if err != nil || im.ResourceType != rt {
 				t.Errorf("image %s: %+v, %v; want type %q", name, im, err, rt)
 			}
 		}
-		if im, _ := db.Image(ctx, "desktop"); im.Protocol != "vnc" || im.Memory != "3G" || im.CPU != 2 || im.PortHook != "5901" {
+		if im, _ := db.Image(ctx, "desktop"); im.Protocol != "vnc" || im.Memory != "3G" || im.CPU != 2 {
 			t.Errorf("desktop = %+v", im)
 		}
 	})

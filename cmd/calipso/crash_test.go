@@ -21,6 +21,7 @@ import (
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/api/types/filters"
 
+	"github.com/calipsoplus/calipso"
 	"github.com/calipsoplus/calipso/experiments/useroffice"
 	"github.com/calipsoplus/calipso/internal/store"
 	"github.com/calipsoplus/calipso/internal/testenv"
@@ -176,7 +177,7 @@ publish_address = "127.0.0.1"
 	if err := db.Migrate(ctx, slog.New(slog.DiscardHandler)); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := db.PutImage(ctx, "test", store.Image{PublicName: crashImage, Image: image, Protocol: "vnc", CPU: 0.5, Memory: "64M", HDD: "1G", ResourceType: "docker"}); err != nil {
+	if _, err := db.PutImage(ctx, "test", calipso.Image{PublicName: crashImage, Image: image, Protocol: "vnc", CPU: 0.5, Memory: "64M", HDD: "1G", ResourceType: "docker"}); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(s.stop)
@@ -295,7 +296,7 @@ func (s *liveServer) guacRows() int {
 }
 
 // records reads the resource records straight from the database (server stopped or not).
-func (s *liveServer) records() []store.Resource {
+func (s *liveServer) records() []calipso.Resource {
 	s.t.Helper()
 	db, err := store.Open(context.Background(), "sqlite", s.dbPath)
 	if err != nil {
@@ -354,7 +355,7 @@ func TestCrashDuringLaunch(t *testing.T) {
 
 			// What the crash left behind.
 			recs := s.records()
-			if len(recs) != 1 || recs[0].State != store.Pending {
+			if len(recs) != 1 || recs[0].State != calipso.Pending {
 				t.Fatalf("records after the crash = %+v, want one pending", recs)
 			}
 			list := s.containers()
@@ -420,7 +421,7 @@ func (s *liveServer) leftovers(c *apiClient, name string) []string {
 		// A failed launch leaves no card in the frontend: the list shows live records only.
 		p = append(p, fmt.Sprintf("resource/list = %s, want [] (%s failed)", body, name))
 	}
-	if rs := s.records(); len(rs) != 1 || rs[0].EngineName != name || rs[0].State != store.Failed {
+	if rs := s.records(); len(rs) != 1 || rs[0].EngineName != name || rs[0].State != calipso.Failed {
 		p = append(p, fmt.Sprintf("records = %+v, want %s in error", rs, name))
 	}
 	status, body, err = c.call(context.Background(), http.MethodGet, "used_quota/"+crashUser+"/", nil)

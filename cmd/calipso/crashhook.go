@@ -9,8 +9,8 @@ import (
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/client"
 
+	"github.com/calipsoplus/calipso"
 	"github.com/calipsoplus/calipso/internal/launch"
-	"github.com/calipsoplus/calipso/internal/store"
 	"github.com/calipsoplus/calipso/provisioner"
 )
 
@@ -38,13 +38,13 @@ func (a *app) installCrashHook(getenv func(string) string) error {
 	a.log.Warn("crash test hook armed: the server kills itself during a launch", "at", at)
 	switch at {
 	case string(launch.StageReserved), string(launch.StageStarted):
-		a.launch.SetHook(func(_ context.Context, stage launch.Stage, _ store.Resource) {
+		a.launch.SetHook(func(_ context.Context, stage launch.Stage, _ calipso.Resource) {
 			if string(stage) == at {
 				crash()
 			}
 		})
 	case "created":
-		engine, ok := a.engines[provisioner.Docker]
+		engine, ok := a.engines[calipso.Docker]
 		if !ok {
 			return fmt.Errorf("%s=created needs the Docker engine", crashEnv)
 		}
@@ -57,7 +57,7 @@ func (a *app) installCrashHook(getenv func(string) string) error {
 			return fmt.Errorf("%s: docker client: %w", crashEnv, err)
 		}
 		// The service reads the map at each launch: replacing the entry is enough.
-		a.engines[provisioner.Docker] = createThenCrash{Provisioner: engine, cli: cli}
+		a.engines[calipso.Docker] = createThenCrash{Provisioner: engine, cli: cli}
 	default:
 		return fmt.Errorf("%s=%q: want reserved, created or started", crashEnv, at)
 	}

@@ -29,7 +29,7 @@ func settingsFile(t *testing.T, dir string) string {
 	return path
 }
 
-func calipso(t *testing.T, settings string, args ...string) (string, error) {
+func runCLI(t *testing.T, settings string, args ...string) (string, error) {
 	t.Helper()
 	var out, errOut bytes.Buffer
 	err := run(context.Background(), append([]string{"--settings", settings}, args...), func(string) string { return "" }, &out, &errOut)
@@ -83,7 +83,7 @@ func TestCommands(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			out, err := calipso(t, cfg, c.args...)
+			out, err := runCLI(t, cfg, c.args...)
 			if (err != nil) != c.wantErr {
 				t.Fatalf("err = %v, want error %v; output:\n%s", err, c.wantErr, out)
 			}
@@ -96,11 +96,11 @@ func TestCommands(t *testing.T) {
 	}
 
 	// The bad user file named its lines and imported nothing.
-	_, err := calipso(t, cfg, "user", "import", badUsers)
+	_, err := runCLI(t, cfg, "user", "import", badUsers)
 	if err == nil || !strings.Contains(err.Error(), "line 2") || !strings.Contains(err.Error(), "line 3") {
 		t.Fatalf("errors should name lines 2 and 3: %v", err)
 	}
-	if _, err := calipso(t, cfg, "user", "admin", "frank"); err == nil {
+	if _, err := runCLI(t, cfg, "user", "admin", "frank"); err == nil {
 		t.Fatal("frank was imported from a file with bad lines")
 	}
 }
@@ -108,7 +108,7 @@ func TestCommands(t *testing.T) {
 func TestBadSettingsFileIsAClearStartupError(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "bad.toml")
 	os.WriteFile(path, []byte("environment = \"moon\"\n[quotas]\nmemory = \"lots\"\nnonsense = true\n"), 0o600)
-	out, err := calipso(t, path, "settings", "check")
+	out, err := runCLI(t, path, "settings", "check")
 	if err == nil {
 		t.Fatalf("bad settings accepted:\n%s", out)
 	}
@@ -117,7 +117,7 @@ func TestBadSettingsFileIsAClearStartupError(t *testing.T) {
 			t.Errorf("error does not name %s: %v", key, err)
 		}
 	}
-	if _, err := calipso(t, filepath.Join(t.TempDir(), "missing.toml")); err == nil {
+	if _, err := runCLI(t, filepath.Join(t.TempDir(), "missing.toml")); err == nil {
 		t.Fatal("a missing settings file was accepted")
 	}
 }
@@ -146,11 +146,11 @@ func TestHealthcheck(t *testing.T) {
 // command is dispatched before settings are loaded, and is not in the help.
 func TestDemoWorkloadNeedsNoSettings(t *testing.T) {
 	missing := filepath.Join(t.TempDir(), "missing.toml")
-	out, err := calipso(t, missing, "demo-workload", "bogus")
+	out, err := runCLI(t, missing, "demo-workload", "bogus")
 	if err == nil || !strings.Contains(err.Error(), "usage: calipso demo-workload notebook|desktop") {
 		t.Fatalf("err = %v, want the command's usage (not a settings error)\n%s", err, out)
 	}
-	if help, _ := calipso(t, missing, "help"); strings.Contains(help, "demo-workload") {
+	if help, _ := runCLI(t, missing, "help"); strings.Contains(help, "demo-workload") {
 		t.Errorf("the hidden command is in the help:\n%s", help)
 	}
 }

@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/calipsoplus/calipso"
 	"github.com/calipsoplus/calipso/experiments"
 	"github.com/calipsoplus/calipso/internal/store"
 	"github.com/calipsoplus/calipso/quotas"
@@ -303,7 +304,7 @@ func manage(ctx context.Context, cfg *settings.Settings, log *slog.Logger, cmd s
 		if *cpu == "" || *mem == "" || *hdd == "" || max.v == nil {
 			return errors.New("quota set: --cpu, --memory, --hdd and --max are all required")
 		}
-		var q quotas.Quota
+		var q calipso.Quota
 		var errs []error
 		if q.CPUs, err = quotas.ParseCPUs(*cpu); err != nil {
 			errs = append(errs, err)

@@ -14,6 +14,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/calipsoplus/calipso"
 	"github.com/calipsoplus/calipso/experiments"
 	"github.com/calipsoplus/calipso/experiments/useroffice"
 	"github.com/calipsoplus/calipso/federation"
@@ -35,8 +36,8 @@ type app struct {
 	log      *slog.Logger
 	db       *store.Store
 	office   *experiments.Client
-	engines  map[provisioner.Kind]provisioner.Provisioner
-	missing  map[provisioner.Kind]string // why an engine kind is absent, for the users' error
+	engines  map[calipso.ResourceType]provisioner.Provisioner
+	missing  map[calipso.ResourceType]string // why an engine kind is absent, for the users' error
 	desktops *guacamole.Store
 	launch   *launch.Service
 	saml     *federation.ServiceProvider
@@ -69,7 +70,7 @@ func build(ctx context.Context, cfg *settings.Settings, log *slog.Logger) (*app,
 	if err := cfg.EnsureSecretKey(); err != nil {
 		return nil, err
 	}
-	a := &app{cfg: cfg, log: log, engines: map[provisioner.Kind]provisioner.Provisioner{}, missing: map[provisioner.Kind]string{}}
+	a := &app{cfg: cfg, log: log, engines: map[calipso.ResourceType]provisioner.Provisioner{}, missing: map[calipso.ResourceType]string{}}
 	ok := false
 	defer func() {
 		if !ok {
@@ -220,12 +221,12 @@ func officeData(path string) (*useroffice.Data, error) {
 // (it may come up later) and reported clearly: the server runs, launches need it.
 func (a *app) buildEngines(ctx context.Context) {
 	cfg := a.cfg
-	a.engines[provisioner.StaticLink] = static.New()
+	a.engines[calipso.StaticLink] = static.New()
 	if !cfg.Docker.Enabled {
-		a.missing[provisioner.Docker] = "docker is disabled in the settings (docker.enabled)"
+		a.missing[calipso.Docker] = "docker is disabled in the settings (docker.enabled)"
 	}
 	if !cfg.Kubernetes.Enabled {
-		a.missing[provisioner.Kubernetes] = "kubernetes is disabled in the settings (kubernetes.enabled)"
+		a.missing[calipso.Kubernetes] = "kubernetes is disabled in the settings (kubernetes.enabled)"
 	}
 	if cfg.Docker.Enabled {
 		d, err := docker.New(ctx, docker.Config{
@@ -235,9 +236,9 @@ func (a *app) buildEngines(ctx context.Context) {
 		})
 		if err != nil {
 			a.log.Error("Docker engine not usable: launches of docker resources will fail", "err", err)
-			a.missing[provisioner.Docker] = "the Docker engine could not be set up (the server log says why)"
+			a.missing[calipso.Docker] = "the Docker engine could not be set up (the server log says why)"
 		} else {
-			a.engines[provisioner.Docker] = d
+			a.engines[calipso.Docker] = d
 			a.closers = append(a.closers, func() { d.Close() })
 			a.checks = append(a.checks, server.Check{Name: "docker", Fn: d.Ping})
 			pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
@@ -257,9 +258,9 @@ func (a *app) buildEngines(ctx context.Context) {
 		})
 		if err != nil {
 			a.log.Error("Kubernetes not usable: launches of kubernetes resources will fail", "err", err)
-			a.missing[provisioner.Kubernetes] = "the Kubernetes engine could not be set up (the server log says why)"
+			a.missing[calipso.Kubernetes] = "the Kubernetes engine could not be set up (the server log says why)"
 		} else {
-			a.engines[provisioner.Kubernetes] = k
+			a.engines[calipso.Kubernetes] = k
 			a.checks = append(a.checks, server.Check{Name: "kubernetes", Fn: k.Ping})
 		}
 	}

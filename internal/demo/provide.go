@@ -10,6 +10,7 @@ import (
 
 	"github.com/docker/docker/client"
 
+	"github.com/calipsoplus/calipso"
 	"github.com/calipsoplus/calipso/internal/store"
 )
 
@@ -37,8 +38,8 @@ const (
 
 // Record is the image record of kind's image ref: a Docker workload of 1 CPU, 1G of
 // memory and 1G of disk, whose log_regex waits until it is ready.
-func Record(kind Kind, ref string) store.Image {
-	im := store.Image{Image: ref, CPU: 1, Memory: "1G", HDD: "1G", ResourceType: "docker"}
+func Record(kind Kind, ref string) calipso.Image {
+	im := calipso.Image{Image: ref, CPU: 1, Memory: "1G", HDD: "1G", ResourceType: "docker"}
 	switch kind {
 	case KindDesktop:
 		im.PublicName, im.Protocol, im.LogRegex = DesktopRecord, "vnc", DesktopLogRegex
@@ -50,8 +51,8 @@ func Record(kind Kind, ref string) store.Image {
 
 // ImageStore is the part of the application store Provide writes records with.
 type ImageStore interface {
-	Image(ctx context.Context, publicName string) (store.Image, error)
-	PutImage(ctx context.Context, actor string, im store.Image) (created bool, err error)
+	Image(ctx context.Context, publicName string) (calipso.Image, error)
+	PutImage(ctx context.Context, actor string, im calipso.Image) (created bool, err error)
 }
 
 // Config says which engine and executable Provide uses.
@@ -122,7 +123,7 @@ const (
 // EnsureRecord creates want when no record has its public name. An existing record
 // is kept, unless it names another image of want's demo repository: then only its
 // image is changed, keeping whatever an admin changed in the rest.
-func EnsureRecord(ctx context.Context, images ImageStore, want store.Image) (string, error) {
+func EnsureRecord(ctx context.Context, images ImageStore, want calipso.Image) (string, error) {
 	ctx, cancel := context.WithTimeout(ctx, storeTimeout)
 	defer cancel()
 	cur, err := images.Image(ctx, want.PublicName)

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/calipsoplus/calipso"
 	"github.com/calipsoplus/calipso/internal/store"
 )
 
@@ -27,7 +28,7 @@ func openStore(t *testing.T) *store.Store {
 func TestRecords(t *testing.T) {
 	for _, k := range Kinds {
 		im := Record(k, Repository(k)+":0123456789abcdef")
-		if err := im.Validate(); err != nil {
+		if err := store.ValidateImage(im); err != nil {
 			t.Errorf("%s: %v", k, err)
 		}
 		if im.CPU != 1 || im.Memory != "1G" || im.HDD != "1G" || im.ResourceType != "docker" {
@@ -53,9 +54,9 @@ func TestEnsureRecord(t *testing.T) {
 	facility.Image = "jupyter/base-notebook:2024"
 	cases := []struct {
 		name     string
-		existing *store.Image
+		existing *calipso.Image
 		action   string
-		want     store.Image
+		want     calipso.Image
 	}{
 		{"absent: created", nil, RecordCreated, current},
 		{"same image: kept", &current, RecordKept, current},

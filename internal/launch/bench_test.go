@@ -7,8 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/calipsoplus/calipso"
 	"github.com/calipsoplus/calipso/experiments"
-	"github.com/calipsoplus/calipso/internal/store"
 	"github.com/calipsoplus/calipso/internal/testenv"
 	"github.com/calipsoplus/calipso/provisioner"
 )
@@ -80,7 +80,7 @@ func BenchmarkHundredUsersAtOnce(b *testing.B) {
 	const users = 100
 	e := newEnv(b, envOptions{driver: "mysql"})
 	ctx := context.Background()
-	accounts := make([]store.User, users)
+	accounts := make([]calipso.User, users)
 	refs := make([]string, users)
 	for i := range accounts {
 		accounts[i] = e.newUser(b, fmt.Sprintf("user%d", i))
@@ -100,7 +100,7 @@ func BenchmarkHundredUsersAtOnce(b *testing.B) {
 		}
 		b.StartTimer()
 
-		made := make([]store.Resource, users)
+		made := make([]calipso.Resource, users)
 		launchWall += parallel(b, users, func(i int) error {
 			var err error
 			made[i], err = e.svc.Launch(ctx, accounts[i], refs[i], desktopImage)

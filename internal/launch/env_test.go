@@ -16,6 +16,7 @@ import (
 	"github.com/docker/docker/api/types/filters"
 	"github.com/docker/docker/client"
 
+	"github.com/calipsoplus/calipso"
 	"github.com/calipsoplus/calipso/experiments"
 	"github.com/calipsoplus/calipso/guacamole"
 	"github.com/calipsoplus/calipso/internal/launch"
@@ -23,7 +24,6 @@ import (
 	"github.com/calipsoplus/calipso/internal/testenv"
 	"github.com/calipsoplus/calipso/provisioner"
 	"github.com/calipsoplus/calipso/provisioner/docker"
-	"github.com/calipsoplus/calipso/quotas"
 	"github.com/calipsoplus/calipso/settings"
 )
 
@@ -46,7 +46,7 @@ type env struct {
 	guacDB   *sql.DB // nil without Guacamole
 	instance string
 	workload string // the test workload image
-	user     store.User
+	user     calipso.User
 	datasets string // datasets root
 	output   string // output root
 }
@@ -54,11 +54,11 @@ type env struct {
 type envOptions struct {
 	driver    string // "sqlite" (default) or "mysql"
 	noGuac    bool
-	dockerURL string                             // engine URL; empty: the test engine
-	desktops  launch.Desktops                    // replaces the real Guacamole store
-	edit      func(*settings.Settings)           // settings changes before New
-	log       *slog.Logger                       // default: discard
-	hook      func(launch.Stage, store.Resource) // see Service.SetHook
+	dockerURL string                               // engine URL; empty: the test engine
+	desktops  launch.Desktops                      // replaces the real Guacamole store
+	edit      func(*settings.Settings)             // settings changes before New
+	log       *slog.Logger                         // default: discard
+	hook      func(launch.Stage, calipso.Resource) // see Service.SetHook
 }
 
 func newEnv(t testing.TB, o envOptions) *env {
@@ -102,12 +102,12 @@ func newEnv(t testing.TB, o envOptions) *env {
 		gs, e.guacDB = guacStore(t, e.instance)
 		desktops = gs
 	}
-	e.svc = launch.New(e.db, map[provisioner.Kind]provisioner.Provisioner{provisioner.Docker: e.engine}, desktops, cfg, log)
+	e.svc = launch.New(e.db, map[calipso.ResourceType]provisioner.Provisioner{calipso.Docker: e.engine}, desktops, cfg, log)
 	if o.hook != nil {
-		e.svc.SetHook(func(_ context.Context, st launch.Stage, r store.Resource) { o.hook(st, r) })
+		e.svc.SetHook(func(_ context.Context, st launch.Stage, r calipso.Resource) { o.hook(st, r) })
 	}
 
-	for _, im := range []store.Image{
+	for _, im := range []calipso.Image{
 		{PublicName: desktopImage, Image: image, Protocol: "vnc", CPU: 0.5, Memory: "64M", HDD: "1G", ResourceType: "docker"},
 		{PublicName: notebookImage, Image: image, Protocol: "http", CPU: 0.25, Memory: "32M", HDD: "1G", ResourceType: "docker", LogRegex: tokenRegex},
 		{PublicName: missingImage, Image: "calipso-test-no-such-image:" + e.instance, Protocol: "vnc", CPU: 0.5, Memory: "64M", HDD: "1G", ResourceType: "docker"},
@@ -143,14 +143,14 @@ func openStore(t testing.TB, driver string) *store.Store {
 }
 
 // newUser creates an account with a quota roomy enough for every test but the race.
-func (e *env) newUser(t testing.TB, name string) store.User {
+func (e *env) newUser(t testing.TB, name string) calipso.User {
 	t.Helper()
 	ctx := context.Background()
 	u, err := e.db.EnsureUser(ctx, name)
 	if err != nil {
 		t.Fatalf("EnsureUser %s: %v", name, err)
 	}
-	if err := e.db.SetQuota(ctx, "test", u.ID, quotas.Quota{MaxSimultaneous: 50, CPUs: 100, MemoryBytes: 100 << 30, DiskBytes: 1 << 40}); err != nil {
+	if err := e.db.SetQuota(ctx, "test", u.ID, calipso.Quota{MaxSimultaneous: 50, CPUs: 100, MemoryBytes: 100 << 30, DiskBytes: 1 << 40}); err != nil {
 		t.Fatalf("SetQuota: %v", err)
 	}
 	return u
@@ -158,7 +158,7 @@ func (e *env) newUser(t testing.TB, name string) store.User {
 
 // experiment stores proposal with the given sessions (number → data_set_path) and
 // links user to it; it returns the "proposal~session" ref of the first one.
-func (e *env) experiment(t testing.TB, u store.User, proposal string, uid, gid *int, sessions ...experiments.Session) string {
+func (e *env) experiment(t testing.TB, u calipso.User, proposal string, uid, gid *int, sessions ...experiments.Session) string {
 	t.Helper()
 	if len(sessions) == 0 {
 		// Session numbers are unique, as user offices give them: the frontend ties a
@@ -201,7 +201,7 @@ func (e *env) inspect(t testing.TB, name string) (container.InspectResponse, boo
 }
 
 // usage is the user's live share of the quota.
-func (e *env) usage(t testing.TB, u store.User) quotas.Quota {
+func (e *env) usage(t testing.TB, u calipso.User) calipso.Quota {
 	t.Helper()
 	q, err := e.db.Usage(context.Background(), u.ID)
 	if err != nil {
@@ -211,7 +211,7 @@ func (e *env) usage(t testing.TB, u store.User) quotas.Quota {
 }
 
 // records lists every resource record of the installation's database.
-func (e *env) records(t testing.TB) []store.Resource {
+func (e *env) records(t testing.TB) []calipso.Resource {
 	t.Helper()
 	list, err := e.db.Resources(context.Background(), store.ResourceFilter{})
 	if err != nil {
@@ -221,7 +221,7 @@ func (e *env) records(t testing.TB) []store.Resource {
 }
 
 // assertNothingLeft checks that no container, no Guacamole row and no quota is held.
-func (e *env) assertNothingLeft(t testing.TB, u store.User) {
+func (e *env) assertNothingLeft(t testing.TB, u calipso.User) {
 	t.Helper()
 	if list := e.containers(t); len(list) != 0 {
 		t.Errorf("%d containers left behind: %v", len(list), list[0].Names)

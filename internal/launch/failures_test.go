@@ -10,6 +10,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/calipsoplus/calipso"
 	"github.com/calipsoplus/calipso/experiments"
 	"github.com/calipsoplus/calipso/guacamole"
 	"github.com/calipsoplus/calipso/internal/launch"
@@ -115,7 +116,7 @@ func TestGuacamoleDown(t *testing.T) {
 func TestNoEngine(t *testing.T) {
 	db := openStore(t, "")
 	svc := launch.New(db, nil, nil, nil, slog.New(slog.DiscardHandler))
-	svc.ExplainMissing(provisioner.Docker, "docker is disabled in the settings")
+	svc.ExplainMissing(calipso.Docker, "docker is disabled in the settings")
 	ctx := context.Background()
 	u, err := db.EnsureUser(ctx, "ana")
 	if err != nil {
@@ -137,7 +138,7 @@ func assertFailedRecord(t *testing.T, e *env) {
 	if len(recs) != 1 {
 		t.Fatalf("%d records, want the failed launch's", len(recs))
 	}
-	if r := recs[0]; r.State != store.Failed || !strings.HasPrefix(r.Error, "launch failed: ") {
+	if r := recs[0]; r.State != calipso.Failed || !strings.HasPrefix(r.Error, "launch failed: ") {
 		t.Errorf("record = %s %q, want error with a reason", r.State, r.Error)
 	}
 }
@@ -155,7 +156,7 @@ func TestUnenforcedShareRefused(t *testing.T) {
 	if n := len(e.records(t)); n != 0 {
 		t.Errorf("%d records made, want none", n)
 	}
-	if _, err := e.db.PutImage(ctx, "test", store.Image{PublicName: "no-disk", Image: e.workload, Protocol: "vnc", CPU: 0.5, Memory: "64M", HDD: "0G", ResourceType: "docker"}); err != nil {
+	if _, err := e.db.PutImage(ctx, "test", calipso.Image{PublicName: "no-disk", Image: e.workload, Protocol: "vnc", CPU: 0.5, Memory: "64M", HDD: "0G", ResourceType: "docker"}); err != nil {
 		t.Fatal(err)
 	}
 	r, err := e.svc.Launch(ctx, e.user, ref, "no-disk")

@@ -23,6 +23,7 @@ import (
 	"github.com/calipsoplus/calipso/guacamole"
 	"github.com/calipsoplus/calipso/internal/store"
 	"github.com/calipsoplus/calipso/provisioner"
+	"github.com/calipsoplus/calipso/quotas"
 	"github.com/calipsoplus/calipso/settings"
 )
 
@@ -43,14 +44,14 @@ type Desktops interface {
 // Service runs the lifecycle.
 type Service struct {
 	db       *store.Store
-	engines  map[provisioner.Kind]provisioner.Provisioner
+	engines  map[calipso.ResourceType]provisioner.Provisioner
 	desktops Desktops // nil: Guacamole is not used
 	cfg      *settings.Settings
 	log      *slog.Logger
 	// engineMissing explains, per kind, why there is no engine (shown to users).
-	engineMissing map[provisioner.Kind]string
+	engineMissing map[calipso.ResourceType]string
 	// hook, when set, is called at each Stage of every launch (crash tests).
-	hook func(ctx context.Context, stage Stage, r store.Resource)
+	hook func(ctx context.Context, stage Stage, r calipso.Resource)
 }
 
 // Stage is a point in a launch, reported to the hook set with SetHook.
@@ -68,30 +69,30 @@ const (
 // SetHook installs f, called synchronously at each Stage of every launch. It exists
 // so that tests can interrupt a launch (kill the process) at a chosen point; call it
 // before the service is used.
-func (s *Service) SetHook(f func(ctx context.Context, stage Stage, r store.Resource)) { s.hook = f }
+func (s *Service) SetHook(f func(ctx context.Context, stage Stage, r calipso.Resource)) { s.hook = f }
 
-func (s *Service) reached(ctx context.Context, stage Stage, r store.Resource) {
+func (s *Service) reached(ctx context.Context, stage Stage, r calipso.Resource) {
 	if s.hook != nil {
 		s.hook(ctx, stage, r)
 	}
 }
 
 // New returns a Service. engines maps resource types to engines; desktops may be nil.
-func New(db *store.Store, engines map[provisioner.Kind]provisioner.Provisioner, desktops Desktops, cfg *settings.Settings, log *slog.Logger) *Service {
+func New(db *store.Store, engines map[calipso.ResourceType]provisioner.Provisioner, desktops Desktops, cfg *settings.Settings, log *slog.Logger) *Service {
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Service{db: db, engines: engines, desktops: desktops, cfg: cfg, log: log.With("component", "launch"), engineMissing: map[provisioner.Kind]string{}}
+	return &Service{db: db, engines: engines, desktops: desktops, cfg: cfg, log: log.With("component", "launch"), engineMissing: map[calipso.ResourceType]string{}}
 }
 
 // ExplainMissing records why an engine kind is not available, for the users' error.
-func (s *Service) ExplainMissing(kind provisioner.Kind, why string) { s.engineMissing[kind] = why }
+func (s *Service) ExplainMissing(kind calipso.ResourceType, why string) { s.engineMissing[kind] = why }
 
-func (s *Service) engine(kind string) (provisioner.Provisioner, error) {
-	if e, ok := s.engines[provisioner.Kind(kind)]; ok && e != nil {
+func (s *Service) engine(kind calipso.ResourceType) (provisioner.Provisioner, error) {
+	if e, ok := s.engines[kind]; ok && e != nil {
 		return e, nil
 	}
-	why := s.engineMissing[provisioner.Kind(kind)]
+	why := s.engineMissing[kind]
 	if why == "" {
 		why = "none is configured"
 	}
@@ -106,11 +107,11 @@ func randomPassword() string { return rand.Text() }
 // settings allow that share unenforced: a quota the engine does not hold the workload
 // to is a promise Calipso cannot keep. A static link runs nothing: its share is
 // bookkeeping only.
-func (s *Service) enforced(im store.Image, caps provisioner.Capabilities) error {
-	if provisioner.Kind(im.ResourceType) == provisioner.StaticLink {
+func (s *Service) enforced(im calipso.Image, caps provisioner.Capabilities) error {
+	if im.ResourceType == calipso.StaticLink {
 		return nil
 	}
-	share := im.Share()
+	share := quotas.ImageShare(im)
 	var missing []string
 	for _, q := range []struct {
 		name     string
@@ -136,9 +137,6 @@ func (s *Service) enforced(im store.Image, caps provisioner.Capabilities) error 
 // an experiment session.
 func IsOwnResource(ref string) bool { return !strings.Contains(ref, "~") }
 
-// isDesktop says whether a protocol is reached through Guacamole.
-func isDesktop(protocol string) bool { return protocol == "vnc" || protocol == "rdp" }
-
 // ownResourceID is what the frontend's "Own resource" launcher sends instead of an
 // experiment reference: a short random id (normally 5 lowercase letters and digits).
 var ownResourceID = regexp.MustCompile(`^[A-Za-z0-9_-]{1,32}$`)
@@ -147,17 +145,17 @@ var ownResourceID = regexp.MustCompile(`^[A-Za-z0-9_-]{1,32}$`)
 // whose datasets are mounted and whose uid/gid the workload runs as; or, without
 // "~", the id of an own resource: no datasets, the user's identity. Callers check
 // that u may launch own resources.
-func (s *Service) Launch(ctx context.Context, u store.User, ref, publicName string) (store.Resource, error) {
+func (s *Service) Launch(ctx context.Context, u calipso.User, ref, publicName string) (calipso.Resource, error) {
 	im, err := s.db.Image(ctx, publicName)
 	if err != nil {
-		return store.Resource{}, err
+		return calipso.Resource{}, err
 	}
 	engine, err := s.engine(im.ResourceType)
 	if err != nil {
-		return store.Resource{}, err
+		return calipso.Resource{}, err
 	}
 	if err := s.enforced(im, engine.Capabilities()); err != nil {
-		return store.Resource{}, err
+		return calipso.Resource{}, err
 	}
 	var (
 		so   store.SessionOf
@@ -165,12 +163,12 @@ func (s *Service) Launch(ctx context.Context, u store.User, ref, publicName stri
 	)
 	if IsOwnResource(ref) {
 		if !ownResourceID.MatchString(ref) {
-			return store.Resource{}, fmt.Errorf("%w: own resource id %q: want 1 to 32 letters, digits, '_' or '-'", store.ErrInvalid, ref)
+			return calipso.Resource{}, fmt.Errorf("%w: own resource id %q: want 1 to 32 letters, digits, '_' or '-'", store.ErrInvalid, ref)
 		}
 		so.Experiment.ProposalID = ref
 	} else {
 		if so, err = s.db.UserSession(ctx, u.ID, ref); err != nil {
-			return store.Resource{}, err
+			return calipso.Resource{}, err
 		}
 		roots := experiments.Roots{Datasets: s.cfg.Workloads.DatasetsRoot, Output: s.cfg.Workloads.OutputRoot}
 		vols, err = experiments.ParseVolumes(so.Experiment.Sessions[0].DataSetPath, roots)
@@ -178,7 +176,7 @@ func (s *Service) Launch(ctx context.Context, u store.User, ref, publicName stri
 			vols, err = experiments.ResolveHostPaths(vols, roots)
 		}
 		if err != nil {
-			return store.Resource{}, fmt.Errorf("session %s: %w", ref, err)
+			return calipso.Resource{}, fmt.Errorf("session %s: %w", ref, err)
 		}
 		ref = so.Experiment.ProposalID + "~" + so.Experiment.Sessions[0].SessionNumber
 	}
@@ -192,7 +190,7 @@ func (s *Service) Launch(ctx context.Context, u store.User, ref, publicName stri
 		VNCPassword: randomPassword(), NameOf: s.name, OnePerSession: true,
 	})
 	if err != nil {
-		return store.Resource{}, err
+		return calipso.Resource{}, err
 	}
 	// From here on the quota is held: the launch goes on even if the client goes away,
 	// and ends running or failed, never half-made.
@@ -214,14 +212,14 @@ func (s *Service) Launch(ctx context.Context, u store.User, ref, publicName stri
 	info, _ := json.Marshal(map[string]any{"host": inst.Host, "port": inst.Port, "engine": im.ResourceType, "state": inst.State})
 	infoS := string(info)
 	up.Info = &infoS
-	if isDesktop(im.Protocol) && s.desktops != nil {
+	if calipso.IsDesktop(im.Protocol) && s.desktops != nil {
 		user, pass := r.EngineName, randomPassword()
 		if err := s.desktops.Create(ctx, s.connection(r, inst, user, pass)); err != nil {
 			return s.fail(ctx, engine, r, fmt.Errorf("guacamole record of %s: %w", r.EngineName, err))
 		}
 		up.GuacamoleUsername, up.GuacamolePassword = &user, &pass
 	}
-	running, err := s.db.Move(ctx, r.ID, store.Running, up)
+	running, err := s.db.Move(ctx, r.ID, calipso.Running, up)
 	if err != nil {
 		// Removed or stopped while starting: take down what was made.
 		return s.fail(ctx, engine, r, fmt.Errorf("record %s: %w", r.EngineName, err))
@@ -232,7 +230,7 @@ func (s *Service) Launch(ctx context.Context, u store.User, ref, publicName stri
 
 // fail rolls a launch back: workload and Guacamole record removed, record marked
 // failed (which releases the quota). Cleanup that fails is left to Reconcile.
-func (s *Service) fail(ctx context.Context, engine provisioner.Provisioner, r store.Resource, cause error) (store.Resource, error) {
+func (s *Service) fail(ctx context.Context, engine provisioner.Provisioner, r calipso.Resource, cause error) (calipso.Resource, error) {
 	ctx = context.WithoutCancel(ctx)
 	if err := engine.Remove(ctx, r.EngineName); err != nil {
 		s.log.WarnContext(ctx, "launch rollback: remove workload (the reconciler retries)", "name", r.EngineName, "err", err)
@@ -243,11 +241,11 @@ func (s *Service) fail(ctx context.Context, engine provisioner.Provisioner, r st
 		}
 	}
 	msg := "launch failed: " + userMessage(cause)
-	if _, err := s.db.Move(ctx, r.ID, store.Failed, store.Update{Error: &msg}); err != nil && !errors.Is(err, store.ErrConflict) {
+	if _, err := s.db.Move(ctx, r.ID, calipso.Failed, store.Update{Error: &msg}); err != nil && !errors.Is(err, store.ErrConflict) {
 		s.log.ErrorContext(ctx, "launch rollback: record (the reconciler retries)", "resource", r.ID, "err", err)
 	}
 	s.log.WarnContext(ctx, "launch failed", "resource", r.ID, "name", r.EngineName, "err", cause)
-	return store.Resource{}, cause
+	return calipso.Resource{}, cause
 }
 
 // userMessage is what a record shows of an error: the kind, not internal detail,
@@ -262,7 +260,7 @@ func userMessage(err error) string {
 // spec builds the workload: identity from the experiment, else the user, else the
 // settings; the session's datasets read-only and results read-write; home and extra
 // mounts from settings.
-func (s *Service) spec(r store.Resource, im store.Image, u store.User, e experiments.Experiment, vols []experiments.Volume) provisioner.Spec {
+func (s *Service) spec(r calipso.Resource, im calipso.Image, u calipso.User, e experiments.Experiment, vols []experiments.Volume) provisioner.Spec {
 	w := s.cfg.Workloads
 	uid, gid := w.UID, w.GID
 	switch {
@@ -299,7 +297,7 @@ func (s *Service) spec(r store.Resource, im store.Image, u store.User, e experim
 }
 
 // connection is the Guacamole record of a desktop.
-func (s *Service) connection(r store.Resource, inst provisioner.Instance, user, pass string) guacamole.Connection {
+func (s *Service) connection(r calipso.Resource, inst provisioner.Instance, user, pass string) guacamole.Connection {
 	g := s.cfg.Guacamole
 	host := g.Hostname
 	if host == "" {
@@ -319,18 +317,18 @@ func (s *Service) connection(r store.Resource, inst provisioner.Instance, user, 
 // Stop stops a resource; its Guacamole record goes, the workload stays until Remove.
 // Stopping a record that is no longer up (stopped, failed, removed) answers it as it
 // is: the frontend calls rm only after a stop succeeded.
-func (s *Service) Stop(ctx context.Context, r store.Resource) (store.Resource, error) {
-	if r.State == store.Stopped || r.State == store.Failed || r.State == store.Removed {
+func (s *Service) Stop(ctx context.Context, r calipso.Resource) (calipso.Resource, error) {
+	if r.State == calipso.Stopped || r.State == calipso.Failed || r.State == calipso.Removed {
 		return r, nil
 	}
-	r, err := s.db.Move(ctx, r.ID, store.Stopping, store.Update{})
+	r, err := s.db.Move(ctx, r.ID, calipso.Stopping, store.Update{})
 	if err != nil {
 		return r, err
 	}
 	return s.finishStop(context.WithoutCancel(ctx), r)
 }
 
-func (s *Service) finishStop(ctx context.Context, r store.Resource) (store.Resource, error) {
+func (s *Service) finishStop(ctx context.Context, r calipso.Resource) (calipso.Resource, error) {
 	engine, err := s.engine(r.ResourceType)
 	if err != nil {
 		return r, err
@@ -343,12 +341,12 @@ func (s *Service) finishStop(ctx context.Context, r store.Resource) (store.Resou
 			return r, fmt.Errorf("guacamole record of %s: %w", r.EngineName, err)
 		}
 	}
-	return s.db.Move(ctx, r.ID, store.Stopped, store.Update{})
+	return s.db.Move(ctx, r.ID, calipso.Stopped, store.Update{})
 }
 
 // Remove deletes a resource's workload and records (stopping it first if needed).
-func (s *Service) Remove(ctx context.Context, r store.Resource) (store.Resource, error) {
-	if r.State == store.Removed {
+func (s *Service) Remove(ctx context.Context, r calipso.Resource) (calipso.Resource, error) {
+	if r.State == calipso.Removed {
 		return r, nil
 	}
 	ctx = context.WithoutCancel(ctx)
@@ -364,7 +362,7 @@ func (s *Service) Remove(ctx context.Context, r store.Resource) (store.Resource,
 			return r, fmt.Errorf("guacamole record of %s: %w", r.EngineName, err)
 		}
 	}
-	return s.db.Move(ctx, r.ID, store.Removed, store.Update{})
+	return s.db.Move(ctx, r.ID, calipso.Removed, store.Update{})
 }
 
 // Report says what a reconciliation did.
@@ -392,21 +390,21 @@ func (s *Service) Reconcile(ctx context.Context, stuckBefore time.Time) Report {
 			rep.Errors = append(rep.Errors, err)
 		}
 	}
-	records, err := s.db.Resources(ctx, store.ResourceFilter{States: []store.State{store.Pending, store.Running, store.Stopping, store.Stopped}})
+	records, err := s.db.Resources(ctx, store.ResourceFilter{States: []calipso.State{calipso.Pending, calipso.Running, calipso.Stopping, calipso.Stopped}})
 	if err != nil {
 		note(err)
 		return rep
 	}
-	byName := map[string]store.Resource{}
+	byName := map[string]calipso.Resource{}
 	inFlight := map[string]bool{} // pending launches still within their time: hands off
 	for _, r := range records {
 		byName[r.EngineName] = r
 		switch {
-		case r.State == store.Pending && r.Updated.Before(stuckBefore):
+		case r.State == calipso.Pending && r.Updated.Before(stuckBefore):
 			// Claim the record first: a launch that is slow rather than dead then finds
 			// it failed and rolls back its own workload, instead of racing this.
 			msg := "launch interrupted"
-			if _, err := s.db.MoveFrom(ctx, r.ID, store.Pending, store.Failed, store.Update{Error: &msg}); err != nil {
+			if _, err := s.db.MoveFrom(ctx, r.ID, calipso.Pending, calipso.Failed, store.Update{Error: &msg}); err != nil {
 				if !errors.Is(err, store.ErrConflict) {
 					note(err)
 				}
@@ -414,15 +412,15 @@ func (s *Service) Reconcile(ctx context.Context, stuckBefore time.Time) Report {
 			}
 			delete(byName, r.EngineName) // the passes below remove its workload and record
 			rep.InterruptedLaunches++
-		case r.State == store.Pending:
+		case r.State == calipso.Pending:
 			inFlight[r.EngineName] = true
-		case r.State == store.Stopping:
+		case r.State == calipso.Stopping:
 			if _, err := s.finishStop(ctx, r); err != nil {
 				note(err)
 			} else {
 				rep.FinishedStops++
 			}
-		case r.State == store.Running:
+		case r.State == calipso.Running:
 			engine, err := s.engine(r.ResourceType)
 			if err != nil {
 				continue
@@ -440,7 +438,7 @@ func (s *Service) Reconcile(ctx context.Context, stuckBefore time.Time) Report {
 				}
 				// Only from running: a Stop may have begun since the records were read
 				// (the workload is then stopped on purpose) and must not be failed.
-				if _, err := s.db.MoveFrom(ctx, r.ID, store.Running, store.Failed, store.Update{Error: &why}); err != nil {
+				if _, err := s.db.MoveFrom(ctx, r.ID, calipso.Running, calipso.Failed, store.Update{Error: &why}); err != nil {
 					if !errors.Is(err, store.ErrConflict) {
 						note(err)
 					}
@@ -477,7 +475,7 @@ func (s *Service) Reconcile(ctx context.Context, stuckBefore time.Time) Report {
 		names, err := s.desktops.List(ctx)
 		note(err)
 		for _, n := range names {
-			if r, ok := byName[n]; (ok && r.State == store.Running) || inFlight[n] || s.launchedSince(ctx, n) {
+			if r, ok := byName[n]; (ok && r.State == calipso.Running) || inFlight[n] || s.launchedSince(ctx, n) {
 				continue
 			}
 			if err := s.desktops.Delete(ctx, n); err != nil {
@@ -504,7 +502,7 @@ func (s *Service) launchedSince(ctx context.Context, name string) bool {
 	if errors.Is(err, store.ErrNotFound) {
 		return false
 	}
-	return err != nil || r.State.Live() || r.State == store.Stopped
+	return err != nil || r.State.Live() || r.State == calipso.Stopped
 }
 
 // Loop reconciles at start (every pending launch is interrupted: this process has

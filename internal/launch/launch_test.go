@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/calipsoplus/calipso"
 	"github.com/calipsoplus/calipso/experiments"
 	"github.com/calipsoplus/calipso/internal/store"
 	"github.com/calipsoplus/calipso/provisioner"
@@ -37,7 +38,7 @@ func TestDesktopLifecycle(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Launch: %v", err)
 	}
-	if r.State != store.Running || r.EngineName != provisioner.Name(e.instance, r.ID) || r.Experiment != "p1~7" {
+	if r.State != calipso.Running || r.EngineName != provisioner.Name(e.instance, r.ID) || r.Experiment != "p1~7" {
 		t.Errorf("record = %s %q %q, want running %q p1~7", r.State, r.EngineName, r.Experiment, provisioner.Name(e.instance, r.ID))
 	}
 	port, err := strconv.Atoi(r.HostPort)
@@ -124,7 +125,7 @@ func TestDesktopLifecycle(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Stop: %v", err)
 	}
-	if stopped.State != store.Stopped {
+	if stopped.State != calipso.Stopped {
 		t.Errorf("after Stop: %s, want stopped", stopped.State)
 	}
 	if _, ok := readConnection(t, e.guacDB, r.EngineName); ok {
@@ -141,13 +142,13 @@ func TestDesktopLifecycle(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Remove: %v", err)
 	}
-	if removed.State != store.Removed {
+	if removed.State != calipso.Removed {
 		t.Errorf("after Remove: %s, want removed", removed.State)
 	}
 	if _, ok := e.inspect(t, r.EngineName); ok {
 		t.Error("container still there after Remove")
 	}
-	if again, err := e.svc.Remove(ctx, removed); err != nil || again.State != store.Removed {
+	if again, err := e.svc.Remove(ctx, removed); err != nil || again.State != calipso.Removed {
 		t.Errorf("second Remove = %s, %v; want removed, nil", again.State, err)
 	}
 	e.assertNothingLeft(t, e.user)
@@ -168,7 +169,7 @@ func TestIdentity(t *testing.T) {
 	}
 	tests := []struct {
 		name     string
-		user     store.User
+		user     calipso.User
 		uid, gid *int
 		want     string
 	}{
@@ -256,7 +257,7 @@ func TestOnePerSession(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Launch after Stop: %v", err)
 	}
-	for _, r := range []store.Resource{first, second} {
+	for _, r := range []calipso.Resource{first, second} {
 		if _, err := e.svc.Remove(ctx, r); err != nil {
 			t.Fatalf("Remove: %v", err)
 		}

@@ -7,9 +7,9 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/calipsoplus/calipso"
 	"github.com/calipsoplus/calipso/experiments"
 	"github.com/calipsoplus/calipso/internal/store"
-	"github.com/calipsoplus/calipso/quotas"
 )
 
 // TestQuotaRace: 200 launches at once by one user whose limit is 5, each for its own
@@ -20,7 +20,7 @@ func TestQuotaRace(t *testing.T) {
 			const launches, limit = 200, 5
 			e := newEnv(t, envOptions{driver: driver, noGuac: true})
 			ctx := context.Background()
-			if err := e.db.SetQuota(ctx, "test", e.user.ID, quotas.Quota{MaxSimultaneous: limit, CPUs: 100, MemoryBytes: 100 << 30, DiskBytes: 1 << 40}); err != nil {
+			if err := e.db.SetQuota(ctx, "test", e.user.ID, calipso.Quota{MaxSimultaneous: limit, CPUs: 100, MemoryBytes: 100 << 30, DiskBytes: 1 << 40}); err != nil {
 				t.Fatalf("SetQuota: %v", err)
 			}
 			sessions := make([]experiments.Session, launches)
@@ -33,7 +33,7 @@ func TestQuotaRace(t *testing.T) {
 				wg      sync.WaitGroup
 				start   = make(chan struct{})
 				results = make([]error, launches)
-				running = make([]store.Resource, launches)
+				running = make([]calipso.Resource, launches)
 			)
 			for i := range launches {
 				wg.Add(1)
@@ -52,7 +52,7 @@ func TestQuotaRace(t *testing.T) {
 				switch {
 				case err == nil:
 					ok++
-					if running[i].State != store.Running {
+					if running[i].State != calipso.Running {
 						t.Errorf("launch %d succeeded with state %s", i, running[i].State)
 					}
 				case errors.As(err, &qe) && errors.Is(err, store.ErrConflict):

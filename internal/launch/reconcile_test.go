@@ -8,9 +8,9 @@ import (
 
 	"github.com/docker/docker/api/types/container"
 
+	"github.com/calipsoplus/calipso"
 	"github.com/calipsoplus/calipso/guacamole"
 	"github.com/calipsoplus/calipso/internal/launch"
-	"github.com/calipsoplus/calipso/internal/store"
 )
 
 // TestReconcile: orphans on the engine and in Guacamole are removed, a running record
@@ -48,10 +48,10 @@ func TestReconcile(t *testing.T) {
 	if rep.String() != want.String() {
 		t.Errorf("report = %s %v, want %s", rep, rep.Errors, want)
 	}
-	if r, err := e.db.Resource(ctx, lost.ID); err != nil || r.State != store.Failed {
+	if r, err := e.db.Resource(ctx, lost.ID); err != nil || r.State != calipso.Failed {
 		t.Errorf("lost record = %s, %v; want error", r.State, err)
 	}
-	if r, err := e.db.Resource(ctx, kept.ID); err != nil || r.State != store.Running {
+	if r, err := e.db.Resource(ctx, kept.ID); err != nil || r.State != calipso.Running {
 		t.Errorf("kept record = %s, %v; want running", r.State, err)
 	}
 	if list := e.containers(t); len(list) != 1 || list[0].Names[0] != "/"+kept.EngineName {

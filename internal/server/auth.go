@@ -13,6 +13,7 @@ import (
 	"github.com/gorilla/mux"
 	"github.com/gorilla/sessions"
 
+	"github.com/calipsoplus/calipso"
 	"github.com/calipsoplus/calipso/experiments"
 	"github.com/calipsoplus/calipso/internal/store"
 )
@@ -56,30 +57,30 @@ func (s *server) session(r *http.Request) *sessions.Session {
 }
 
 // currentUser returns the logged-in user, or errUnauthorized.
-func (s *server) currentUser(r *http.Request) (store.User, error) {
-	if u, ok := r.Context().Value(userKey).(store.User); ok {
+func (s *server) currentUser(r *http.Request) (calipso.User, error) {
+	if u, ok := r.Context().Value(userKey).(calipso.User); ok {
 		return u, nil
 	}
 	sess, err := s.sessions.Get(r, sessionCookie)
 	if err != nil {
-		return store.User{}, err
+		return calipso.User{}, err
 	}
 	name, _ := sess.Values[keyUsername].(string)
 	if name == "" {
-		return store.User{}, errUnauthorized
+		return calipso.User{}, errUnauthorized
 	}
-	if u, ok := sess.Values[sessionUserKey{}].(store.User); ok && u.Username == name {
+	if u, ok := sess.Values[sessionUserKey{}].(calipso.User); ok && u.Username == name {
 		return u, nil
 	}
 	u, err := s.Store.User(r.Context(), name)
 	if errors.Is(err, store.ErrNotFound) { // removed since: the session is worthless
-		return store.User{}, errUnauthorized
+		return calipso.User{}, errUnauthorized
 	}
 	return u, err
 }
 
 // authed serves only logged-in users; the handler gets the user.
-func (s *server) authed(h func(w http.ResponseWriter, r *http.Request, u store.User)) http.HandlerFunc {
+func (s *server) authed(h func(w http.ResponseWriter, r *http.Request, u calipso.User)) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		u, err := s.currentUser(r)
 		if err != nil {
@@ -93,8 +94,8 @@ func (s *server) authed(h func(w http.ResponseWriter, r *http.Request, u store.U
 
 // own serves a <u> path only to u itself or an admin: nobody reads or acts on
 // another user's experiments, resources or credentials.
-func (s *server) own(h func(w http.ResponseWriter, r *http.Request, me, target store.User)) http.HandlerFunc {
-	return s.authed(func(w http.ResponseWriter, r *http.Request, me store.User) {
+func (s *server) own(h func(w http.ResponseWriter, r *http.Request, me, target calipso.User)) http.HandlerFunc {
+	return s.authed(func(w http.ResponseWriter, r *http.Request, me calipso.User) {
 		name := mux.Vars(r)["username"]
 		if name != me.Username && !me.IsAdmin {
 			writeError(w, r, s.Log, fmt.Errorf("%w: %s may not act for %s", errForbidden, me.Username, name))
@@ -114,8 +115,8 @@ func (s *server) own(h func(w http.ResponseWriter, r *http.Request, me, target s
 }
 
 // admin serves only admins.
-func (s *server) admin(h func(w http.ResponseWriter, r *http.Request, me store.User)) http.HandlerFunc {
-	return s.authed(func(w http.ResponseWriter, r *http.Request, me store.User) {
+func (s *server) admin(h func(w http.ResponseWriter, r *http.Request, me calipso.User)) http.HandlerFunc {
+	return s.authed(func(w http.ResponseWriter, r *http.Request, me calipso.User) {
 		if !me.IsAdmin {
 			writeError(w, r, s.Log, fmt.Errorf("%w: admins only", errForbidden))
 			return
@@ -229,7 +230,7 @@ func (s *server) handleSettings() http.HandlerFunc {
 // authorised says whether u may use the facility's privileged resources (the own
 // resource launcher): everyone with default_authorised, else the user office's
 // answer; an account the office does not know is not.
-func (s *server) authorised(ctx context.Context, u store.User) (bool, error) {
+func (s *server) authorised(ctx context.Context, u calipso.User) (bool, error) {
 	if s.Settings.Auth.DefaultAuthorised {
 		return true, nil
 	}
@@ -241,7 +242,7 @@ func (s *server) authorised(ctx context.Context, u store.User) (bool, error) {
 }
 
 func (s *server) handleLoginType() http.HandlerFunc {
-	return s.authed(func(w http.ResponseWriter, r *http.Request, u store.User) {
+	return s.authed(func(w http.ResponseWriter, r *http.Request, u calipso.User) {
 		ok, err := s.authorised(r.Context(), u)
 		if err != nil {
 			// As the original: false. The Resources page loads its images and resources

@@ -16,6 +16,7 @@ import (
 	lru "github.com/hashicorp/golang-lru/v2"
 	"golang.org/x/sync/singleflight"
 
+	"github.com/calipsoplus/calipso"
 	"github.com/calipsoplus/calipso/experiments"
 	"github.com/calipsoplus/calipso/internal/store"
 	"github.com/calipsoplus/calipso/settings"
@@ -39,7 +40,7 @@ func newOfficeCache(db *store.Store, office UserOffice, cfg settings.UserOffice,
 // refresh brings u's experiments up to date; stale reports that the office could not
 // be asked and an older copy stands; fetched that the office was asked (u's
 // experiments version may have moved).
-func (c *officeCache) refresh(ctx context.Context, u store.User) (stale, fetched bool, err error) {
+func (c *officeCache) refresh(ctx context.Context, u calipso.User) (stale, fetched bool, err error) {
 	if !c.cfg.DynamicExperiments || c.office == nil {
 		return false, false, nil
 	}
@@ -99,7 +100,7 @@ func newPageCache(size int) *pageCache {
 
 // experiments returns the page's results, encoded, and the total count for u (whose
 // ExperimentsVersion must be current).
-func (c *pageCache) experiments(ctx context.Context, db *store.Store, u store.User, q store.ExperimentQuery) (json.RawMessage, int, error) {
+func (c *pageCache) experiments(ctx context.Context, db *store.Store, u calipso.User, q store.ExperimentQuery) (json.RawMessage, int, error) {
 	key := pageKey{userID: u.ID, version: u.ExperimentsVersion, search: q.Search, ordering: q.Ordering, page: q.Page, size: q.PageSize}
 	if q.Favorite != nil {
 		key.favorite = 2
@@ -214,7 +215,7 @@ func datePtr(d experiments.Date) *time.Time {
 }
 
 func (s *server) handleExperiments() http.HandlerFunc {
-	return s.own(func(w http.ResponseWriter, r *http.Request, _, target store.User) {
+	return s.own(func(w http.ResponseWriter, r *http.Request, _, target calipso.User) {
 		p, err := pageNumber(r)
 		if err != nil {
 			writeError(w, r, s.Log, err)
@@ -257,7 +258,7 @@ func (s *server) handleExperiments() http.HandlerFunc {
 }
 
 func (s *server) handleFavorite() http.HandlerFunc {
-	return s.authed(func(w http.ResponseWriter, r *http.Request, u store.User) {
+	return s.authed(func(w http.ResponseWriter, r *http.Request, u calipso.User) {
 		id, err := strconv.ParseInt(mux.Vars(r)["id"], 10, 64)
 		if err != nil || id <= 0 {
 			writeError(w, r, s.Log, fmt.Errorf("%w: experiment link id must be a positive number", errBadRequest))

@@ -20,6 +20,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/calipsoplus/calipso"
 	"github.com/calipsoplus/calipso/experiments"
 	"github.com/calipsoplus/calipso/experiments/useroffice"
 	"github.com/calipsoplus/calipso/guacamole"
@@ -167,7 +168,7 @@ func newHarness(t testing.TB, opts ...harnessOption) *harness {
 		t.Fatalf("office client: %v", err)
 	}
 
-	engines := map[provisioner.Kind]provisioner.Provisioner{provisioner.StaticLink: static.New()}
+	engines := map[calipso.ResourceType]provisioner.Provisioner{calipso.StaticLink: static.New()}
 	var desktops launch.Desktops
 	if hc.docker {
 		desktops = h.addDocker(ctx, engines, quiet)
@@ -184,7 +185,7 @@ func newHarness(t testing.TB, opts ...harnessOption) *harness {
 }
 
 // addDocker wires the Docker engine and Guacamole (see withDocker).
-func (h *harness) addDocker(ctx context.Context, engines map[provisioner.Kind]provisioner.Provisioner, log *slog.Logger) launch.Desktops {
+func (h *harness) addDocker(ctx context.Context, engines map[calipso.ResourceType]provisioner.Provisioner, log *slog.Logger) launch.Desktops {
 	t := h.t
 	t.Helper()
 	image := testenv.WorkloadImage(t)
@@ -195,7 +196,7 @@ func (h *harness) addDocker(ctx context.Context, engines map[provisioner.Kind]pr
 		t.Fatalf("docker.New: %v", err)
 	}
 	t.Cleanup(func() { engine.Close() })
-	engines[provisioner.Docker] = engine
+	engines[calipso.Docker] = engine
 	fresh, dsn := testenv.MySQL(t)
 	testenv.LoadGuacamoleSchema(t, fresh, "mysql")
 	gdb, err := guacamole.Open(ctx, "mysql", dsn)
@@ -204,7 +205,7 @@ func (h *harness) addDocker(ctx context.Context, engines map[provisioner.Kind]pr
 	}
 	t.Cleanup(func() { gdb.Close() })
 	h.guacDB = fresh
-	if _, err := h.db.PutImage(ctx, "test", store.Image{PublicName: desktopImage, Image: image, Protocol: "vnc", CPU: 1, Memory: "1G", HDD: "1G", ResourceType: "docker"}); err != nil {
+	if _, err := h.db.PutImage(ctx, "test", calipso.Image{PublicName: desktopImage, Image: image, Protocol: "vnc", CPU: 1, Memory: "1G", HDD: "1G", ResourceType: "docker"}); err != nil {
 		t.Fatalf("PutImage: %v", err)
 	}
 	return guacamole.New(gdb, guacamole.MySQL, guacamole.Options{NamePrefix: "calipso-" + h.cfg.Instance + "-", Logger: log})

@@ -8,6 +8,7 @@ import (
 
 	"github.com/gorilla/mux"
 
+	"github.com/calipsoplus/calipso"
 	"github.com/calipsoplus/calipso/internal/launch"
 	"github.com/calipsoplus/calipso/internal/store"
 	"github.com/calipsoplus/calipso/quotas"
@@ -37,15 +38,15 @@ type containerJSON struct {
 
 // compatStatus maps our states to the statuses the frontend knows: "created" is the
 // only one it takes as up ("running" shows as a red error).
-func compatStatus(s store.State) string {
+func compatStatus(s calipso.State) string {
 	switch s {
-	case store.Pending, store.Stopping:
+	case calipso.Pending, calipso.Stopping:
 		return "busy"
-	case store.Running:
+	case calipso.Running:
 		return "created"
-	case store.Stopped:
+	case calipso.Stopped:
 		return "stopped"
-	case store.Removed:
+	case calipso.Removed:
 		return "removed"
 	default:
 		return "error"
@@ -57,8 +58,8 @@ const notCreatedYet = "not created yet"
 
 // toContainerJSON renders a record. Guacamole credentials are only ever put in
 // records answered to their owner or an admin: every caller checks that first.
-func toContainerJSON(r store.Resource) containerJSON {
-	session, proposal := store.SplitExperiment(r.Experiment)
+func toContainerJSON(r calipso.Resource) containerJSON {
+	session, proposal := calipso.SplitExperiment(r.Experiment)
 	id := r.EngineID
 	if id == "" {
 		id = notCreatedYet
@@ -72,7 +73,7 @@ func toContainerJSON(r store.Resource) containerJSON {
 	}
 }
 
-func toContainersJSON(rs []store.Resource) []containerJSON {
+func toContainersJSON(rs []calipso.Resource) []containerJSON {
 	out := make([]containerJSON, 0, len(rs))
 	for _, r := range rs {
 		out = append(out, toContainerJSON(r))
@@ -81,7 +82,7 @@ func toContainersJSON(rs []store.Resource) []containerJSON {
 }
 
 func (s *server) handleRun() http.HandlerFunc {
-	return s.stateChangingGET(s.own(func(w http.ResponseWriter, r *http.Request, _, target store.User) {
+	return s.stateChangingGET(s.own(func(w http.ResponseWriter, r *http.Request, _, target calipso.User) {
 		v := mux.Vars(r)
 		if launch.IsOwnResource(v["experiment"]) {
 			// The frontend offers the "Own resource" launcher only when login/type/ says
@@ -106,24 +107,24 @@ func (s *server) handleRun() http.HandlerFunc {
 }
 
 // ownedResource finds the record named in the path and checks it is target's.
-func (s *server) ownedResource(r *http.Request, target store.User) (store.Resource, error) {
+func (s *server) ownedResource(r *http.Request, target calipso.User) (calipso.Resource, error) {
 	v := mux.Vars(r)
 	res, err := s.Store.ResourceByName(r.Context(), v["name"])
 	if err != nil {
-		return store.Resource{}, err
+		return calipso.Resource{}, err
 	}
 	if res.UserID != target.ID {
 		// Same answer as for an unknown name: don't reveal other users' resources.
-		return store.Resource{}, fmt.Errorf("resource %q: %w", v["name"], store.ErrNotFound)
+		return calipso.Resource{}, fmt.Errorf("resource %q: %w", v["name"], store.ErrNotFound)
 	}
 	if pn := v["public_name"]; pn != "" && pn != res.PublicName {
-		return store.Resource{}, fmt.Errorf("%w: resource %q runs %q, not %q", errBadRequest, v["name"], res.PublicName, pn)
+		return calipso.Resource{}, fmt.Errorf("%w: resource %q runs %q, not %q", errBadRequest, v["name"], res.PublicName, pn)
 	}
 	return res, nil
 }
 
 func (s *server) handleStop() http.HandlerFunc {
-	return s.stateChangingGET(s.own(func(w http.ResponseWriter, r *http.Request, _, target store.User) {
+	return s.stateChangingGET(s.own(func(w http.ResponseWriter, r *http.Request, _, target calipso.User) {
 		res, err := s.ownedResource(r, target)
 		if err == nil {
 			res, err = s.Resources.Stop(r.Context(), res)
@@ -137,7 +138,7 @@ func (s *server) handleStop() http.HandlerFunc {
 }
 
 func (s *server) handleRemove() http.HandlerFunc {
-	return s.stateChangingGET(s.own(func(w http.ResponseWriter, r *http.Request, _, target store.User) {
+	return s.stateChangingGET(s.own(func(w http.ResponseWriter, r *http.Request, _, target calipso.User) {
 		res, err := s.ownedResource(r, target)
 		if err == nil {
 			res, err = s.Resources.Remove(r.Context(), res)
@@ -153,10 +154,10 @@ func (s *server) handleRemove() http.HandlerFunc {
 // shownStates are the records a user's list shows: the live ones, launching or up
 // (which are also what the used quota counts). Stopped, removed and failed records
 // are not listed, so that a failed launch leaves no card behind.
-var shownStates = store.LiveStates
+var shownStates = calipso.LiveStates
 
 func (s *server) handleUserContainers() http.HandlerFunc {
-	return s.own(func(w http.ResponseWriter, r *http.Request, _, target store.User) {
+	return s.own(func(w http.ResponseWriter, r *http.Request, _, target calipso.User) {
 		rs, err := s.Store.Resources(r.Context(), store.ResourceFilter{UserID: target.ID, States: shownStates})
 		if err != nil {
 			writeError(w, r, s.Log, err)
@@ -166,8 +167,8 @@ func (s *server) handleUserContainers() http.HandlerFunc {
 	})
 }
 
-func (s *server) handleAllContainers(states []store.State) http.HandlerFunc {
-	return s.admin(func(w http.ResponseWriter, r *http.Request, _ store.User) {
+func (s *server) handleAllContainers(states []calipso.State) http.HandlerFunc {
+	return s.admin(func(w http.ResponseWriter, r *http.Request, _ calipso.User) {
 		rs, err := s.Store.Resources(r.Context(), store.ResourceFilter{States: states})
 		if err != nil {
 			writeError(w, r, s.Log, err)
@@ -178,7 +179,7 @@ func (s *server) handleAllContainers(states []store.State) http.HandlerFunc {
 }
 
 func (s *server) handleContainer() http.HandlerFunc {
-	return s.admin(func(w http.ResponseWriter, r *http.Request, _ store.User) {
+	return s.admin(func(w http.ResponseWriter, r *http.Request, _ calipso.User) {
 		id, err := strconv.ParseInt(mux.Vars(r)["id"], 10, 64)
 		if err != nil || id <= 0 {
 			writeError(w, r, s.Log, fmt.Errorf("%w: container id must be a positive number", errBadRequest))

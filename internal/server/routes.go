@@ -6,7 +6,7 @@ import (
 
 	"github.com/gorilla/mux"
 
-	"github.com/calipsoplus/calipso/internal/store"
+	"github.com/calipsoplus/calipso"
 )
 
 // routes lists every endpoint. root serves operations (/healthz, /readyz, /metrics)
@@ -72,7 +72,7 @@ func (s *server) routes(root *mux.Router) (api *mux.Router) {
 	api.Handle("/resource/list/{username}/", s.handleUserContainers()).Methods(get...)
 	api.Handle("/users/{username}/containers/", s.handleUserContainers()).Methods(get...)
 	api.Handle("/containers/", s.handleAllContainers(nil)).Methods(get...)
-	api.Handle("/activecontainers/", s.handleAllContainers(store.LiveStates)).Methods(get...)
+	api.Handle("/activecontainers/", s.handleAllContainers(calipso.LiveStates)).Methods(get...)
 	api.Handle("/containers/{id}", s.handleContainer()).Methods(get...)
 	api.Handle("/containers/{id}/", s.handleContainer()).Methods(get...)
 	return api

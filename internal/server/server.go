@@ -23,6 +23,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/cors"
 
+	"github.com/calipsoplus/calipso"
 	"github.com/calipsoplus/calipso/experiments"
 	"github.com/calipsoplus/calipso/federation"
 	"github.com/calipsoplus/calipso/internal/store"
@@ -39,9 +40,9 @@ type UserOffice interface {
 
 // Resources launches and ends workloads (internal/launch).
 type Resources interface {
-	Launch(ctx context.Context, u store.User, experimentRef, publicName string) (store.Resource, error)
-	Stop(ctx context.Context, r store.Resource) (store.Resource, error)
-	Remove(ctx context.Context, r store.Resource) (store.Resource, error)
+	Launch(ctx context.Context, u calipso.User, experimentRef, publicName string) (calipso.Resource, error)
+	Stop(ctx context.Context, r calipso.Resource) (calipso.Resource, error)
+	Remove(ctx context.Context, r calipso.Resource) (calipso.Resource, error)
 }
 
 // Federation is the SAML service provider (federation.ServiceProvider).

@@ -14,6 +14,7 @@ import (
 
 	"github.com/gorilla/mux"
 
+	"github.com/calipsoplus/calipso"
 	"github.com/calipsoplus/calipso/internal/store"
 	"github.com/calipsoplus/calipso/quotas"
 )
@@ -32,7 +33,7 @@ type innerUserJSON struct {
 	IsSuperuser bool       `json:"is_superuser"`
 }
 
-func toUserJSON(u store.User) userJSON {
+func toUserJSON(u calipso.User) userJSON {
 	var last *time.Time
 	if u.LastLogin != nil {
 		t := u.LastLogin.UTC()
@@ -93,13 +94,13 @@ func pageLinks(r *http.Request, page, size, count int) (next, prev *string) {
 }
 
 func (s *server) handleUser() http.HandlerFunc {
-	return s.own(func(w http.ResponseWriter, r *http.Request, _, target store.User) {
+	return s.own(func(w http.ResponseWriter, r *http.Request, _, target calipso.User) {
 		writeJSON(w, http.StatusOK, toUserJSON(target))
 	})
 }
 
 func (s *server) handleUsers() http.HandlerFunc {
-	return s.admin(func(w http.ResponseWriter, r *http.Request, _ store.User) {
+	return s.admin(func(w http.ResponseWriter, r *http.Request, _ calipso.User) {
 		p, err := pageNumber(r)
 		if err != nil {
 			writeError(w, r, s.Log, err)
@@ -122,7 +123,7 @@ func (s *server) handleUsers() http.HandlerFunc {
 }
 
 func (s *server) handleUserAdmin() http.HandlerFunc {
-	return s.admin(func(w http.ResponseWriter, r *http.Request, me store.User) {
+	return s.admin(func(w http.ResponseWriter, r *http.Request, me calipso.User) {
 		name := mux.Vars(r)["username"]
 		target, err := s.Store.User(r.Context(), name)
 		if err != nil {
@@ -161,7 +162,7 @@ type quotaJSON struct {
 	MaxSimultaneous int     `json:"max_simultaneous"`
 }
 
-func toQuotaJSON(q quotas.Quota) quotaJSON {
+func toQuotaJSON(q calipso.Quota) quotaJSON {
 	return quotaJSON{CPU: q.CPUs, Memory: quotas.FormatGiB(q.MemoryBytes), HDD: quotas.FormatGiB(q.DiskBytes), MaxSimultaneous: q.MaxSimultaneous}
 }
 
@@ -182,7 +183,7 @@ func (f *flexNumber) UnmarshalJSON(b []byte) error {
 	return nil
 }
 
-func (s *server) quotaOf(r *http.Request, u store.User) (quotas.Quota, error) {
+func (s *server) quotaOf(r *http.Request, u calipso.User) (calipso.Quota, error) {
 	q, err := s.Store.Quota(r.Context(), u.ID)
 	if err == nil {
 		return q, nil
@@ -190,11 +191,11 @@ func (s *server) quotaOf(r *http.Request, u store.User) (quotas.Quota, error) {
 	if err == store.ErrNotFound {
 		return s.Settings.Quotas.Default, nil
 	}
-	return quotas.Quota{}, err
+	return calipso.Quota{}, err
 }
 
 func (s *server) handleQuota() http.HandlerFunc {
-	get := s.own(func(w http.ResponseWriter, r *http.Request, _, target store.User) {
+	get := s.own(func(w http.ResponseWriter, r *http.Request, _, target calipso.User) {
 		q, err := s.quotaOf(r, target)
 		if err != nil {
 			writeError(w, r, s.Log, err)
@@ -202,7 +203,7 @@ func (s *server) handleQuota() http.HandlerFunc {
 		}
 		writeJSON(w, http.StatusOK, toQuotaJSON(q))
 	})
-	set := s.admin(func(w http.ResponseWriter, r *http.Request, me store.User) {
+	set := s.admin(func(w http.ResponseWriter, r *http.Request, me calipso.User) {
 		target, err := s.Store.User(r.Context(), mux.Vars(r)["username"])
 		if err != nil {
 			writeError(w, r, s.Log, err)
@@ -222,7 +223,7 @@ func (s *server) handleQuota() http.HandlerFunc {
 			writeError(w, r, s.Log, fmt.Errorf("%w: cpu, memory, hdd and max_simultaneous are required", errBadRequest))
 			return
 		}
-		var q quotas.Quota
+		var q calipso.Quota
 		var errs []string
 		if q.CPUs, err = quotas.ParseCPUs(string(*req.CPU)); err != nil {
 			errs = append(errs, err.Error())
@@ -258,7 +259,7 @@ func (s *server) handleQuota() http.HandlerFunc {
 }
 
 func (s *server) handleUsedQuota() http.HandlerFunc {
-	return s.own(func(w http.ResponseWriter, r *http.Request, _, target store.User) {
+	return s.own(func(w http.ResponseWriter, r *http.Request, _, target calipso.User) {
 		used, err := s.Store.Usage(r.Context(), target.ID)
 		if err != nil {
 			writeError(w, r, s.Log, err)
@@ -268,7 +269,7 @@ func (s *server) handleUsedQuota() http.HandlerFunc {
 	})
 }
 
-// imageJSON is the contract's image shape. port_hook and log_regex are site
+// imageJSON is the contract's image shape. log_regex is site
 // configuration: shown to admins (who set them), not part of what users see.
 type imageJSON struct {
 	PublicName   string  `json:"public_name"`
@@ -280,20 +281,19 @@ type imageJSON struct {
 	ResourceType string  `json:"resource_type"`
 }
 
-func toImageJSON(im store.Image, admin bool) any {
-	share := im.Share()
+func toImageJSON(im calipso.Image, admin bool) any {
+	share := quotas.ImageShare(im)
 	out := imageJSON{PublicName: im.PublicName, Image: im.Image, Protocol: im.Protocol, CPU: im.CPU,
-		Memory: quotas.FormatGiB(share.MemoryBytes), HDD: quotas.FormatGiB(share.DiskBytes), ResourceType: im.ResourceType}
+		Memory: quotas.FormatGiB(share.MemoryBytes), HDD: quotas.FormatGiB(share.DiskBytes), ResourceType: string(im.ResourceType)}
 	if !admin {
 		return out
 	}
-	return adminImageJSON{imageJSON: out, PortHook: im.PortHook, LogRegex: im.LogRegex}
+	return adminImageJSON{imageJSON: out, LogRegex: im.LogRegex}
 }
 
 // adminImageJSON adds the site configuration admins set.
 type adminImageJSON struct {
 	imageJSON
-	PortHook string `json:"port_hook,omitempty"`
 	LogRegex string `json:"log_regex,omitempty"`
 }
 
@@ -308,15 +308,14 @@ type imageRequest struct {
 	Memory       string      `json:"memory"`
 	HDD          string      `json:"hdd"`
 	ResourceType string      `json:"resource_type"`
-	PortHook     string      `json:"port_hook"`
 	LogRegex     string      `json:"log_regex"`
 }
 
 // toImage checks the request, naming every problem.
-func (req imageRequest) toImage() (store.Image, error) {
-	im := store.Image{PublicName: strings.TrimSpace(req.PublicName), Image: strings.TrimSpace(req.Image),
-		Protocol: strings.ToLower(strings.TrimSpace(req.Protocol)), ResourceType: strings.TrimSpace(req.ResourceType),
-		PortHook: req.PortHook, LogRegex: req.LogRegex}
+func (req imageRequest) toImage() (calipso.Image, error) {
+	im := calipso.Image{PublicName: strings.TrimSpace(req.PublicName), Image: strings.TrimSpace(req.Image),
+		Protocol: strings.ToLower(strings.TrimSpace(req.Protocol)), ResourceType: calipso.ResourceType(strings.TrimSpace(req.ResourceType)),
+		LogRegex: req.LogRegex}
 	var errs []string
 	if req.CPU == nil || strings.TrimSpace(string(*req.CPU)) == "" {
 		errs = append(errs, "cpu is required (a number of cores)")
@@ -337,7 +336,7 @@ func (req imageRequest) toImage() (store.Image, error) {
 		*f.out = quotas.FormatGiB(b)
 	}
 	if len(errs) > 0 {
-		return store.Image{}, fmt.Errorf("%w: %s", errBadRequest, strings.Join(errs, "; "))
+		return calipso.Image{}, fmt.Errorf("%w: %s", errBadRequest, strings.Join(errs, "; "))
 	}
 	return im, nil
 }
@@ -396,7 +395,7 @@ func (c *imageList) forget() {
 }
 
 func (s *server) handleImages() http.HandlerFunc {
-	return s.authed(func(w http.ResponseWriter, r *http.Request, u store.User) {
+	return s.authed(func(w http.ResponseWriter, r *http.Request, u calipso.User) {
 		body, err := s.images.json(r.Context(), s.Store, u.IsAdmin)
 		if err != nil {
 			writeError(w, r, s.Log, err)
@@ -407,7 +406,7 @@ func (s *server) handleImages() http.HandlerFunc {
 }
 
 func (s *server) handleImage() http.HandlerFunc {
-	get := s.authed(func(w http.ResponseWriter, r *http.Request, u store.User) {
+	get := s.authed(func(w http.ResponseWriter, r *http.Request, u calipso.User) {
 		im, err := s.Store.Image(r.Context(), mux.Vars(r)["public_name"])
 		if err != nil {
 			writeError(w, r, s.Log, err)
@@ -415,7 +414,7 @@ func (s *server) handleImage() http.HandlerFunc {
 		}
 		writeJSON(w, http.StatusOK, toImageJSON(im, u.IsAdmin))
 	})
-	change := s.admin(func(w http.ResponseWriter, r *http.Request, me store.User) {
+	change := s.admin(func(w http.ResponseWriter, r *http.Request, me calipso.User) {
 		name := mux.Vars(r)["public_name"]
 		defer s.images.forget()
 		if r.Method == http.MethodDelete {

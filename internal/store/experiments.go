@@ -480,11 +480,6 @@ func (s *Store) UserSession(ctx context.Context, userID int64, ref string) (Sess
 	return SessionOf{}, fmt.Errorf("%w: experiment %q names more than one session: use proposal~session", ErrInvalid, ref)
 }
 
-// ExperimentsFetchedBefore reports whether the user's experiments are older than age.
-func (u User) ExperimentsFetchedBefore(now time.Time, age time.Duration) bool {
-	return u.ExperimentsFetched == nil || now.Sub(*u.ExperimentsFetched) >= age
-}
-
 func truncate(s string, n int) string {
 	if len(s) <= n {
 		return s

@@ -7,6 +7,8 @@ import (
 	"encoding/hex"
 	"fmt"
 	"time"
+
+	"github.com/calipsoplus/calipso"
 )
 
 // HTTP sessions live server-side, so that logout really ends a session: the cookie
@@ -25,7 +27,7 @@ type SessionUser struct {
 	Data     string
 	Expires  time.Time
 	// User is the account; nil when Username is empty or the account was removed.
-	User *User
+	User *calipso.User
 }
 
 // HTTPSessionUser returns a live session and its account; ErrNotFound when the
@@ -58,7 +60,7 @@ func (s *Store) HTTPSessionUser(ctx context.Context, token string) (SessionUser,
 	}
 	out.Expires = expires.UTC()
 	if id.Valid {
-		out.User = &User{
+		out.User = &calipso.User{
 			ID: id.Int64, Username: name.String, UUID: uuid.String, IsAdmin: admin.Bool, Email: email.String,
 			UID: intPtr(uid), GID: intPtr(gid), Home: home.String, Joined: joined.Time.UTC(),
 			LastLogin: nullTime(last), ExperimentsFetched: nullTime(got), ExperimentsVersion: version.Int64,

@@ -8,32 +8,14 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/calipsoplus/calipso"
 	"github.com/calipsoplus/calipso/quotas"
 )
 
-// Image is something a user can launch: a Docker or Kubernetes image, or a static link.
-type Image struct {
-	PublicName   string  `json:"public_name"`
-	Image        string  `json:"image"`
-	Protocol     string  `json:"protocol"`
-	CPU          float64 `json:"cpu"`
-	Memory       string  `json:"memory"`
-	HDD          string  `json:"hdd"`
-	ResourceType string  `json:"resource_type"`
-	PortHook     string  `json:"port_hook,omitempty"`
-	LogRegex     string  `json:"log_regex,omitempty"`
-}
-
-// ResourceTypes are the accepted resource_type values.
-var ResourceTypes = []string{"docker", "kubernetes", "static link", "virtual machine"}
-
-// Protocols are the accepted protocol values ("" for notebooks and links).
-var Protocols = []string{"", "vnc", "rdp", "http"}
-
 var publicNameRe = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$`)
 
-// Validate checks an image record, reporting every problem.
-func (im Image) Validate() error {
+// ValidateImage checks an image record, reporting every problem.
+func ValidateImage(im calipso.Image) error {
 	var p []string
 	if !publicNameRe.MatchString(im.PublicName) {
 		p = append(p, "public_name must be 1-100 letters, digits, '.', '_' or '-'")
@@ -41,11 +23,11 @@ func (im Image) Validate() error {
 	if strings.TrimSpace(im.Image) == "" || len(im.Image) > 255 {
 		p = append(p, "image is required (at most 255 characters)")
 	}
-	if !slices.Contains(Protocols, im.Protocol) {
+	if !slices.Contains(calipso.Protocols, im.Protocol) {
 		p = append(p, fmt.Sprintf("protocol %q is not one of vnc, rdp, http or empty", im.Protocol))
 	}
-	if !slices.Contains(ResourceTypes, im.ResourceType) {
-		p = append(p, fmt.Sprintf("resource_type %q is not one of %s", im.ResourceType, strings.Join(ResourceTypes, ", ")))
+	if !slices.Contains(calipso.ResourceTypes, im.ResourceType) {
+		p = append(p, fmt.Sprintf("resource_type %q is not one of docker, kubernetes, static link or virtual machine", im.ResourceType))
 	}
 	if im.CPU < 0 || im.CPU > 1024 {
 		p = append(p, "cpu must be between 0 and 1024")
@@ -67,15 +49,8 @@ func (im Image) Validate() error {
 	return nil
 }
 
-// Share is what one launch of the image takes from a quota.
-func (im Image) Share() quotas.Quota {
-	mem, _ := quotas.ParseSize(im.Memory)
-	hdd, _ := quotas.ParseSize(im.HDD)
-	return quotas.Quota{MaxSimultaneous: 1, CPUs: im.CPU, MemoryBytes: mem, DiskBytes: hdd}
-}
-
 // DefaultImages are the original's seeded images; sites change them with images/.
-var DefaultImages = []Image{
+var DefaultImages = []calipso.Image{
 	{PublicName: "base_image", Image: "calipso/desktop-vnc:latest", Protocol: "vnc", CPU: 1, Memory: "2G", HDD: "5G", ResourceType: "docker"},
 	{PublicName: "base_jupyter", Image: "jupyter/base-notebook:latest", Protocol: "http", CPU: 1, Memory: "2G", HDD: "5G", ResourceType: "docker",
 		LogRegex: `token=([0-9a-f]+)`},
@@ -83,22 +58,22 @@ var DefaultImages = []Image{
 	{PublicName: "static_link", Image: "https://www.calipsoplus.eu/", Protocol: "http", CPU: 0, Memory: "0", HDD: "0", ResourceType: "static link"},
 }
 
-const imageColumns = `public_name, image, protocol, cpu, memory, hdd, resource_type, port_hook, log_regex`
+const imageColumns = `public_name, image, protocol, cpu, memory, hdd, resource_type, log_regex`
 
-func scanImage(row interface{ Scan(...any) error }) (Image, error) {
-	var im Image
-	err := row.Scan(&im.PublicName, &im.Image, &im.Protocol, &im.CPU, &im.Memory, &im.HDD, &im.ResourceType, &im.PortHook, &im.LogRegex)
+func scanImage(row interface{ Scan(...any) error }) (calipso.Image, error) {
+	var im calipso.Image
+	err := row.Scan(&im.PublicName, &im.Image, &im.Protocol, &im.CPU, &im.Memory, &im.HDD, &im.ResourceType, &im.LogRegex)
 	return im, err
 }
 
 // Images lists every image by public name.
-func (s *Store) Images(ctx context.Context) ([]Image, error) {
+func (s *Store) Images(ctx context.Context) ([]calipso.Image, error) {
 	rows, err := s.query(ctx, `SELECT `+imageColumns+` FROM images ORDER BY public_name`)
 	if err != nil {
 		return nil, fmt.Errorf("images: %w", s.wrap(err))
 	}
 	defer rows.Close()
-	out := []Image{}
+	out := []calipso.Image{}
 	for rows.Next() {
 		im, err := scanImage(rows)
 		if err != nil {
@@ -110,17 +85,17 @@ func (s *Store) Images(ctx context.Context) ([]Image, error) {
 }
 
 // Image returns one image by public name.
-func (s *Store) Image(ctx context.Context, publicName string) (Image, error) {
+func (s *Store) Image(ctx context.Context, publicName string) (calipso.Image, error) {
 	im, err := scanImage(s.queryRow(ctx, `SELECT `+imageColumns+` FROM images WHERE public_name = ?`, publicName))
 	if err != nil {
-		return Image{}, fmt.Errorf("image %q: %w", publicName, s.wrap(err))
+		return calipso.Image{}, fmt.Errorf("image %q: %w", publicName, s.wrap(err))
 	}
 	return im, nil
 }
 
 // PutImage creates or replaces an image; created reports which.
-func (s *Store) PutImage(ctx context.Context, actor string, im Image) (created bool, err error) {
-	if err := im.Validate(); err != nil {
+func (s *Store) PutImage(ctx context.Context, actor string, im calipso.Image) (created bool, err error) {
+	if err := ValidateImage(im); err != nil {
 		return false, err
 	}
 	err = s.tx(ctx, func(tx *sql.Tx) error {
@@ -128,13 +103,13 @@ func (s *Store) PutImage(ctx context.Context, actor string, im Image) (created b
 		if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM images WHERE public_name = ?`, im.PublicName).Scan(&n); err != nil {
 			return err
 		}
-		args := []any{im.Image, im.Protocol, im.CPU, im.Memory, im.HDD, im.ResourceType, im.PortHook, im.LogRegex, im.PublicName}
+		args := []any{im.Image, im.Protocol, im.CPU, im.Memory, im.HDD, im.ResourceType, im.LogRegex, im.PublicName}
 		var err error
 		if n > 0 {
-			_, err = tx.ExecContext(ctx, `UPDATE images SET image = ?, protocol = ?, cpu = ?, memory = ?, hdd = ?, resource_type = ?, port_hook = ?, log_regex = ? WHERE public_name = ?`, args...)
+			_, err = tx.ExecContext(ctx, `UPDATE images SET image = ?, protocol = ?, cpu = ?, memory = ?, hdd = ?, resource_type = ?, log_regex = ? WHERE public_name = ?`, args...)
 		} else {
 			created = true
-			_, err = tx.ExecContext(ctx, `INSERT INTO images (image, protocol, cpu, memory, hdd, resource_type, port_hook, log_regex, public_name) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`, args...)
+			_, err = tx.ExecContext(ctx, `INSERT INTO images (image, protocol, cpu, memory, hdd, resource_type, log_regex, public_name) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`, args...)
 		}
 		if err == nil {
 			s.audit(ctx, tx, actor, "put", "image", im.PublicName, im)
@@ -175,18 +150,18 @@ func (s *Store) SeedImages(ctx context.Context) error {
 }
 
 // Quota returns the user's own quota, or ErrNotFound when the defaults apply.
-func (s *Store) Quota(ctx context.Context, userID int64) (quotas.Quota, error) {
-	var q quotas.Quota
+func (s *Store) Quota(ctx context.Context, userID int64) (calipso.Quota, error) {
+	var q calipso.Quota
 	err := s.queryRow(ctx, `SELECT max_simultaneous, cpu, memory_bytes, hdd_bytes FROM quotas WHERE user_id = ?`, userID).
 		Scan(&q.MaxSimultaneous, &q.CPUs, &q.MemoryBytes, &q.DiskBytes)
 	if err != nil {
-		return quotas.Quota{}, s.wrap(err)
+		return calipso.Quota{}, s.wrap(err)
 	}
 	return q, nil
 }
 
 // SetQuota sets the user's own quota.
-func (s *Store) SetQuota(ctx context.Context, actor string, userID int64, q quotas.Quota) error {
+func (s *Store) SetQuota(ctx context.Context, actor string, userID int64, q calipso.Quota) error {
 	if q.MaxSimultaneous < 0 || q.CPUs < 0 || q.MemoryBytes < 0 || q.DiskBytes < 0 {
 		return fmt.Errorf("%w: quota values must not be negative", ErrInvalid)
 	}

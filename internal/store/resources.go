@@ -4,88 +4,19 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
-	"slices"
 	"strings"
 	"time"
 
+	"github.com/calipsoplus/calipso"
 	"github.com/calipsoplus/calipso/quotas"
 )
 
-// State is where a resource is in its life. Transitions are checked in the UPDATE
-// itself (WHERE state IN the allowed sources), so two requests can't both move it.
-type State string
-
-const (
-	Pending  State = "pending"  // quota reserved, engine being asked
-	Running  State = "running"  // the workload is up
-	Stopping State = "stopping" // being stopped
-	Stopped  State = "stopped"  // stopped; the workload may still exist until removed
-	Removed  State = "removed"  // gone from the engine
-	Failed   State = "error"    // launch or run failed; see Error
-)
-
-// LiveStates hold a share of the user's quota.
-var LiveStates = []State{Pending, Running, Stopping}
-
-// transitions lists, for each state, the states it may be reached from.
-var transitions = map[State][]State{
-	Running:  {Pending},
-	Stopping: {Pending, Running},
-	Stopped:  {Stopping},
-	Removed:  {Stopped, Failed, Running, Pending, Stopping},
-	Failed:   {Pending, Running, Stopping},
-}
-
-// Live reports whether the state holds quota.
-func (s State) Live() bool { return slices.Contains(LiveStates, s) }
-
-// CanMove reports whether from → to is allowed.
-func CanMove(from, to State) bool { return slices.Contains(transitions[to], from) }
-
 func liveArgs() []any {
-	out := make([]any, len(LiveStates))
-	for i, s := range LiveStates {
+	out := make([]any, len(calipso.LiveStates))
+	for i, s := range calipso.LiveStates {
 		out[i] = string(s)
 	}
 	return out
-}
-
-// Resource is one launch of an image for an experiment session by a user.
-type Resource struct {
-	ID                int64
-	UserID            int64
-	Username          string
-	Experiment        string // proposal~session, or an own resource's id (see SplitExperiment)
-	SessionID         *int64
-	PublicName        string
-	Image             string
-	ImageID           *int64 // the image record's id; nil once it is deleted
-	Protocol          string
-	ResourceType      string
-	State             State
-	CPU               float64
-	MemoryBytes       int64
-	HDDBytes          int64
-	EngineName        string // container / workload name
-	EngineID          string
-	HostPort          string // a port, or a URL for notebooks and links
-	GuacamoleUsername string
-	GuacamolePassword string
-	VNCPassword       string
-	Info              string // engine details, JSON
-	Error             string // why it failed, as users may read it
-	Created, Updated  time.Time
-}
-
-// SplitExperiment splits a resource's experiment reference as the original did: of
-// "proposal~session" the session number is what the frontend calls
-// calipso_experiment and the proposal its container_info; an own resource's id (no
-// "~") is both.
-func SplitExperiment(ref string) (session, proposal string) {
-	if p, s, ok := strings.Cut(ref, "~"); ok {
-		return s, p
-	}
-	return ref, ref
 }
 
 const resourceColumns = `r.id, r.user_id, u.username, r.experiment, r.session_id, r.public_name, r.image, r.protocol, r.resource_type, r.state,
@@ -94,9 +25,9 @@ const resourceColumns = `r.id, r.user_id, u.username, r.experiment, r.session_id
 
 const resourceFrom = ` FROM resources r JOIN users u ON u.id = r.user_id LEFT JOIN images i ON i.public_name = r.public_name`
 
-func scanResource(row interface{ Scan(...any) error }) (Resource, error) {
+func scanResource(row interface{ Scan(...any) error }) (calipso.Resource, error) {
 	var (
-		r       Resource
+		r       calipso.Resource
 		session sql.NullInt64
 		imageID sql.NullInt64
 		state   string
@@ -110,7 +41,7 @@ func scanResource(row interface{ Scan(...any) error }) (Resource, error) {
 	if imageID.Valid {
 		r.ImageID = &imageID.Int64
 	}
-	r.State = State(state)
+	r.State = calipso.State(state)
 	r.Created, r.Updated = r.Created.UTC(), r.Updated.UTC()
 	return r, err
 }
@@ -120,8 +51,8 @@ type Launch struct {
 	UserID        int64
 	Experiment    string
 	SessionID     *int64
-	Image         Image
-	Default       quotas.Quota // applies when the user has no quota of their own
+	Image         calipso.Image
+	Default       calipso.Quota // applies when the user has no quota of their own
 	VNCPassword   string
 	NameOf        func(id int64) string // engine name from the record id
 	OnePerSession bool                  // refuse a second live resource for the session
@@ -138,8 +69,8 @@ func (e *QuotaError) Unwrap() error { return ErrConflict }
 // Reserve checks the user's quota and records the launch as pending, in one
 // transaction: the user's row is locked first, so concurrent launches of one user are
 // serialised and can never exceed the quota together.
-func (s *Store) Reserve(ctx context.Context, l Launch) (Resource, error) {
-	share := l.Image.Share()
+func (s *Store) Reserve(ctx context.Context, l Launch) (calipso.Resource, error) {
+	share := quotas.ImageShare(l.Image)
 	var id int64
 	err := s.tx(ctx, func(tx *sql.Tx) error {
 		lock := `SELECT id FROM users WHERE id = ?`
@@ -151,7 +82,7 @@ func (s *Store) Reserve(ctx context.Context, l Launch) (Resource, error) {
 			return fmt.Errorf("user %d: %w", l.UserID, s.wrap(err))
 		}
 		limit := l.Default
-		var own quotas.Quota
+		var own calipso.Quota
 		err := tx.QueryRowContext(ctx, `SELECT max_simultaneous, cpu, memory_bytes, hdd_bytes FROM quotas WHERE user_id = ?`, l.UserID).
 			Scan(&own.MaxSimultaneous, &own.CPUs, &own.MemoryBytes, &own.DiskBytes)
 		switch {
@@ -170,19 +101,19 @@ func (s *Store) Reserve(ctx context.Context, l Launch) (Resource, error) {
 		if l.OnePerSession {
 			// The frontend ties a resource to its session row by the session number alone
 			// (calipso_experiment), so two live ones with the same number can't be told apart.
-			rows, err := tx.QueryContext(ctx, `SELECT experiment FROM resources WHERE user_id = ? AND state IN (`+in(len(LiveStates))+`)`,
+			rows, err := tx.QueryContext(ctx, `SELECT experiment FROM resources WHERE user_id = ? AND state IN (`+in(len(calipso.LiveStates))+`)`,
 				append([]any{l.UserID}, liveArgs()...)...)
 			if err != nil {
 				return err
 			}
 			defer rows.Close()
-			want, _ := SplitExperiment(l.Experiment)
+			want, _ := calipso.SplitExperiment(l.Experiment)
 			for rows.Next() {
 				var e string
 				if err := rows.Scan(&e); err != nil {
 					return err
 				}
-				if got, _ := SplitExperiment(e); got == want {
+				if got, _ := calipso.SplitExperiment(e); got == want {
 					return fmt.Errorf("%w: Resource already launched for %s", ErrConflict, want)
 				}
 			}
@@ -195,7 +126,7 @@ func (s *Store) Reserve(ctx context.Context, l Launch) (Resource, error) {
 		res, err := tx.ExecContext(ctx, `INSERT INTO resources (user_id, experiment, session_id, public_name, image, protocol, resource_type, state,
 			cpu, memory_bytes, hdd_bytes, vnc_password, info, error, created_at, updated_at)
 			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, '', '', ?, ?)`,
-			l.UserID, l.Experiment, l.SessionID, l.Image.PublicName, l.Image.Image, l.Image.Protocol, l.Image.ResourceType, string(Pending),
+			l.UserID, l.Experiment, l.SessionID, l.Image.PublicName, l.Image.Image, l.Image.Protocol, l.Image.ResourceType, string(calipso.Pending),
 			share.CPUs, share.MemoryBytes, share.DiskBytes, l.VNCPassword, now, now)
 		if err != nil {
 			return err
@@ -211,59 +142,59 @@ func (s *Store) Reserve(ctx context.Context, l Launch) (Resource, error) {
 		return nil
 	})
 	if err != nil {
-		return Resource{}, err
+		return calipso.Resource{}, err
 	}
 	return s.Resource(ctx, id)
 }
 
 func (s *Store) usage(ctx context.Context, q interface {
 	QueryRowContext(context.Context, string, ...any) *sql.Row
-}, userID int64) (quotas.Quota, error) {
+}, userID int64) (calipso.Quota, error) {
 	var (
-		used quotas.Quota
+		used calipso.Quota
 		cpu  sql.NullFloat64
 		mem  sql.NullInt64
 		hdd  sql.NullInt64
 	)
-	err := q.QueryRowContext(ctx, `SELECT COUNT(*), SUM(cpu), SUM(memory_bytes), SUM(hdd_bytes) FROM resources WHERE user_id = ? AND state IN (`+in(len(LiveStates))+`)`,
+	err := q.QueryRowContext(ctx, `SELECT COUNT(*), SUM(cpu), SUM(memory_bytes), SUM(hdd_bytes) FROM resources WHERE user_id = ? AND state IN (`+in(len(calipso.LiveStates))+`)`,
 		append([]any{userID}, liveArgs()...)...).Scan(&used.MaxSimultaneous, &cpu, &mem, &hdd)
 	used.CPUs, used.MemoryBytes, used.DiskBytes = cpu.Float64, mem.Int64, hdd.Int64
 	return used, err
 }
 
 // Usage sums the user's live resources.
-func (s *Store) Usage(ctx context.Context, userID int64) (quotas.Quota, error) {
+func (s *Store) Usage(ctx context.Context, userID int64) (calipso.Quota, error) {
 	u, err := s.usage(ctx, s.db, userID)
 	return u, s.wrap(err)
 }
 
 // Resource returns one record.
-func (s *Store) Resource(ctx context.Context, id int64) (Resource, error) {
+func (s *Store) Resource(ctx context.Context, id int64) (calipso.Resource, error) {
 	r, err := scanResource(s.queryRow(ctx, `SELECT `+resourceColumns+resourceFrom+` WHERE r.id = ?`, id))
 	if err != nil {
-		return Resource{}, fmt.Errorf("resource %d: %w", id, s.wrap(err))
+		return calipso.Resource{}, fmt.Errorf("resource %d: %w", id, s.wrap(err))
 	}
 	return r, nil
 }
 
 // ResourceByName returns the record of an engine name.
-func (s *Store) ResourceByName(ctx context.Context, name string) (Resource, error) {
+func (s *Store) ResourceByName(ctx context.Context, name string) (calipso.Resource, error) {
 	r, err := scanResource(s.queryRow(ctx, `SELECT `+resourceColumns+resourceFrom+` WHERE r.engine_name = ?`, name))
 	if err != nil {
-		return Resource{}, fmt.Errorf("resource %q: %w", name, s.wrap(err))
+		return calipso.Resource{}, fmt.Errorf("resource %q: %w", name, s.wrap(err))
 	}
 	return r, nil
 }
 
 // ResourceFilter selects records.
 type ResourceFilter struct {
-	UserID int64   // 0: every user
-	States []State // empty: every state
+	UserID int64           // 0: every user
+	States []calipso.State // empty: every state
 	Before time.Time
 }
 
 // Resources lists records, newest first.
-func (s *Store) Resources(ctx context.Context, f ResourceFilter) ([]Resource, error) {
+func (s *Store) Resources(ctx context.Context, f ResourceFilter) ([]calipso.Resource, error) {
 	var (
 		where []string
 		args  []any
@@ -291,7 +222,7 @@ func (s *Store) Resources(ctx context.Context, f ResourceFilter) ([]Resource, er
 		return nil, fmt.Errorf("resources: %w", s.wrap(err))
 	}
 	defer rows.Close()
-	out := []Resource{}
+	out := []calipso.Resource{}
 	for rows.Next() {
 		r, err := scanResource(rows)
 		if err != nil {
@@ -315,10 +246,10 @@ type Update struct {
 // Move changes a resource's state if the transition is allowed from its current
 // state, setting the given fields, and returns the record. ErrConflict when the
 // resource is in a state the transition can't start from.
-func (s *Store) Move(ctx context.Context, id int64, to State, u Update) (Resource, error) {
-	from := transitions[to]
+func (s *Store) Move(ctx context.Context, id int64, to calipso.State, u Update) (calipso.Resource, error) {
+	from := calipso.Sources(to)
 	if len(from) == 0 {
-		return Resource{}, fmt.Errorf("%w: no transition to %s", ErrInvalid, to)
+		return calipso.Resource{}, fmt.Errorf("%w: no transition to %s", ErrInvalid, to)
 	}
 	return s.move(ctx, id, from, to, u)
 }
@@ -326,14 +257,14 @@ func (s *Store) Move(ctx context.Context, id int64, to State, u Update) (Resourc
 // MoveFrom is Move only from the state the caller saw: a reconciler that found a
 // resource running must not fail it if a Stop moved it on in the meantime.
 // ErrConflict when the resource is no longer in from.
-func (s *Store) MoveFrom(ctx context.Context, id int64, from, to State, u Update) (Resource, error) {
-	if !CanMove(from, to) {
-		return Resource{}, fmt.Errorf("%w: no transition from %s to %s", ErrInvalid, from, to)
+func (s *Store) MoveFrom(ctx context.Context, id int64, from, to calipso.State, u Update) (calipso.Resource, error) {
+	if !calipso.CanMove(from, to) {
+		return calipso.Resource{}, fmt.Errorf("%w: no transition from %s to %s", ErrInvalid, from, to)
 	}
-	return s.move(ctx, id, []State{from}, to, u)
+	return s.move(ctx, id, []calipso.State{from}, to, u)
 }
 
-func (s *Store) move(ctx context.Context, id int64, from []State, to State, u Update) (Resource, error) {
+func (s *Store) move(ctx context.Context, id int64, from []calipso.State, to calipso.State, u Update) (calipso.Resource, error) {
 	set := []string{`state = ?`, `updated_at = ?`}
 	args := []any{string(to), s.now()}
 	for _, f := range []struct {
@@ -352,11 +283,11 @@ func (s *Store) move(ctx context.Context, id int64, from []State, to State, u Up
 	}
 	res, err := s.exec(ctx, `UPDATE resources SET `+strings.Join(set, ", ")+` WHERE id = ? AND state IN (`+in(len(from))+`)`, args...)
 	if err != nil {
-		return Resource{}, fmt.Errorf("resource %d to %s: %w", id, to, s.wrap(err))
+		return calipso.Resource{}, fmt.Errorf("resource %d to %s: %w", id, to, s.wrap(err))
 	}
 	r, err := s.Resource(ctx, id)
 	if err != nil {
-		return Resource{}, err
+		return calipso.Resource{}, err
 	}
 	if n, _ := res.RowsAffected(); n == 0 && r.State != to {
 		return r, fmt.Errorf("%w: resource %d is %s, it can't become %s", ErrConflict, id, r.State, to)

@@ -14,10 +14,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/calipsoplus/calipso"
 	"github.com/calipsoplus/calipso/experiments"
 	"github.com/calipsoplus/calipso/internal/store"
 	"github.com/calipsoplus/calipso/internal/testenv"
-	"github.com/calipsoplus/calipso/quotas"
 )
 
 // backends runs fn on a fresh, migrated SQLite store and a fresh MariaDB store.
@@ -109,7 +109,7 @@ func TestUsers(t *testing.T) {
 		}
 		// Unknown orderings give the default order (profile id), as the original's.
 		byID, _, err := s.Users(ctx, store.UserQuery{Page: 1, PageSize: 30})
-		if err != nil || !slices.IsSortedFunc(byID, func(a, b store.User) int { return cmp.Compare(a.ID, b.ID) }) {
+		if err != nil || !slices.IsSortedFunc(byID, func(a, b calipso.User) int { return cmp.Compare(a.ID, b.ID) }) {
 			t.Fatalf("default order: %v %v", names(byID), err)
 		}
 		unknown, _, err := s.Users(ctx, store.UserQuery{Ordering: "password", Page: 1, PageSize: 30})
@@ -133,7 +133,7 @@ func TestUsers(t *testing.T) {
 	})
 }
 
-func names(us []store.User) []string {
+func names(us []calipso.User) []string {
 	var out []string
 	for _, u := range us {
 		out = append(out, u.Username)
@@ -278,14 +278,14 @@ func TestExperimentsVersion(t *testing.T) {
 }
 
 // testImage is what resource tests reserve for: its numbers don't matter.
-var testImage = store.Image{PublicName: "x", Image: "x", Protocol: "vnc", CPU: 1, Memory: "1G", HDD: "1G", ResourceType: "docker"}
+var testImage = calipso.Image{PublicName: "x", Image: "x", Protocol: "vnc", CPU: 1, Memory: "1G", HDD: "1G", ResourceType: "docker"}
 
 func TestReserveIsExactUnderConcurrency(t *testing.T) {
 	backends(t, func(t *testing.T, s *store.Store) {
 		ctx := context.Background()
 		u, _ := s.EnsureUser(ctx, "racer")
 		img := testImage
-		limit := quotas.Quota{MaxSimultaneous: 5, CPUs: 100, MemoryBytes: 100 << 30, DiskBytes: 100 << 30}
+		limit := calipso.Quota{MaxSimultaneous: 5, CPUs: 100, MemoryBytes: 100 << 30, DiskBytes: 100 << 30}
 		const n = 50
 		var (
 			wg       sync.WaitGroup
@@ -327,10 +327,10 @@ func TestTransitions(t *testing.T) {
 		ctx := context.Background()
 		u, _ := s.EnsureUser(ctx, "mover")
 		img := testImage
-		limit := quotas.Quota{MaxSimultaneous: 1, CPUs: 1, MemoryBytes: 1 << 30, DiskBytes: 1 << 30}
+		limit := calipso.Quota{MaxSimultaneous: 1, CPUs: 1, MemoryBytes: 1 << 30, DiskBytes: 1 << 30}
 		r, err := s.Reserve(ctx, store.Launch{UserID: u.ID, Experiment: "p~s", Image: img, Default: limit,
 			NameOf: func(id int64) string { return fmt.Sprint("calipso-t-", id) }})
-		if err != nil || r.State != store.Pending || r.EngineName != fmt.Sprint("calipso-t-", r.ID) {
+		if err != nil || r.State != calipso.Pending || r.EngineName != fmt.Sprint("calipso-t-", r.ID) {
 			t.Fatalf("reserve: %+v %v", r, err)
 		}
 		if _, err := s.Reserve(ctx, store.Launch{UserID: u.ID, Experiment: "p~t", Image: img, Default: limit}); err == nil {
@@ -338,17 +338,17 @@ func TestTransitions(t *testing.T) {
 		}
 		port := "32768"
 		steps := []struct {
-			to      store.State
+			to      calipso.State
 			wantErr error
 		}{
-			{store.Stopped, store.ErrConflict}, // pending can't become stopped directly
-			{store.Running, nil},
-			{store.Running, nil}, // idempotent
-			{store.Stopping, nil},
-			{store.Running, store.ErrConflict},
-			{store.Stopped, nil},
-			{store.Removed, nil},
-			{store.Failed, store.ErrConflict},
+			{calipso.Stopped, store.ErrConflict}, // pending can't become stopped directly
+			{calipso.Running, nil},
+			{calipso.Running, nil}, // idempotent
+			{calipso.Stopping, nil},
+			{calipso.Running, store.ErrConflict},
+			{calipso.Stopped, nil},
+			{calipso.Removed, nil},
+			{calipso.Failed, store.ErrConflict},
 		}
 		for _, st := range steps {
 			_, err := s.Move(ctx, r.ID, st.to, store.Update{HostPort: &port})
@@ -373,8 +373,8 @@ func TestMoveFrom(t *testing.T) {
 		ctx := context.Background()
 		u, _ := s.EnsureUser(ctx, "reconciled")
 		img := testImage
-		limit := quotas.Quota{MaxSimultaneous: 5, CPUs: 5, MemoryBytes: 5 << 30, DiskBytes: 5 << 30}
-		reserve := func(t *testing.T, exp string) store.Resource {
+		limit := calipso.Quota{MaxSimultaneous: 5, CPUs: 5, MemoryBytes: 5 << 30, DiskBytes: 5 << 30}
+		reserve := func(t *testing.T, exp string) calipso.Resource {
 			t.Helper()
 			r, err := s.Reserve(ctx, store.Launch{UserID: u.ID, Experiment: exp, Image: img, Default: limit})
 			if err != nil {
@@ -385,16 +385,16 @@ func TestMoveFrom(t *testing.T) {
 		why := "workload vanished"
 		rows := []struct {
 			name     string
-			before   []store.State // moves made before MoveFrom
-			from, to store.State
+			before   []calipso.State // moves made before MoveFrom
+			from, to calipso.State
 			wantErr  error
-			want     store.State
+			want     calipso.State
 		}{
-			{"running to failed", []store.State{store.Running}, store.Running, store.Failed, nil, store.Failed},
-			{"a stop came first", []store.State{store.Running, store.Stopping}, store.Running, store.Failed, store.ErrConflict, store.Stopping},
-			{"stuck pending claimed", nil, store.Pending, store.Failed, nil, store.Failed},
-			{"pending that started meanwhile", []store.State{store.Running}, store.Pending, store.Failed, store.ErrConflict, store.Running},
-			{"transition not allowed", nil, store.Pending, store.Stopped, store.ErrInvalid, store.Pending},
+			{"running to failed", []calipso.State{calipso.Running}, calipso.Running, calipso.Failed, nil, calipso.Failed},
+			{"a stop came first", []calipso.State{calipso.Running, calipso.Stopping}, calipso.Running, calipso.Failed, store.ErrConflict, calipso.Stopping},
+			{"stuck pending claimed", nil, calipso.Pending, calipso.Failed, nil, calipso.Failed},
+			{"pending that started meanwhile", []calipso.State{calipso.Running}, calipso.Pending, calipso.Failed, store.ErrConflict, calipso.Running},
+			{"transition not allowed", nil, calipso.Pending, calipso.Stopped, store.ErrInvalid, calipso.Pending},
 		}
 		for i, row := range rows {
 			t.Run(row.name, func(t *testing.T) {
@@ -484,7 +484,7 @@ func TestImagesAndQuotas(t *testing.T) {
 		if err != nil || len(ims) != len(store.DefaultImages) {
 			t.Fatalf("seeded images: %v %v", ims, err)
 		}
-		bad := store.Image{PublicName: "../x", Image: "", Protocol: "ftp", CPU: -1, Memory: "3X", HDD: "", ResourceType: "vm"}
+		bad := calipso.Image{PublicName: "../x", Image: "", Protocol: "ftp", CPU: -1, Memory: "3X", HDD: "", ResourceType: "vm"}
 		_, err = s.PutImage(ctx, "t", bad)
 		if !errors.Is(err, store.ErrInvalid) {
 			t.Fatalf("bad image accepted: %v", err)
@@ -498,7 +498,7 @@ func TestImagesAndQuotas(t *testing.T) {
 		if _, err := s.Quota(ctx, u.ID); !errors.Is(err, store.ErrNotFound) {
 			t.Fatalf("quota of a new user: %v", err)
 		}
-		want := quotas.Quota{MaxSimultaneous: 2, CPUs: 1.5, MemoryBytes: 3 << 30, DiskBytes: 4 << 30}
+		want := calipso.Quota{MaxSimultaneous: 2, CPUs: 1.5, MemoryBytes: 3 << 30, DiskBytes: 4 << 30}
 		for range 2 { // insert then update
 			if err := s.SetQuota(ctx, "admin", u.ID, want); err != nil {
 				t.Fatal(err)

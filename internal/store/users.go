@@ -10,31 +10,15 @@ import (
 	"time"
 
 	"github.com/google/uuid"
-)
 
-// User is a local account. Passwords are never stored: the user office checks them.
-type User struct {
-	ID        int64
-	Username  string
-	UUID      string
-	IsAdmin   bool
-	Email     string
-	UID, GID  *int   // the identity workloads run as, when the user has one
-	Home      string // home directory to mount, when set
-	Joined    time.Time
-	LastLogin *time.Time
-	// ExperimentsFetched is when the user office last answered for this user.
-	ExperimentsFetched *time.Time
-	// ExperimentsVersion changes whenever the user's experiments page would: pages
-	// may be cached under it.
-	ExperimentsVersion int64
-}
+	"github.com/calipsoplus/calipso"
+)
 
 const userColumns = `id, username, uuid, is_admin, email, uid, gid, home, date_joined, last_login, experiments_fetched_at, experiments_version`
 
-func scanUser(row interface{ Scan(...any) error }) (User, error) {
+func scanUser(row interface{ Scan(...any) error }) (calipso.User, error) {
 	var (
-		u             User
+		u             calipso.User
 		uid, gid      sql.NullInt64
 		last, fetched sql.NullTime
 		joined        time.Time
@@ -59,18 +43,18 @@ func ValidUsername(name string) bool {
 }
 
 // User returns the account named username.
-func (s *Store) User(ctx context.Context, username string) (User, error) {
+func (s *Store) User(ctx context.Context, username string) (calipso.User, error) {
 	u, err := scanUser(s.queryRow(ctx, `SELECT `+userColumns+` FROM users WHERE username = ?`, username))
 	if err != nil {
-		return User{}, fmt.Errorf("user %q: %w", username, s.wrap(err))
+		return calipso.User{}, fmt.Errorf("user %q: %w", username, s.wrap(err))
 	}
 	return u, nil
 }
 
 // EnsureUser returns the account, creating it when it does not exist yet.
-func (s *Store) EnsureUser(ctx context.Context, username string) (User, error) {
+func (s *Store) EnsureUser(ctx context.Context, username string) (calipso.User, error) {
 	if !ValidUsername(username) {
-		return User{}, fmt.Errorf("%w: username %q", ErrInvalid, username)
+		return calipso.User{}, fmt.Errorf("%w: username %q", ErrInvalid, username)
 	}
 	u, err := s.User(ctx, username)
 	if err == nil || !isNotFound(err) {
@@ -79,7 +63,7 @@ func (s *Store) EnsureUser(ctx context.Context, username string) (User, error) {
 	_, err = s.exec(ctx, `INSERT INTO users (username, uuid, is_admin, email, home, date_joined) VALUES (?, ?, FALSE, '', '', ?)`,
 		username, uuid.NewString(), s.now())
 	if err != nil && !isUnique(err) { // another request created it first: fine
-		return User{}, fmt.Errorf("create user %q: %w", username, s.wrap(err))
+		return calipso.User{}, fmt.Errorf("create user %q: %w", username, s.wrap(err))
 	}
 	if err == nil {
 		s.audit(ctx, s.db, "system", "create", "user", username, nil)
@@ -88,14 +72,14 @@ func (s *Store) EnsureUser(ctx context.Context, username string) (User, error) {
 }
 
 // RecordLogin creates the account on its first login and stamps last_login.
-func (s *Store) RecordLogin(ctx context.Context, username string) (User, error) {
+func (s *Store) RecordLogin(ctx context.Context, username string) (calipso.User, error) {
 	u, err := s.EnsureUser(ctx, username)
 	if err != nil {
-		return User{}, err
+		return calipso.User{}, err
 	}
 	now := s.now()
 	if _, err := s.exec(ctx, `UPDATE users SET last_login = ? WHERE id = ?`, now, u.ID); err != nil {
-		return User{}, fmt.Errorf("login of %q: %w", username, s.wrap(err))
+		return calipso.User{}, fmt.Errorf("login of %q: %w", username, s.wrap(err))
 	}
 	u.LastLogin = &now
 	return u, nil
@@ -116,7 +100,7 @@ var userOrdering = map[string]string{
 }
 
 // Users returns one page of users and the total count.
-func (s *Store) Users(ctx context.Context, q UserQuery) ([]User, int, error) {
+func (s *Store) Users(ctx context.Context, q UserQuery) ([]calipso.User, int, error) {
 	where, args := "", []any{}
 	if terms := searchTerms(q.Search); len(terms) > 0 {
 		var cond string
@@ -134,7 +118,7 @@ func (s *Store) Users(ctx context.Context, q UserQuery) ([]User, int, error) {
 		return nil, 0, fmt.Errorf("users: %w", s.wrap(err))
 	}
 	defer rows.Close()
-	var out []User
+	var out []calipso.User
 	for rows.Next() {
 		u, err := scanUser(rows)
 		if err != nil {
@@ -259,7 +243,7 @@ func (s *Store) RemoveUser(ctx context.Context, actor, username string) error {
 			return fmt.Errorf("user %q: %w", username, s.wrap(err))
 		}
 		var live int
-		if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM resources WHERE user_id = ? AND state IN (`+in(len(LiveStates))+`)`,
+		if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM resources WHERE user_id = ? AND state IN (`+in(len(calipso.LiveStates))+`)`,
 			append([]any{id}, liveArgs()...)...).Scan(&live); err != nil {
 			return err
 		}
