@@ -29,6 +29,31 @@ func (u User) ExperimentsFetchedBefore(now time.Time, age time.Duration) bool {
 	return u.ExperimentsFetched == nil || now.Sub(*u.ExperimentsFetched) >= age
 }
 
+// Experiment is a proposal and its sessions, as the user office (or the local
+// database) describes it. experiments decodes the user office's wire form into it.
+type Experiment struct {
+	ProposalID string
+	Subject    string
+	Body       string
+	BeamLine   string
+	// UID and GID are the numeric identity the workloads run as; nil when unknown.
+	UID, GID *int
+	Sessions []Session
+}
+
+// Session is one beamtime of an experiment: an experiment session, what users
+// launch resources for (not a login session).
+type Session struct {
+	SessionNumber string
+	Subject       string
+	Body          string
+	// StartDate and EndDate are zero when not given.
+	StartDate, EndDate time.Time
+	// DataSetPath is the volume definition as the office sent it
+	// (experiments.ParseVolumes reads it).
+	DataSetPath string
+}
+
 // ResourceType names what runs an image: an engine, or a static link.
 type ResourceType string
 

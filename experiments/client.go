@@ -178,6 +178,9 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 }
 
 // Login checks a username/password pair: nil when valid, ErrBadCredentials (401),
+
+var _ calipso.UserOffice = (*Client)(nil)
+
 // ErrBadRequest (400 or empty arguments), ErrUnavailable. Never retried.
 func (c *Client) Login(ctx context.Context, username, password string) error {
 	call := fmt.Sprintf("user office login of %q", username)
@@ -290,8 +293,8 @@ func (c *Client) Experiments(ctx context.Context, login string, q Query) (Page, 
 // AllExperiments walks every page of login's experiments. It counts pages itself rather
 // than follow the office's "next" URL (which would send our credentials wherever it
 // points), stops at the last page, and gives up after MaxPages.
-func (c *Client) AllExperiments(ctx context.Context, login string) ([]Experiment, error) {
-	var all []Experiment
+func (c *Client) AllExperiments(ctx context.Context, login string) ([]calipso.Experiment, error) {
+	var all []calipso.Experiment
 	seen := map[string]bool{}
 	for n := 1; ; n++ {
 		if n > MaxPages {
@@ -305,7 +308,7 @@ func (c *Client) AllExperiments(ctx context.Context, login string) ([]Experiment
 			// The list may shift between pages; keep each proposal once.
 			if !seen[e.ProposalID] {
 				seen[e.ProposalID] = true
-				all = append(all, e)
+				all = append(all, e.Domain())
 			}
 		}
 		if page.Next == "" || len(page.Results) == 0 || (page.Count > 0 && len(seen) >= page.Count) {

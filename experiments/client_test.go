@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/calipsoplus/calipso"
 	"github.com/calipsoplus/calipso/experiments"
 	"github.com/calipsoplus/calipso/experiments/useroffice"
 )
@@ -451,7 +452,7 @@ func TestDatesOverHTTP(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sessions := map[string]experiments.Session{}
+	sessions := map[string]calipso.Session{}
 	for _, e := range all {
 		for _, s := range e.Sessions {
 			sessions[s.SessionNumber] = s
@@ -475,7 +476,7 @@ func TestDatesOverHTTP(t *testing.T) {
 				t.Fatalf("no session %s", tt.session)
 			}
 			for _, d := range []struct {
-				got  experiments.Date
+				got  time.Time
 				want string
 			}{{s.StartDate, tt.start}, {s.EndDate, tt.end}} {
 				got := ""

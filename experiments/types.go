@@ -23,7 +23,8 @@ import (
 // ErrInvalidField: a field of a user-office answer has the wrong type or an impossible value.
 var ErrInvalidField = calipso.NewError(calipso.EUPSTREAM, "invalid field")
 
-// Experiment is a proposal and its sessions as the user office describes it.
+// Experiment is an experiment in the user-office interface's JSON (decoded leniently,
+// field by field); Domain gives the calipso.Experiment the rest of Calipso uses.
 type Experiment struct {
 	ProposalID string `json:"proposal_id"`
 	Subject    string `json:"subject"`
@@ -35,7 +36,7 @@ type Experiment struct {
 	Sessions []Session `json:"sessions"`
 }
 
-// Session is one beamtime of an experiment.
+// Session is an experiment session in the user-office interface's JSON.
 type Session struct {
 	SessionNumber string `json:"session_number"`
 	Subject       string `json:"subject"`
@@ -44,6 +45,22 @@ type Session struct {
 	EndDate       Date   `json:"end_date"`
 	// DataSetPath is the volume definition as the office sent it (see ParseVolumes).
 	DataSetPath string `json:"data_set_path"`
+}
+
+// Domain is e as Calipso's domain type.
+func (e Experiment) Domain() calipso.Experiment {
+	out := calipso.Experiment{ProposalID: e.ProposalID, Subject: e.Subject, Body: e.Body, BeamLine: e.BeamLine, UID: e.UID, GID: e.GID,
+		Sessions: make([]calipso.Session, len(e.Sessions))}
+	for i, ss := range e.Sessions {
+		out.Sessions[i] = ss.Domain()
+	}
+	return out
+}
+
+// Domain is s as Calipso's domain type.
+func (s Session) Domain() calipso.Session {
+	return calipso.Session{SessionNumber: s.SessionNumber, Subject: s.Subject, Body: s.Body,
+		StartDate: s.StartDate.Time, EndDate: s.EndDate.Time, DataSetPath: s.DataSetPath}
 }
 
 // FieldError names the field of a user-office answer that could not be decoded.
@@ -155,17 +172,17 @@ var dateLayouts = []string{
 }
 
 // ParseDate reads a date string in any of the forms the user office uses.
-func ParseDate(s string) (Date, error) {
+func ParseDate(s string) (time.Time, error) {
 	s = strings.TrimSpace(s)
 	if s == "" {
-		return Date{}, nil
+		return time.Time{}, nil
 	}
 	for _, layout := range dateLayouts {
 		if t, err := time.Parse(layout, s); err == nil {
-			return Date{t}, nil
+			return t, nil
 		}
 	}
-	return Date{}, fmt.Errorf("cannot read %q as a date (want RFC 3339 or YYYY-MM-DD)", s)
+	return time.Time{}, fmt.Errorf("cannot read %q as a date (want RFC 3339 or YYYY-MM-DD)", s)
 }
 
 // UnmarshalJSON accepts null, a date string, or {"year":2019,"month":1,"day":1}.
@@ -184,7 +201,7 @@ func (d *Date) UnmarshalJSON(data []byte) error {
 		if err != nil {
 			return err
 		}
-		*d = parsed
+		*d = Date{parsed}
 		return nil
 	case data[0] == '{':
 		parts, err := decodeObject(data)

@@ -14,7 +14,6 @@ import (
 	"github.com/go-sql-driver/mysql"
 
 	"github.com/calipsoplus/calipso"
-	"github.com/calipsoplus/calipso/experiments"
 	"github.com/calipsoplus/calipso/internal/store"
 	"github.com/calipsoplus/calipso/quotas"
 )
@@ -88,7 +87,7 @@ type cpQuota struct {
 // calipsoPlusData is what the import read, already converted to Calipso's types.
 type calipsoPlusData struct {
 	users       []cpUser
-	experiments []experiments.Experiment
+	experiments []calipso.Experiment
 	links       []cpLink
 	quotas      []cpQuota
 	images      []calipso.Image
@@ -150,7 +149,7 @@ func readCalipsoPlus(ctx context.Context, src *sql.DB) (*calipsoPlusData, error)
 	}
 	err = eachRow(rows, func() error {
 		var id int64
-		var e experiments.Experiment
+		var e calipso.Experiment
 		var uid, gid string
 		if err := rows.Scan(&id, &e.ProposalID, &e.Subject, &e.Body, &e.BeamLine, &uid, &gid); err != nil {
 			return err
@@ -184,7 +183,7 @@ func readCalipsoPlus(ctx context.Context, src *sql.DB) (*calipsoPlusData, error)
 	}
 	err = eachRow(rows, func() error {
 		var expID int64
-		var ss experiments.Session
+		var ss calipso.Session
 		var start, end sql.NullTime
 		if err := rows.Scan(&expID, &ss.SessionNumber, &ss.Subject, &ss.Body, &start, &end, &ss.DataSetPath); err != nil {
 			return err
@@ -200,10 +199,10 @@ func readCalipsoPlus(ctx context.Context, src *sql.DB) (*calipsoPlusData, error)
 			return nil
 		}
 		if start.Valid {
-			ss.StartDate = experiments.Date{Time: start.Time.UTC()}
+			ss.StartDate = start.Time.UTC()
 		}
 		if end.Valid {
-			ss.EndDate = experiments.Date{Time: end.Time.UTC()}
+			ss.EndDate = end.Time.UTC()
 		}
 		if strings.TrimSpace(ss.DataSetPath) == "" {
 			ss.DataSetPath = "[]"

@@ -189,7 +189,7 @@ func manage(ctx context.Context, cfg *settings.Settings, log *slog.Logger, cmd s
 		if err := want(pos, 1, "experiment add PROPOSAL [--subject S] [--body B] [--beamline L] [--uid N --gid N]"); err != nil {
 			return err
 		}
-		e := experiments.Experiment{ProposalID: pos[0], Subject: *subject, Body: *body, BeamLine: *beamline, UID: uid.v, GID: gid.v}
+		e := calipso.Experiment{ProposalID: pos[0], Subject: *subject, Body: *body, BeamLine: *beamline, UID: uid.v, GID: gid.v}
 		if _, err := db.PutExperiment(ctx, actor, e); err != nil {
 			return err
 		}
@@ -209,7 +209,7 @@ func manage(ctx context.Context, cfg *settings.Settings, log *slog.Logger, cmd s
 			return err
 		}
 		return importCSV(args[0], 1, 6, stdout, func(line int, rec []string) (func() error, error) {
-			e := experiments.Experiment{ProposalID: rec[0]}
+			e := calipso.Experiment{ProposalID: rec[0]}
 			fields := []*string{&e.Subject, &e.Body, &e.BeamLine}
 			for i, f := range fields {
 				if len(rec) > i+1 {
@@ -364,8 +364,8 @@ func addUser(ctx context.Context, db *store.Store, name string, admin bool, uid,
 }
 
 // newSession checks a session's fields; its data_set_path must parse under the roots.
-func newSession(number, subject, body, start, end, dataSetPath string, cfg *settings.Settings) (experiments.Session, error) {
-	ss := experiments.Session{SessionNumber: number, Subject: subject, Body: body, DataSetPath: dataSetPath}
+func newSession(number, subject, body, start, end, dataSetPath string, cfg *settings.Settings) (calipso.Session, error) {
+	ss := calipso.Session{SessionNumber: number, Subject: subject, Body: body, DataSetPath: dataSetPath}
 	var err error
 	if strings.TrimSpace(number) == "" {
 		return ss, errors.New("session_number is empty")
@@ -382,7 +382,7 @@ func newSession(number, subject, body, start, end, dataSetPath string, cfg *sett
 	return ss, nil
 }
 
-func addSession(ctx context.Context, db *store.Store, proposal string, ss experiments.Session) error {
+func addSession(ctx context.Context, db *store.Store, proposal string, ss calipso.Session) error {
 	return db.PutSession(ctx, actor, proposal, ss)
 }
 

@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/calipsoplus/calipso"
-	"github.com/calipsoplus/calipso/experiments"
 	"github.com/calipsoplus/calipso/internal/testenv"
 	"github.com/calipsoplus/calipso/provisioner"
 )
@@ -31,9 +30,9 @@ func (e *env) directRemove(ctx context.Context, name string) { testenv.RemoveDir
 func BenchmarkLaunchOverhead(b *testing.B) {
 	e := newEnv(b, envOptions{driver: "mysql"})
 	ctx := context.Background()
-	sessions := make([]experiments.Session, b.N)
+	sessions := make([]calipso.Session, b.N)
 	for i := range sessions {
-		sessions[i] = experiments.Session{SessionNumber: fmt.Sprint(i)}
+		sessions[i] = calipso.Session{SessionNumber: fmt.Sprint(i)}
 	}
 	e.experiment(b, e.user, "bench", nil, nil, sessions...)
 	// Warm up both paths (image layers, first connections) outside the measure.

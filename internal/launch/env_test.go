@@ -17,7 +17,6 @@ import (
 	"github.com/docker/docker/client"
 
 	"github.com/calipsoplus/calipso"
-	"github.com/calipsoplus/calipso/experiments"
 	"github.com/calipsoplus/calipso/guacamole"
 	"github.com/calipsoplus/calipso/internal/launch"
 	"github.com/calipsoplus/calipso/internal/store"
@@ -158,15 +157,15 @@ func (e *env) newUser(t testing.TB, name string) calipso.User {
 
 // experiment stores proposal with the given sessions (number → data_set_path) and
 // links user to it; it returns the "proposal~session" ref of the first one.
-func (e *env) experiment(t testing.TB, u calipso.User, proposal string, uid, gid *int, sessions ...experiments.Session) string {
+func (e *env) experiment(t testing.TB, u calipso.User, proposal string, uid, gid *int, sessions ...calipso.Session) string {
 	t.Helper()
 	if len(sessions) == 0 {
 		// Session numbers are unique, as user offices give them: the frontend ties a
 		// resource to its session row by the number alone.
-		sessions = []experiments.Session{{SessionNumber: proposal + "-01", Subject: "beamtime"}}
+		sessions = []calipso.Session{{SessionNumber: proposal + "-01", Subject: "beamtime"}}
 	}
 	ctx := context.Background()
-	if _, err := e.db.PutExperiment(ctx, "test", experiments.Experiment{ProposalID: proposal, Subject: "test " + proposal, UID: uid, GID: gid, Sessions: sessions}); err != nil {
+	if _, err := e.db.PutExperiment(ctx, "test", calipso.Experiment{ProposalID: proposal, Subject: "test " + proposal, UID: uid, GID: gid, Sessions: sessions}); err != nil {
 		t.Fatalf("PutExperiment %s: %v", proposal, err)
 	}
 	if err := e.db.Link(ctx, "test", u.Username, proposal); err != nil {

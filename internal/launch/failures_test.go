@@ -28,7 +28,7 @@ func TestRefusedBeforeReserving(t *testing.T) {
 	e.experiment(t, other, "not-anas", nil, nil)
 	mine := e.experiment(t, e.user, "mine", nil, nil)
 	volume := func(n, def string) string {
-		return e.experiment(t, e.user, "vol-"+n, nil, nil, experiments.Session{SessionNumber: "1", DataSetPath: def})
+		return e.experiment(t, e.user, "vol-"+n, nil, nil, calipso.Session{SessionNumber: "1", DataSetPath: def})
 	}
 	// A link planted in the datasets directory that leads out of it.
 	mkdirAll(t, filepath.Join(e.datasets, "planted"), 0o755)

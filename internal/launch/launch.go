@@ -77,6 +77,8 @@ func (s *Service) reached(ctx context.Context, stage Stage, r calipso.Resource) 
 	}
 }
 
+var _ calipso.ResourceService = (*Service)(nil)
+
 // New returns a Service. engines maps resource types to engines; desktops may be nil.
 func New(db *store.Store, engines map[calipso.ResourceType]provisioner.Provisioner, desktops Desktops, cfg *settings.Settings, log *slog.Logger) *Service {
 	if log == nil {
@@ -260,7 +262,7 @@ func userMessage(err error) string {
 // spec builds the workload: identity from the experiment, else the user, else the
 // settings; the session's datasets read-only and results read-write; home and extra
 // mounts from settings.
-func (s *Service) spec(r calipso.Resource, im calipso.Image, u calipso.User, e experiments.Experiment, vols []experiments.Volume) provisioner.Spec {
+func (s *Service) spec(r calipso.Resource, im calipso.Image, u calipso.User, e calipso.Experiment, vols []experiments.Volume) provisioner.Spec {
 	w := s.cfg.Workloads
 	uid, gid := w.UID, w.GID
 	switch {

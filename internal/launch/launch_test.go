@@ -16,7 +16,6 @@ import (
 	"time"
 
 	"github.com/calipsoplus/calipso"
-	"github.com/calipsoplus/calipso/experiments"
 	"github.com/calipsoplus/calipso/internal/store"
 	"github.com/calipsoplus/calipso/provisioner"
 	"github.com/calipsoplus/calipso/settings"
@@ -29,7 +28,7 @@ func TestDesktopLifecycle(t *testing.T) {
 	ctx := context.Background()
 	mkdirAll(t, filepath.Join(e.datasets, "p1", "raw"), 0o755)
 	mkdirAll(t, filepath.Join(e.output, "p1", "results"), 0o777)
-	ref := e.experiment(t, e.user, "p1", intp(4242), intp(4343), experiments.Session{
+	ref := e.experiment(t, e.user, "p1", intp(4242), intp(4343), calipso.Session{
 		SessionNumber: "7",
 		DataSetPath:   `{'/p1/raw': {'bind': '/data', 'mode': 'ro'}, '/p1/results': {'bind': '/results', 'mode': 'rw'}}`,
 	})

@@ -8,7 +8,6 @@ import (
 	"testing"
 
 	"github.com/calipsoplus/calipso"
-	"github.com/calipsoplus/calipso/experiments"
 	"github.com/calipsoplus/calipso/internal/store"
 )
 
@@ -23,9 +22,9 @@ func TestQuotaRace(t *testing.T) {
 			if err := e.db.SetQuota(ctx, "test", e.user.ID, calipso.Quota{MaxSimultaneous: limit, CPUs: 100, MemoryBytes: 100 << 30, DiskBytes: 1 << 40}); err != nil {
 				t.Fatalf("SetQuota: %v", err)
 			}
-			sessions := make([]experiments.Session, launches)
+			sessions := make([]calipso.Session, launches)
 			for i := range sessions {
-				sessions[i] = experiments.Session{SessionNumber: fmt.Sprint(i)}
+				sessions[i] = calipso.Session{SessionNumber: fmt.Sprint(i)}
 			}
 			e.experiment(t, e.user, "race", nil, nil, sessions...)
 

@@ -15,7 +15,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/calipsoplus/calipso/experiments"
+	"github.com/calipsoplus/calipso"
 	"github.com/calipsoplus/calipso/settings"
 )
 
@@ -222,14 +222,14 @@ func BenchmarkExperimentsPage(b *testing.B) {
 	ctx := context.Background()
 	start := time.Date(2020, 1, 1, 0, 0, 0, 0, time.UTC)
 	for i := range 500 {
-		e := experiments.Experiment{
+		e := calipso.Experiment{
 			ProposalID: fmt.Sprintf("P%05d", i), Subject: fmt.Sprintf("Subject %d of the benchmark", i),
 			Body: "A body of some length to look like a real proposal abstract.", BeamLine: fmt.Sprintf("BL%02d", i%30),
 		}
 		for s := range 3 {
-			e.Sessions = append(e.Sessions, experiments.Session{
+			e.Sessions = append(e.Sessions, calipso.Session{
 				SessionNumber: fmt.Sprintf("P%05d-%02d", i, s), Subject: "Shift", DataSetPath: "[]",
-				StartDate: experiments.Date{Time: start.AddDate(0, 0, i+s)}, EndDate: experiments.Date{Time: start.AddDate(0, 0, i+s+1)},
+				StartDate: start.AddDate(0, 0, i+s), EndDate: start.AddDate(0, 0, i+s+1),
 			})
 		}
 		if _, err := h.db.PutExperiment(ctx, "bench", e); err != nil {

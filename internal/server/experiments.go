@@ -27,13 +27,13 @@ import (
 // or slow, the local copy is served marked stale; with no local copy, 503.
 type officeCache struct {
 	db      *store.Store
-	office  UserOffice
+	office  calipso.UserOffice
 	cfg     settings.UserOffice
 	log     *slog.Logger
 	flights singleflight.Group // one fetch per user at a time
 }
 
-func newOfficeCache(db *store.Store, office UserOffice, cfg settings.UserOffice, log *slog.Logger) *officeCache {
+func newOfficeCache(db *store.Store, office calipso.UserOffice, cfg settings.UserOffice, log *slog.Logger) *officeCache {
 	return &officeCache{db: db, office: office, cfg: cfg, log: log}
 }
 
@@ -207,11 +207,12 @@ func idText(id *int) string {
 	return strconv.Itoa(*id)
 }
 
-func datePtr(d experiments.Date) *time.Time {
+func datePtr(d time.Time) *time.Time {
 	if d.IsZero() {
 		return nil
 	}
-	return &d.Time
+	d = d.UTC()
+	return &d
 }
 
 func (s *server) handleExperiments() http.HandlerFunc {

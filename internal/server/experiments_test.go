@@ -13,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/calipsoplus/calipso/experiments"
+	"github.com/calipsoplus/calipso"
 	"github.com/calipsoplus/calipso/experiments/useroffice"
 	"github.com/calipsoplus/calipso/settings"
 )
@@ -356,7 +356,7 @@ func TestExperimentsPageFollowsEveryWriter(t *testing.T) {
 	alice := h.loggedIn("alice")
 	put := func(id, subject string) {
 		t.Helper()
-		e := experiments.Experiment{ProposalID: id, Subject: subject, Sessions: []experiments.Session{{SessionNumber: id + "-1", DataSetPath: "[]"}}}
+		e := calipso.Experiment{ProposalID: id, Subject: subject, Sessions: []calipso.Session{{SessionNumber: id + "-1", DataSetPath: "[]"}}}
 		if _, err := h.db.PutExperiment(ctx, "cli", e); err != nil {
 			t.Fatal(err)
 		}
@@ -439,8 +439,8 @@ func TestSessionCache(t *testing.T) {
 	}))
 	ctx := context.Background()
 	alice, carol := h.loggedIn("alice"), h.loggedIn("carol")
-	if _, err := h.db.PutExperiment(ctx, "cli", experiments.Experiment{ProposalID: "S1", Subject: "cached",
-		Sessions: []experiments.Session{{SessionNumber: "S1-1", DataSetPath: "[]"}}}); err != nil {
+	if _, err := h.db.PutExperiment(ctx, "cli", calipso.Experiment{ProposalID: "S1", Subject: "cached",
+		Sessions: []calipso.Session{{SessionNumber: "S1-1", DataSetPath: "[]"}}}); err != nil {
 		t.Fatal(err)
 	}
 	if err := h.db.Link(ctx, "cli", "alice", "S1"); err != nil {

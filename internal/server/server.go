@@ -24,26 +24,10 @@ import (
 	"github.com/rs/cors"
 
 	"github.com/calipsoplus/calipso"
-	"github.com/calipsoplus/calipso/experiments"
 	"github.com/calipsoplus/calipso/federation"
 	"github.com/calipsoplus/calipso/internal/store"
 	"github.com/calipsoplus/calipso/settings"
 )
-
-// UserOffice is what the server asks of the facility's user office.
-type UserOffice interface {
-	Login(ctx context.Context, username, password string) error
-	UmbrellaUser(ctx context.Context, eaaHash string) (string, error)
-	IsAuthorized(ctx context.Context, login string) (bool, error)
-	AllExperiments(ctx context.Context, login string) ([]experiments.Experiment, error)
-}
-
-// Resources launches and ends workloads (internal/launch).
-type Resources interface {
-	Launch(ctx context.Context, u calipso.User, experimentRef, publicName string) (calipso.Resource, error)
-	Stop(ctx context.Context, r calipso.Resource) (calipso.Resource, error)
-	Remove(ctx context.Context, r calipso.Resource) (calipso.Resource, error)
-}
 
 // Federation is the SAML service provider (federation.ServiceProvider).
 type Federation interface {
@@ -64,8 +48,8 @@ type Check struct {
 type Deps struct {
 	Settings  *settings.Settings
 	Store     *store.Store
-	Office    UserOffice
-	Resources Resources
+	Office    calipso.UserOffice
+	Resources calipso.ResourceService
 	// SAML is nil unless umbrella.enabled in saml mode; Header is set in header mode.
 	SAML    Federation
 	Header  *federation.HeaderMode

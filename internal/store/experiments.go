@@ -7,7 +7,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/calipsoplus/calipso/experiments"
+	"github.com/calipsoplus/calipso"
 )
 
 // UserExperiment is an experiment as one user sees it: the link id (what favorite/
@@ -15,7 +15,7 @@ import (
 type UserExperiment struct {
 	LinkID   int64
 	Favorite bool
-	experiments.Experiment
+	calipso.Experiment
 }
 
 // ExperimentQuery selects a page of a user's experiments.
@@ -76,7 +76,7 @@ func (s *Store) Experiments(ctx context.Context, userID int64, q ExperimentQuery
 			return nil, 0, s.wrap(err)
 		}
 		ue.UID, ue.GID = intPtr(uid), intPtr(gid)
-		ue.Sessions = []experiments.Session{}
+		ue.Sessions = []calipso.Session{}
 		index[id] = len(out)
 		ids = append(ids, id)
 		out = append(out, ue)
@@ -94,17 +94,17 @@ func (s *Store) Experiments(ctx context.Context, userID int64, q ExperimentQuery
 	for srows.Next() {
 		var (
 			eid        int64
-			ss         experiments.Session
+			ss         calipso.Session
 			start, end sql.NullTime
 		)
 		if err := srows.Scan(&eid, &ss.SessionNumber, &ss.Subject, &ss.Body, &start, &end, &ss.DataSetPath); err != nil {
 			return nil, 0, s.wrap(err)
 		}
 		if start.Valid {
-			ss.StartDate = experiments.Date{Time: start.Time.UTC()}
+			ss.StartDate = start.Time.UTC()
 		}
 		if end.Valid {
-			ss.EndDate = experiments.Date{Time: end.Time.UTC()}
+			ss.EndDate = end.Time.UTC()
 		}
 		i := index[eid]
 		out[i].Sessions = append(out[i].Sessions, ss)
@@ -112,7 +112,7 @@ func (s *Store) Experiments(ctx context.Context, userID int64, q ExperimentQuery
 	return out, total, s.wrap(srows.Err())
 }
 
-func dateArg(d experiments.Date) sql.NullTime {
+func dateArg(d time.Time) sql.NullTime {
 	if d.IsZero() {
 		return sql.NullTime{}
 	}
@@ -122,7 +122,7 @@ func dateArg(d experiments.Date) sql.NullTime {
 // PutExperiment creates or updates an experiment and its sessions (sessions not in e
 // are kept: CLI and CSV imports add them one by one). It returns the experiment id.
 // The audit log records a change only: re-importing the same data writes nothing.
-func (s *Store) PutExperiment(ctx context.Context, actor string, e experiments.Experiment) (int64, error) {
+func (s *Store) PutExperiment(ctx context.Context, actor string, e calipso.Experiment) (int64, error) {
 	var id int64
 	err := s.tx(ctx, func(tx *sql.Tx) error {
 		var (
@@ -142,7 +142,7 @@ func (s *Store) PutExperiment(ctx context.Context, actor string, e experiments.E
 // with empty fields when it does not exist yet, and leaving an existing one's
 // subject, body, beamline, uid and gid as they are (the CLI and CSV imports add
 // sessions to experiments the user office or an import described).
-func (s *Store) PutSession(ctx context.Context, actor, proposalID string, ss experiments.Session) error {
+func (s *Store) PutSession(ctx context.Context, actor, proposalID string, ss calipso.Session) error {
 	if strings.TrimSpace(proposalID) == "" || len(proposalID) > 50 {
 		return fmt.Errorf("%w: proposal_id must be 1 to 50 characters", ErrInvalid)
 	}
@@ -150,7 +150,7 @@ func (s *Store) PutSession(ctx context.Context, actor, proposalID string, ss exp
 		var id int64
 		err := tx.QueryRowContext(ctx, `SELECT id FROM experiments WHERE proposal_id = ?`, proposalID).Scan(&id)
 		if err == sql.ErrNoRows {
-			id, _, err = s.putExperiment(ctx, tx, experiments.Experiment{ProposalID: proposalID})
+			id, _, err = s.putExperiment(ctx, tx, calipso.Experiment{ProposalID: proposalID})
 		}
 		if err != nil {
 			return fmt.Errorf("experiment %s: %w", proposalID, s.wrap(err))
@@ -171,14 +171,14 @@ func (s *Store) PutSession(ctx context.Context, actor, proposalID string, ss exp
 }
 
 // putExperiment upserts e and its sessions; changed says whether any row was written.
-func (s *Store) putExperiment(ctx context.Context, tx *sql.Tx, e experiments.Experiment) (id int64, changed bool, err error) {
+func (s *Store) putExperiment(ctx context.Context, tx *sql.Tx, e calipso.Experiment) (id int64, changed bool, err error) {
 	if strings.TrimSpace(e.ProposalID) == "" || len(e.ProposalID) > 50 {
 		return 0, false, fmt.Errorf("%w: proposal_id must be 1 to 50 characters", ErrInvalid)
 	}
 	now := s.now()
 	subject, beamLine := truncate(e.Subject, 255), truncate(e.BeamLine, 200)
 	var (
-		cur      experiments.Experiment
+		cur      calipso.Experiment
 		uid, gid sql.NullInt64
 	)
 	err = tx.QueryRowContext(ctx, `SELECT id, subject, body, beam_line, uid, gid FROM experiments WHERE proposal_id = ?`, e.ProposalID).
@@ -234,19 +234,19 @@ func bumpParticipants(ctx context.Context, db execer, experimentID int64) error 
 func sameInt(a, b *int) bool { return (a == nil) == (b == nil) && (a == nil || *a == *b) }
 
 // sameDate compares at the microsecond, what MySQL's DATETIME(6) keeps.
-func sameDate(stored sql.NullTime, d experiments.Date) bool {
+func sameDate(stored sql.NullTime, d time.Time) bool {
 	want := dateArg(d)
 	return stored.Valid == want.Valid && (!want.Valid || stored.Time.Equal(want.Time.Truncate(time.Microsecond)))
 }
 
 // putSession upserts one session; wrote says whether a row was written.
-func (s *Store) putSession(ctx context.Context, tx *sql.Tx, experimentID int64, ss experiments.Session) (wrote bool, err error) {
+func (s *Store) putSession(ctx context.Context, tx *sql.Tx, experimentID int64, ss calipso.Session) (wrote bool, err error) {
 	if strings.TrimSpace(ss.SessionNumber) == "" || len(ss.SessionNumber) > 50 {
 		return false, fmt.Errorf("%w: session_number must be 1 to 50 characters", ErrInvalid)
 	}
 	subject := truncate(ss.Subject, 255)
 	var (
-		cur        experiments.Session
+		cur        calipso.Session
 		start, end sql.NullTime
 	)
 	err = tx.QueryRowContext(ctx, `SELECT subject, body, start_date, end_date, data_set_path FROM sessions WHERE experiment_id = ? AND session_number = ?`,
@@ -291,7 +291,7 @@ func (s *Store) LinkOf(ctx context.Context, userID int64, proposalID string) (li
 // SyncUserExperiments stores what the user office answered for a user: experiments
 // and sessions upserted, the user linked to each (favourites kept), links to
 // experiments the office no longer lists removed, and the fetch time stamped.
-func (s *Store) SyncUserExperiments(ctx context.Context, userID int64, list []experiments.Experiment) error {
+func (s *Store) SyncUserExperiments(ctx context.Context, userID int64, list []calipso.Experiment) error {
 	return s.tx(ctx, func(tx *sql.Tx) error {
 		keep := map[int64]bool{}
 		for _, e := range list {
@@ -429,7 +429,7 @@ func (s *Store) SetFavorite(ctx context.Context, userID, linkID int64, favorite 
 // SessionOf is an experiment session a user may launch for.
 type SessionOf struct {
 	SessionID  int64
-	Experiment experiments.Experiment // with only this session in Sessions
+	Experiment calipso.Experiment // with only this session in Sessions
 }
 
 // UserSession finds a session of an experiment the user takes part in. ref is
@@ -457,7 +457,7 @@ func (s *Store) UserSession(ctx context.Context, userID int64, ref string) (Sess
 	for rows.Next() {
 		var (
 			so       SessionOf
-			ss       experiments.Session
+			ss       calipso.Session
 			uid, gid sql.NullInt64
 		)
 		e := &so.Experiment
@@ -465,7 +465,7 @@ func (s *Store) UserSession(ctx context.Context, userID int64, ref string) (Sess
 			return SessionOf{}, s.wrap(err)
 		}
 		e.UID, e.GID = intPtr(uid), intPtr(gid)
-		e.Sessions = []experiments.Session{ss}
+		e.Sessions = []calipso.Session{ss}
 		found = append(found, so)
 	}
 	if err := rows.Err(); err != nil {

@@ -15,7 +15,6 @@ import (
 	"time"
 
 	"github.com/calipsoplus/calipso"
-	"github.com/calipsoplus/calipso/experiments"
 	"github.com/calipsoplus/calipso/internal/store"
 	"github.com/calipsoplus/calipso/internal/testenv"
 )
@@ -146,9 +145,9 @@ func TestExperimentsSyncKeepsFavourites(t *testing.T) {
 		ctx := context.Background()
 		alice, _ := s.EnsureUser(ctx, "alice")
 		bob, _ := s.EnsureUser(ctx, "bob")
-		start := experiments.Date{Time: time.Date(2019, 1, 2, 3, 4, 5, 0, time.UTC)}
-		list := []experiments.Experiment{
-			{ProposalID: "2019001", Subject: "Ünïcode crystals", BeamLine: "BL13", Sessions: []experiments.Session{
+		start := time.Date(2019, 1, 2, 3, 4, 5, 0, time.UTC)
+		list := []calipso.Experiment{
+			{ProposalID: "2019001", Subject: "Ünïcode crystals", BeamLine: "BL13", Sessions: []calipso.Session{
 				{SessionNumber: "S1", StartDate: start, DataSetPath: `{"/d/1": {"bind": "/data", "mode": "ro"}}`},
 				{SessionNumber: "S2", DataSetPath: "[]"}}},
 			{ProposalID: "2019002", Subject: "proteins", BeamLine: "BL04"},
@@ -161,7 +160,7 @@ func TestExperimentsSyncKeepsFavourites(t *testing.T) {
 			t.Fatalf("experiments: %d %v", total, err)
 		}
 		first := page[0]
-		if first.ProposalID != "2019001" || len(first.Sessions) != 2 || !first.Sessions[0].StartDate.Equal(start.Time) || !first.Sessions[1].StartDate.IsZero() {
+		if first.ProposalID != "2019001" || len(first.Sessions) != 2 || !first.Sessions[0].StartDate.Equal(start) || !first.Sessions[1].StartDate.IsZero() {
 			t.Fatalf("first experiment: %+v", first)
 		}
 		// Search folds case beyond ASCII on both databases.
@@ -207,7 +206,7 @@ func TestExperimentsVersion(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		shared := experiments.Experiment{ProposalID: "V1", Subject: "shared", Sessions: []experiments.Session{{SessionNumber: "V1-1", DataSetPath: "[]"}}}
+		shared := calipso.Experiment{ProposalID: "V1", Subject: "shared", Sessions: []calipso.Session{{SessionNumber: "V1-1", DataSetPath: "[]"}}}
 		if _, err := s.PutExperiment(ctx, "test", shared); err != nil {
 			t.Fatal(err)
 		}
@@ -246,7 +245,7 @@ func TestExperimentsVersion(t *testing.T) {
 			{"session added", func() error {
 				e := shared
 				e.Subject = "edited"
-				e.Sessions = []experiments.Session{{SessionNumber: "V1-2", DataSetPath: "[]"}}
+				e.Sessions = []calipso.Session{{SessionNumber: "V1-2", DataSetPath: "[]"}}
 				_, err := s.PutExperiment(ctx, "test", e)
 				return err
 			}, []string{"vera", "wim"}},
@@ -517,15 +516,15 @@ func TestPutSessionKeepsTheExperiment(t *testing.T) {
 		ctx := context.Background()
 		alice, _ := s.EnsureUser(ctx, "alice")
 		uid, gid := 2001, 2000
-		full := experiments.Experiment{ProposalID: "2019001", Subject: "crystals", Body: "lysozyme", BeamLine: "BL13", UID: &uid, GID: &gid,
-			Sessions: []experiments.Session{{SessionNumber: "2019001-01", DataSetPath: "[]"}}}
+		full := calipso.Experiment{ProposalID: "2019001", Subject: "crystals", Body: "lysozyme", BeamLine: "BL13", UID: &uid, GID: &gid,
+			Sessions: []calipso.Session{{SessionNumber: "2019001-01", DataSetPath: "[]"}}}
 		if _, err := s.PutExperiment(ctx, "test", full); err != nil {
 			t.Fatal(err)
 		}
 		if err := s.Link(ctx, "test", "alice", "2019001"); err != nil {
 			t.Fatal(err)
 		}
-		if err := s.PutSession(ctx, "test", "2019001", experiments.Session{SessionNumber: "2019001-02", Subject: "second", DataSetPath: "[]"}); err != nil {
+		if err := s.PutSession(ctx, "test", "2019001", calipso.Session{SessionNumber: "2019001-02", Subject: "second", DataSetPath: "[]"}); err != nil {
 			t.Fatal(err)
 		}
 		page, _, err := s.Experiments(ctx, alice.ID, store.ExperimentQuery{Page: 1, PageSize: 7})
@@ -540,7 +539,7 @@ func TestPutSessionKeepsTheExperiment(t *testing.T) {
 			t.Errorf("sessions %+v, want the first and the new one", got.Sessions)
 		}
 		// A session for a proposal nobody described yet creates it, empty.
-		if err := s.PutSession(ctx, "test", "2030001", experiments.Session{SessionNumber: "2030001-01", DataSetPath: "[]"}); err != nil {
+		if err := s.PutSession(ctx, "test", "2030001", calipso.Session{SessionNumber: "2030001-01", DataSetPath: "[]"}); err != nil {
 			t.Fatal(err)
 		}
 		if ok, err := s.HasExperiment(ctx, "2030001"); err != nil || !ok {

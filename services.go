@@ -1,0 +1,27 @@
+package calipso
+
+import "context"
+
+// UserOffice is the facility's user office (experiments.Client; the reference
+// implementation is experiments/useroffice). It checks passwords, maps Umbrella
+// hashes to accounts, says who may use privileged resources, and lists a user's
+// experiments. Its methods are safe for concurrent use and bounded by the client's
+// timeout; their errors carry the codes of experiments' errors (ENOTFOUND for an
+// unknown account, EUNAUTHORIZED for a wrong password, EUNAVAILABLE when it is down).
+type UserOffice interface {
+	Login(ctx context.Context, username, password string) error
+	UmbrellaUser(ctx context.Context, eaaHash string) (username string, err error)
+	IsAuthorized(ctx context.Context, login string) (bool, error)
+	AllExperiments(ctx context.Context, login string) ([]Experiment, error)
+}
+
+// ResourceService launches and ends resources (internal/launch). Launch reserves
+// the user's quota before anything else, so concurrent launches never exceed it;
+// Stop and Remove are idempotent (a stopped, failed or removed record is answered
+// as it is). All three are safe for concurrent use.
+type ResourceService interface {
+	// Launch starts publicName for u: ref is "proposal~session", or an own resource's id.
+	Launch(ctx context.Context, u User, ref, publicName string) (Resource, error)
+	Stop(ctx context.Context, r Resource) (Resource, error)
+	Remove(ctx context.Context, r Resource) (Resource, error)
+}
