@@ -118,7 +118,7 @@ func build(ctx context.Context, cfg *settings.Settings, log *slog.Logger) (*app,
 	if a.desktops != nil {
 		desktops = a.desktops
 	}
-	a.launch = launch.New(db, a.engines, desktops, cfg, log)
+	a.launch = launch.New(db, a.engines, desktops, launch.ConfigFrom(cfg), log)
 	for kind, why := range a.missing {
 		a.launch.ExplainMissing(kind, why)
 	}
@@ -312,7 +312,7 @@ func newServiceProvider(ctx context.Context, cfg *settings.Settings, log *slog.L
 // handler builds the HTTP handler of the app.
 func (a *app) handler() (http.Handler, error) {
 	deps := server.Deps{
-		Settings: a.cfg, Store: a.db, Office: a.office, Resources: a.launch,
+		Config: server.ConfigFrom(a.cfg), Store: a.db, Office: a.office, Resources: a.launch,
 		Checks: a.checks, Log: a.log, Metrics: prometheus.NewRegistry(),
 	}
 	if a.saml != nil {
@@ -346,7 +346,7 @@ func serve(ctx context.Context, cfg *settings.Settings, log *slog.Logger, stdout
 	if err != nil {
 		return fmt.Errorf("listen %s: %w", cfg.Listen, err)
 	}
-	srv := server.HTTPServer(cfg, h, log)
+	srv := server.HTTPServer(cfg.Listen, cfg.Server, h, log)
 
 	bg, stopBG := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopBG()

@@ -101,7 +101,7 @@ func newEnv(t testing.TB, o envOptions) *env {
 		gs, e.guacDB = guacStore(t, e.instance)
 		desktops = gs
 	}
-	e.svc = launch.New(e.db, map[calipso.ResourceType]provisioner.Provisioner{calipso.Docker: e.engine}, desktops, cfg, log)
+	e.svc = launch.New(e.db, map[calipso.ResourceType]provisioner.Provisioner{calipso.Docker: e.engine}, desktops, launch.ConfigFrom(cfg), log)
 	if o.hook != nil {
 		e.svc.SetHook(func(_ context.Context, st launch.Stage, r calipso.Resource) { o.hook(st, r) })
 	}

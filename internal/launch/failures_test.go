@@ -115,7 +115,7 @@ func TestGuacamoleDown(t *testing.T) {
 // TestNoEngine: a resource type without an engine is refused before reserving.
 func TestNoEngine(t *testing.T) {
 	db := openStore(t, "")
-	svc := launch.New(db, nil, nil, nil, slog.New(slog.DiscardHandler))
+	svc := launch.New(db, nil, nil, launch.Config{}, slog.New(slog.DiscardHandler))
 	svc.ExplainMissing(calipso.Docker, "docker is disabled in the settings")
 	ctx := context.Background()
 	u, err := db.EnsureUser(ctx, "ana")

@@ -46,7 +46,7 @@ type Service struct {
 	db       *store.Store
 	engines  map[calipso.ResourceType]provisioner.Provisioner
 	desktops Desktops // nil: Guacamole is not used
-	cfg      *settings.Settings
+	cfg      Config
 	log      *slog.Logger
 	// engineMissing explains, per kind, why there is no engine (shown to users).
 	engineMissing map[calipso.ResourceType]string
@@ -79,8 +79,27 @@ func (s *Service) reached(ctx context.Context, stage Stage, r calipso.Resource) 
 
 var _ calipso.ResourceService = (*Service)(nil)
 
+// Config is what the lifecycle uses of the settings.
+type Config struct {
+	Instance     string // the installation's label: in every name and label it makes
+	Workloads    settings.Workloads
+	DefaultQuota calipso.Quota // for users without a quota of their own
+	// Guacd is how desktops' Guacamole connections are written.
+	Guacd struct {
+		Hostname             string // what guacd connects to; "" is the engine's host address
+		VNCParams, RDPParams map[string]string
+	}
+}
+
+// ConfigFrom takes the lifecycle's part of the settings.
+func ConfigFrom(s *settings.Settings) Config {
+	c := Config{Instance: s.Instance, Workloads: s.Workloads, DefaultQuota: s.Quotas.Default}
+	c.Guacd.Hostname, c.Guacd.VNCParams, c.Guacd.RDPParams = s.Guacamole.Hostname, s.Guacamole.VNCParams, s.Guacamole.RDPParams
+	return c
+}
+
 // New returns a Service. engines maps resource types to engines; desktops may be nil.
-func New(db *store.Store, engines map[calipso.ResourceType]provisioner.Provisioner, desktops Desktops, cfg *settings.Settings, log *slog.Logger) *Service {
+func New(db *store.Store, engines map[calipso.ResourceType]provisioner.Provisioner, desktops Desktops, cfg Config, log *slog.Logger) *Service {
 	if log == nil {
 		log = slog.Default()
 	}
@@ -186,7 +205,7 @@ func (s *Service) Launch(ctx context.Context, u calipso.User, ref, publicName st
 	if so.SessionID != 0 {
 		sessionID = &so.SessionID
 	}
-	defaultQuota := s.cfg.Quotas.Default
+	defaultQuota := s.cfg.DefaultQuota
 	r, err := s.db.Reserve(ctx, store.Launch{
 		UserID: u.ID, Experiment: ref, SessionID: sessionID, Image: im, Default: defaultQuota,
 		VNCPassword: randomPassword(), NameOf: s.name, OnePerSession: true,
@@ -300,7 +319,7 @@ func (s *Service) spec(r calipso.Resource, im calipso.Image, u calipso.User, e c
 
 // connection is the Guacamole record of a desktop.
 func (s *Service) connection(r calipso.Resource, inst provisioner.Instance, user, pass string) guacamole.Connection {
-	g := s.cfg.Guacamole
+	g := s.cfg.Guacd
 	host := g.Hostname
 	if host == "" {
 		host = inst.Host

@@ -140,8 +140,8 @@ func (s *server) startSession(w http.ResponseWriter, r *http.Request, username s
 	for k, v := range keep {
 		sess.Values[k] = v
 	}
-	sess.Options.MaxAge = int(s.Settings.Auth.SessionMaxAge.Seconds())
-	sess.Options.Secure = s.Settings.Auth.SecureCookies || client(r).scheme == "https"
+	sess.Options.MaxAge = int(s.Config.Auth.SessionMaxAge.Seconds())
+	sess.Options.Secure = s.Config.Auth.SecureCookies || client(r).scheme == "https"
 	return sess.Save(r, w)
 }
 
@@ -151,7 +151,7 @@ func (s *server) handleLogin() http.HandlerFunc {
 		Password *string `json:"password"`
 	}
 	return func(w http.ResponseWriter, r *http.Request) {
-		if !s.Settings.Auth.LocalLogin {
+		if !s.Config.Auth.LocalLogin {
 			writeError(w, r, s.Log, fmt.Errorf("%w: local login is disabled: use Umbrella", errForbidden))
 			return
 		}
@@ -223,7 +223,7 @@ func (s *server) handleAuthenticated() http.HandlerFunc {
 
 func (s *server) handleSettings() http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, http.StatusOK, map[string]bool{"local_auth": s.Settings.Auth.LocalLogin})
+		writeJSON(w, http.StatusOK, map[string]bool{"local_auth": s.Config.Auth.LocalLogin})
 	}
 }
 
@@ -231,7 +231,7 @@ func (s *server) handleSettings() http.HandlerFunc {
 // resource launcher): everyone with default_authorised, else the user office's
 // answer; an account the office does not know is not.
 func (s *server) authorised(ctx context.Context, u calipso.User) (bool, error) {
-	if s.Settings.Auth.DefaultAuthorised {
+	if s.Config.Auth.DefaultAuthorised {
 		return true, nil
 	}
 	ok, err := s.Office.IsAuthorized(ctx, u.Username)

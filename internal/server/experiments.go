@@ -19,7 +19,6 @@ import (
 	"github.com/calipsoplus/calipso"
 	"github.com/calipsoplus/calipso/experiments"
 	"github.com/calipsoplus/calipso/internal/store"
-	"github.com/calipsoplus/calipso/settings"
 )
 
 // officeCache keeps each user's experiments from the user office in the local
@@ -28,29 +27,31 @@ import (
 type officeCache struct {
 	db      *store.Store
 	office  calipso.UserOffice
-	cfg     settings.UserOffice
+	dynamic bool          // fetch from the user office at all
+	maxAge  time.Duration // how old a user's copy may get
+	timeout time.Duration // per fetch
 	log     *slog.Logger
 	flights singleflight.Group // one fetch per user at a time
 }
 
-func newOfficeCache(db *store.Store, office calipso.UserOffice, cfg settings.UserOffice, log *slog.Logger) *officeCache {
-	return &officeCache{db: db, office: office, cfg: cfg, log: log}
+func newOfficeCache(db *store.Store, office calipso.UserOffice, dynamic bool, refresh, timeout time.Duration, log *slog.Logger) *officeCache {
+	return &officeCache{db: db, office: office, dynamic: dynamic, maxAge: refresh, timeout: timeout, log: log}
 }
 
 // refresh brings u's experiments up to date; stale reports that the office could not
 // be asked and an older copy stands; fetched that the office was asked (u's
 // experiments version may have moved).
 func (c *officeCache) refresh(ctx context.Context, u calipso.User) (stale, fetched bool, err error) {
-	if !c.cfg.DynamicExperiments || c.office == nil {
+	if !c.dynamic || c.office == nil {
 		return false, false, nil
 	}
-	if !u.ExperimentsFetchedBefore(time.Now(), c.cfg.RefreshInterval.Duration) {
+	if !u.ExperimentsFetchedBefore(time.Now(), c.maxAge) {
 		return false, false, nil
 	}
 	_, err, _ = c.flights.Do(u.Username, func() (any, error) {
 		// Detached from the request so that one impatient client doesn't cancel the
 		// fetch others wait for; bounded by the office timeout all the same.
-		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.cfg.Timeout.Duration)
+		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.timeout)
 		defer cancel()
 		list, err := c.office.AllExperiments(fctx, u.Username)
 		if errors.Is(err, experiments.ErrNotFound) {
@@ -223,7 +224,7 @@ func (s *server) handleExperiments() http.HandlerFunc {
 			return
 		}
 		q := queryOf(r)
-		query := store.ExperimentQuery{Search: q.Get("search"), Ordering: q.Get("ordering"), Page: p, PageSize: s.Settings.Pagination.Experiments}
+		query := store.ExperimentQuery{Search: q.Get("search"), Ordering: q.Get("ordering"), Page: p, PageSize: s.Config.Pagination.Experiments}
 		// Searches are never refused (an error logs the user out); a pasted text is cut
 		// at a length no proposal field reaches.
 		query.Search = truncateText(query.Search, maxSearch)

@@ -173,9 +173,9 @@ func newHarness(t testing.TB, opts ...harnessOption) *harness {
 	if hc.docker {
 		desktops = h.addDocker(ctx, engines, quiet)
 	}
-	resources := launch.New(db, engines, desktops, cfg, quiet)
+	resources := launch.New(db, engines, desktops, launch.ConfigFrom(cfg), quiet)
 	checks := append([]server.Check{{Name: "database", Fn: db.Ping}}, hc.checks...)
-	handler, err := server.New(server.Deps{Settings: cfg, Store: db, Office: client, Resources: resources, Checks: checks, Log: quiet})
+	handler, err := server.New(server.Deps{Config: server.ConfigFrom(cfg), Store: db, Office: client, Resources: resources, Checks: checks, Log: quiet})
 	if err != nil {
 		t.Fatalf("server.New: %v", err)
 	}

@@ -16,7 +16,7 @@ func (s *server) routes(root *mux.Router) (api *mux.Router) {
 
 	root.Handle("/healthz", handleHealthz()).Methods(http.MethodGet, http.MethodHead)
 	root.Handle("/readyz", s.handleReadyz()).Methods(http.MethodGet, http.MethodHead)
-	if s.Settings.Server.Metrics {
+	if s.Config.Server.Metrics {
 		root.Handle("/metrics", s.metrics.handler).Methods(http.MethodGet)
 	}
 
@@ -35,7 +35,7 @@ func (s *server) routes(root *mux.Router) (api *mux.Router) {
 	// The base path's subrouter comes after the root routes: mux tries routes in
 	// order, and a subrouter with a NotFoundHandler claims every path under its
 	// prefix, including SAML URLs configured under the base path.
-	api = root.PathPrefix(strings.TrimSuffix(s.Settings.BasePath, "/")).Subrouter()
+	api = root.PathPrefix(strings.TrimSuffix(s.Config.BasePath, "/")).Subrouter()
 	api.Use(routeName)
 
 	// Session and identity.

@@ -44,9 +44,40 @@ type Check struct {
 	Fn   func(ctx context.Context) error
 }
 
+// Config is what the HTTP layer uses of the settings.
+type Config struct {
+	BasePath, FrontendURL     string
+	AllowedHosts, CORSOrigins []string
+	TrustedPrefixes           []netip.Prefix
+	SecretKey                 []byte
+	Auth                      settings.Auth
+	Server                    settings.Server
+	Pagination                settings.Pagination
+	// Experiments says how experiments are fetched again from the user office.
+	Experiments struct {
+		Dynamic         bool // from the user office (else the local database only)
+		RefreshInterval time.Duration
+		Timeout         time.Duration
+	}
+	DefaultQuota calipso.Quota
+	// UmbrellaLoginURL is mod_shib's login handler (header mode).
+	UmbrellaLoginURL string
+}
+
+// ConfigFrom takes the HTTP layer's part of the settings.
+func ConfigFrom(s *settings.Settings) Config {
+	c := Config{BasePath: s.BasePath, FrontendURL: s.FrontendURL, AllowedHosts: s.AllowedHosts, CORSOrigins: s.CORSOrigins,
+		TrustedPrefixes: s.TrustedPrefixes, SecretKey: s.SecretKey, Auth: s.Auth, Server: s.Server, Pagination: s.Pagination,
+		DefaultQuota: s.Quotas.Default, UmbrellaLoginURL: s.Umbrella.LoginURL}
+	c.Experiments.Dynamic = s.UserOffice.DynamicExperiments
+	c.Experiments.RefreshInterval = s.UserOffice.RefreshInterval.Duration
+	c.Experiments.Timeout = s.UserOffice.Timeout.Duration
+	return c
+}
+
 // Deps is everything the server uses.
 type Deps struct {
-	Settings  *settings.Settings
+	Config    Config
 	Store     *store.Store
 	Office    calipso.UserOffice
 	Resources calipso.ResourceService
@@ -76,7 +107,7 @@ type server struct {
 
 // New returns the HTTP handler of the whole API.
 func New(d Deps) (http.Handler, error) {
-	s := d.Settings
+	s := d.Config
 	if d.Log == nil {
 		d.Log = slog.Default()
 	}
@@ -97,7 +128,7 @@ func New(d Deps) (http.Handler, error) {
 		cop:      http.NewCrossOriginProtection(),
 	}
 	srv.federated = newFederatedCodec(s.SecretKey)
-	srv.office = newOfficeCache(d.Store, d.Office, s.UserOffice, d.Log)
+	srv.office = newOfficeCache(d.Store, d.Office, s.Experiments.Dynamic, s.Experiments.RefreshInterval, s.Experiments.Timeout, d.Log)
 	srv.pages = newPageCache(4096)
 	srv.images = &imageList{ttl: s.Server.CacheTTL.Duration}
 	if d.SAML != nil {
@@ -157,15 +188,15 @@ func New(d Deps) (http.Handler, error) {
 	return h, nil
 }
 
-// HTTPServer wraps h with the settings' timeouts.
-func HTTPServer(s *settings.Settings, h http.Handler, log *slog.Logger) *http.Server {
+// HTTPServer serves h at listen with the settings' timeouts.
+func HTTPServer(listen string, s settings.Server, h http.Handler, log *slog.Logger) *http.Server {
 	return &http.Server{
-		Addr:              s.Listen,
+		Addr:              listen,
 		Handler:           h,
 		ReadHeaderTimeout: 10 * time.Second,
-		ReadTimeout:       s.Server.ReadTimeout.Duration,
-		WriteTimeout:      s.Server.WriteTimeout.Duration,
-		IdleTimeout:       s.Server.IdleTimeout.Duration,
+		ReadTimeout:       s.ReadTimeout.Duration,
+		WriteTimeout:      s.WriteTimeout.Duration,
+		IdleTimeout:       s.IdleTimeout.Duration,
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
@@ -221,7 +252,7 @@ func (s *server) trusted(remoteAddr string) bool {
 		return false
 	}
 	a = a.Unmap()
-	for _, p := range s.Settings.TrustedPrefixes {
+	for _, p := range s.Config.TrustedPrefixes {
 		if p.Contains(a) {
 			return true
 		}
@@ -260,7 +291,7 @@ func (s *server) forwarded(next http.Handler) http.Handler {
 
 // allowedHosts refuses Host headers not in allowed_hosts (Django's ALLOWED_HOSTS).
 func (s *server) allowedHosts(next http.Handler) http.Handler {
-	allowed := s.Settings.AllowedHosts
+	allowed := s.Config.AllowedHosts
 	if slices.Contains(allowed, "*") || len(allowed) == 0 {
 		return next
 	}
@@ -283,7 +314,7 @@ func isProbe(r *http.Request) bool {
 }
 
 func (s *server) limitBody(next http.Handler) http.Handler {
-	max := s.Settings.Server.MaxBodyBytes
+	max := s.Config.Server.MaxBodyBytes
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.ContentLength > max {
 			writeError(w, r, s.Log, errTooLarge)
@@ -331,7 +362,7 @@ func (s *server) csrf(next http.Handler) http.Handler {
 			http.SetCookie(w, &http.Cookie{
 				// Path "/": the frontend's JavaScript, served outside the base path, must read it.
 				Name: csrfCookie, Value: token, Path: "/",
-				MaxAge: 365 * 24 * 3600, Secure: s.Settings.Auth.SecureCookies, SameSite: http.SameSiteLaxMode,
+				MaxAge: 365 * 24 * 3600, Secure: s.Config.Auth.SecureCookies, SameSite: http.SameSiteLaxMode,
 			})
 		}
 		switch {

@@ -24,13 +24,13 @@ import (
 // to the local account that is logged in.
 
 func (s *server) frontendURL(path string) string {
-	return strings.TrimSuffix(s.Settings.FrontendURL, "/") + path
+	return strings.TrimSuffix(s.Config.FrontendURL, "/") + path
 }
 
 // apiURL is a path under the base path as the client sees it.
 func (s *server) apiURL(r *http.Request, path string) string {
 	c := client(r)
-	return c.scheme + "://" + c.host + s.Settings.BasePath + path
+	return c.scheme + "://" + c.host + s.Config.BasePath + path
 }
 
 // federatedCookie holds the identity the IdP (or mod_shib) vouched for, apart from
@@ -72,14 +72,14 @@ func (s *server) keepIdentity(w http.ResponseWriter, r *http.Request, id federat
 	if err != nil {
 		return fmt.Errorf("seal federated identity: %w", err)
 	}
-	http.SetCookie(w, &http.Cookie{Name: federatedCookie, Value: v, Path: s.Settings.BasePath, MaxAge: int(federatedTTL.Seconds()),
-		HttpOnly: true, Secure: s.Settings.Auth.SecureCookies || client(r).scheme == "https", SameSite: http.SameSiteLaxMode})
+	http.SetCookie(w, &http.Cookie{Name: federatedCookie, Value: v, Path: s.Config.BasePath, MaxAge: int(federatedTTL.Seconds()),
+		HttpOnly: true, Secure: s.Config.Auth.SecureCookies || client(r).scheme == "https", SameSite: http.SameSiteLaxMode})
 	return nil
 }
 
 // forgetIdentity deletes the federated identity's cookie.
 func (s *server) forgetIdentity(w http.ResponseWriter) {
-	http.SetCookie(w, &http.Cookie{Name: federatedCookie, Value: "", Path: s.Settings.BasePath, MaxAge: -1, HttpOnly: true})
+	http.SetCookie(w, &http.Cookie{Name: federatedCookie, Value: "", Path: s.Config.BasePath, MaxAge: -1, HttpOnly: true})
 }
 
 // identity returns this browser's federated identity: in header mode from mod_shib's
@@ -109,9 +109,9 @@ func (s *server) handleUmbrellaLogin() http.HandlerFunc {
 			if err := s.SAML.StartLogin(w, r, s.apiURL(r, "umbrella/frontend/")); err != nil {
 				writeError(w, r, s.Log, fmt.Errorf("umbrella login: %w", err))
 			}
-		case s.Header != nil && s.Settings.Umbrella.LoginURL != "":
+		case s.Header != nil && s.Config.UmbrellaLoginURL != "":
 			// mod_shib's login handler returns to umbrella/frontend/ with the headers set.
-			target := s.Settings.Umbrella.LoginURL
+			target := s.Config.UmbrellaLoginURL
 			sep := "?"
 			if strings.Contains(target, "?") {
 				sep = "&"
@@ -277,7 +277,7 @@ func (s *server) handleShibbolethLogout() http.HandlerFunc {
 		}
 		s.forgetIdentity(w)
 		target := s.frontendURL("/")
-		if ret := queryOf(r).Get("return"); ret != "" && sameOrigin(ret, s.Settings.FrontendURL) {
+		if ret := queryOf(r).Get("return"); ret != "" && sameOrigin(ret, s.Config.FrontendURL) {
 			target = ret
 		}
 		http.Redirect(w, r, target, http.StatusFound)

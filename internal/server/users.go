@@ -106,7 +106,7 @@ func (s *server) handleUsers() http.HandlerFunc {
 			writeError(w, r, s.Log, err)
 			return
 		}
-		size := s.Settings.Pagination.Users
+		size := s.Config.Pagination.Users
 		q := queryOf(r)
 		users, total, err := s.Store.Users(r.Context(), store.UserQuery{Search: q.Get("search"), Ordering: q.Get("ordering"), Page: p, PageSize: size})
 		if err != nil {
@@ -189,7 +189,7 @@ func (s *server) quotaOf(r *http.Request, u calipso.User) (calipso.Quota, error)
 		return q, nil
 	}
 	if err == store.ErrNotFound {
-		return s.Settings.Quotas.Default, nil
+		return s.Config.DefaultQuota, nil
 	}
 	return calipso.Quota{}, err
 }
