@@ -119,7 +119,7 @@ type Spec struct {
 
 	// LogRegex, when set, is followed in the workload's log after start until it
 	// matches (Jupyter prints its token this way); the first submatch, or the whole
-	// match, is returned as Instance.LogMatch.
+	// match, is returned as Workload.LogMatch.
 	LogRegex string
 }
 
@@ -173,11 +173,11 @@ const (
 	StateRunning State = "running"
 	StateStopped State = "stopped" // exited or stopped
 	StatePending State = "pending" // scheduled, not yet running (Kubernetes)
-	StateError   State = "error"   // failed: see Instance.Reason
+	StateError   State = "error"   // failed: see Workload.Reason
 )
 
-// Instance is a workload as the engine reports it.
-type Instance struct {
+// Workload is a workload as the engine reports it.
+type Workload struct {
 	Name       string
 	ID         string // engine's own id (container id, pod uid)
 	Owner      string
@@ -214,7 +214,7 @@ type Capabilities struct {
 // Call order: Ping and Capabilities may come at any time. A workload's life is Start,
 // any number of Inspect, then Stop and/or Remove; Start after Stop runs it again where
 // Capabilities.Restart says so. After a failed Start the caller Removes spec.Name()
-// (the returned Instance may be empty), and that must take away whatever the failure
+// (the returned Workload may be empty), and that must take away whatever the failure
 // left. The reconciler calls List, Inspect and Remove at any time, for names no record
 // accounts for.
 //
@@ -242,8 +242,8 @@ type Provisioner interface {
 	// workload, never a duplicate; Start of a stopped one starts it again. An engine
 	// of an installation refuses a spec of another one (ErrInvalid). On ErrNotReady
 	// the workload exists and the
-	// returned Instance names it, for the caller's Remove.
-	Start(ctx context.Context, spec Spec) (Instance, error)
+	// returned Workload names it, for the caller's Remove.
+	Start(ctx context.Context, spec Spec) (Workload, error)
 	// Stop stops the workload, keeping it for inspection until Remove. After Start;
 	// Stop of a missing or stopped workload succeeds.
 	Stop(ctx context.Context, name string) error
@@ -254,11 +254,11 @@ type Provisioner interface {
 	// Inspect reports one workload; ErrNotFound when there is none. Read-only, at any
 	// time. The URL carries no notebook token (engines do not keep it: Start returned
 	// it). Static links keep no state: their Inspect never says ErrNotFound.
-	Inspect(ctx context.Context, name string) (Instance, error)
+	Inspect(ctx context.Context, name string) (Workload, error)
 	// List reports every workload of this installation (by label), in any state, for
 	// reconciliation; each is named and carries its owner and resource id. Read-only,
 	// at any time. Engines that keep nothing (static links) list nothing.
-	List(ctx context.Context) ([]Instance, error)
+	List(ctx context.Context) ([]Workload, error)
 	// Ping says whether the engine answers (ErrUnavailable when it does not). Read-only,
 	// at any time: at startup and for health checks.
 	Ping(ctx context.Context) error

@@ -70,14 +70,14 @@ type createThenCrash struct {
 	cli *client.Client
 }
 
-func (c createThenCrash) Start(ctx context.Context, spec provisioner.Spec) (provisioner.Instance, error) {
+func (c createThenCrash) Start(ctx context.Context, spec provisioner.Spec) (provisioner.Workload, error) {
 	_, err := c.cli.ContainerCreate(ctx, &container.Config{Image: spec.Image, Labels: spec.Labels(),
 		User: fmt.Sprintf("%d:%d", spec.UID, spec.GID)}, &container.HostConfig{}, nil, nil, spec.Name())
 	if err != nil {
-		return provisioner.Instance{}, fmt.Errorf("crash hook: create %s: %w", spec.Name(), err)
+		return provisioner.Workload{}, fmt.Errorf("crash hook: create %s: %w", spec.Name(), err)
 	}
 	crash()
-	return provisioner.Instance{}, nil // not reached
+	return provisioner.Workload{}, nil // not reached
 }
 
 // crash ends the process the way a power cut or the OOM killer would.

@@ -219,23 +219,23 @@ func (s *Service) Launch(ctx context.Context, u calipso.User, ref, publicName st
 	defer cancel()
 	spec := s.spec(r, im, u, so.Experiment, vols)
 	s.reached(ctx, StageReserved, r)
-	inst, err := engine.Start(ctx, spec)
+	wl, err := engine.Start(ctx, spec)
 	if err != nil {
 		return s.fail(ctx, engine, r, fmt.Errorf("start %s: %w", r.EngineName, err))
 	}
 	s.reached(ctx, StageStarted, r)
-	up := store.Update{EngineID: &inst.ID}
-	hostPort := strconv.Itoa(inst.Port)
-	if inst.URL != "" {
-		hostPort = inst.URL
+	up := store.Update{EngineID: &wl.ID}
+	hostPort := strconv.Itoa(wl.Port)
+	if wl.URL != "" {
+		hostPort = wl.URL
 	}
 	up.HostPort = &hostPort
-	info, _ := json.Marshal(map[string]any{"host": inst.Host, "port": inst.Port, "engine": im.ResourceType, "state": inst.State})
+	info, _ := json.Marshal(map[string]any{"host": wl.Host, "port": wl.Port, "engine": im.ResourceType, "state": wl.State})
 	infoS := string(info)
 	up.Info = &infoS
 	if calipso.IsDesktop(im.Protocol) && s.desktops != nil {
 		user, pass := r.EngineName, randomPassword()
-		if err := s.desktops.Create(ctx, s.connection(r, inst, user, pass)); err != nil {
+		if err := s.desktops.Create(ctx, s.connection(r, wl, user, pass)); err != nil {
 			return s.fail(ctx, engine, r, fmt.Errorf("guacamole record of %s: %w", r.EngineName, err))
 		}
 		up.GuacamoleUsername, up.GuacamolePassword = &user, &pass
@@ -318,13 +318,13 @@ func (s *Service) spec(r calipso.Resource, im calipso.Image, u calipso.User, e c
 }
 
 // connection is the Guacamole record of a desktop.
-func (s *Service) connection(r calipso.Resource, inst provisioner.Instance, user, pass string) guacamole.Connection {
+func (s *Service) connection(r calipso.Resource, wl provisioner.Workload, user, pass string) guacamole.Connection {
 	g := s.cfg.Guacd
 	host := g.Hostname
 	if host == "" {
-		host = inst.Host
+		host = wl.Host
 	}
-	params := map[string]string{"hostname": host, "port": strconv.Itoa(inst.Port), "password": r.VNCPassword}
+	params := map[string]string{"hostname": host, "port": strconv.Itoa(wl.Port), "password": r.VNCPassword}
 	extra := g.VNCParams
 	if r.Protocol == "rdp" {
 		extra = g.RDPParams
@@ -402,10 +402,30 @@ func (r Report) String() string {
 }
 
 // Reconcile compares the records with what the engines and Guacamole have and makes
-// them agree. Launches pending since before stuckBefore are taken as interrupted (at
-// start-up: every pending launch, since none can still be running).
+// them agree, in two passes: the records (interrupted launches, unfinished stops,
+// vanished workloads), then the orphans (workloads and Guacamole records that no live
+// record accounts for). Launches pending since before stuckBefore are taken as
+// interrupted (at start-up: every pending launch, since none can still be running).
 func (s *Service) Reconcile(ctx context.Context, stuckBefore time.Time) Report {
 	var rep Report
+	known, inFlight, err := s.reconcileRecords(ctx, stuckBefore, &rep)
+	if err != nil {
+		rep.Errors = append(rep.Errors, err)
+	} else {
+		s.removeOrphans(ctx, known, inFlight, &rep)
+	}
+	for _, err := range rep.Errors {
+		s.log.WarnContext(ctx, "reconcile", "err", err)
+	}
+	if rep.InterruptedLaunches+rep.FinishedStops+rep.Vanished+rep.OrphanWorkloads+rep.OrphanDesktops > 0 {
+		s.log.InfoContext(ctx, "reconciled", "report", rep.String())
+	}
+	return rep
+}
+
+// reconcileRecords is the records pass. It returns the records that still account for
+// a workload, by engine name, and the launches still in flight (hands off).
+func (s *Service) reconcileRecords(ctx context.Context, stuckBefore time.Time, rep *Report) (known map[string]calipso.Resource, inFlight map[string]bool, err error) {
 	note := func(err error) {
 		if err != nil {
 			rep.Errors = append(rep.Errors, err)
@@ -413,13 +433,11 @@ func (s *Service) Reconcile(ctx context.Context, stuckBefore time.Time) Report {
 	}
 	records, err := s.db.Resources(ctx, store.ResourceFilter{States: []calipso.State{calipso.Pending, calipso.Running, calipso.Stopping, calipso.Stopped}})
 	if err != nil {
-		note(err)
-		return rep
+		return nil, nil, err
 	}
-	byName := map[string]calipso.Resource{}
-	inFlight := map[string]bool{} // pending launches still within their time: hands off
+	known, inFlight = map[string]calipso.Resource{}, map[string]bool{}
 	for _, r := range records {
-		byName[r.EngineName] = r
+		known[r.EngineName] = r
 		switch {
 		case r.State == calipso.Pending && r.Updated.Before(stuckBefore):
 			// Claim the record first: a launch that is slow rather than dead then finds
@@ -431,7 +449,7 @@ func (s *Service) Reconcile(ctx context.Context, stuckBefore time.Time) Report {
 				}
 				continue
 			}
-			delete(byName, r.EngineName) // the passes below remove its workload and record
+			delete(known, r.EngineName) // the orphan pass removes its workload and record
 			rep.InterruptedLaunches++
 		case r.State == calipso.Pending:
 			inFlight[r.EngineName] = true
@@ -442,77 +460,89 @@ func (s *Service) Reconcile(ctx context.Context, stuckBefore time.Time) Report {
 				rep.FinishedStops++
 			}
 		case r.State == calipso.Running:
-			engine, err := s.engine(r.ResourceType)
-			if err != nil {
-				continue
-			}
-			inst, err := engine.Inspect(ctx, r.EngineName)
-			gone := errors.Is(err, provisioner.ErrNotFound)
-			if err != nil && !gone {
-				note(err)
-				continue
-			}
-			if gone || inst.State == provisioner.StateError || inst.State == provisioner.StateStopped {
-				why := "workload vanished from the engine"
-				if !gone {
-					why = "workload " + string(inst.State) + ": " + inst.Reason
-				}
-				// Only from running: a Stop may have begun since the records were read
-				// (the workload is then stopped on purpose) and must not be failed.
-				if _, err := s.db.MoveFrom(ctx, r.ID, calipso.Running, calipso.Failed, store.Update{Error: &why}); err != nil {
-					if !errors.Is(err, store.ErrConflict) {
-						note(err)
-					}
-					continue
-				}
-				if s.desktops != nil {
-					note(s.desktops.Delete(ctx, r.EngineName))
-				}
-				delete(byName, r.EngineName)
+			if s.vanished(ctx, r, note) {
+				delete(known, r.EngineName)
 				rep.Vanished++
 			}
 		}
 	}
-	// Workloads the records don't account for.
+	return known, inFlight, nil
+}
+
+// vanished fails a running record whose workload is gone, stopped or broken, and
+// reports whether it did.
+func (s *Service) vanished(ctx context.Context, r calipso.Resource, note func(error)) bool {
+	engine, err := s.engine(r.ResourceType)
+	if err != nil {
+		return false
+	}
+	wl, err := engine.Inspect(ctx, r.EngineName)
+	gone := errors.Is(err, provisioner.ErrNotFound)
+	if err != nil && !gone {
+		note(err)
+		return false
+	}
+	if !gone && wl.State != provisioner.StateError && wl.State != provisioner.StateStopped {
+		return false
+	}
+	why := "workload vanished from the engine"
+	if !gone {
+		why = "workload " + string(wl.State) + ": " + wl.Reason
+	}
+	// Only from running: a Stop may have begun since the records were read (the
+	// workload is then stopped on purpose) and must not be failed.
+	if _, err := s.db.MoveFrom(ctx, r.ID, calipso.Running, calipso.Failed, store.Update{Error: &why}); err != nil {
+		if !errors.Is(err, store.ErrConflict) {
+			note(err)
+		}
+		return false
+	}
+	if s.desktops != nil {
+		note(s.desktops.Delete(ctx, r.EngineName))
+	}
+	return true
+}
+
+// removeOrphans is the orphan pass: workloads the records don't account for, and
+// Guacamole records of resources that are not running.
+func (s *Service) removeOrphans(ctx context.Context, known map[string]calipso.Resource, inFlight map[string]bool, rep *Report) {
+	note := func(err error) {
+		if err != nil {
+			rep.Errors = append(rep.Errors, err)
+		}
+	}
 	for kind, engine := range s.engines {
 		list, err := engine.List(ctx)
 		if err != nil {
 			note(fmt.Errorf("list %s workloads: %w", kind, err))
 			continue
 		}
-		for _, inst := range list {
-			if _, ok := byName[inst.Name]; ok || inFlight[inst.Name] || s.launchedSince(ctx, inst.Name) {
+		for _, wl := range list {
+			if _, ok := known[wl.Name]; ok || inFlight[wl.Name] || s.launchedSince(ctx, wl.Name) {
 				continue
 			}
-			if err := engine.Remove(ctx, inst.Name); err != nil {
+			if err := engine.Remove(ctx, wl.Name); err != nil {
 				note(err)
 				continue
 			}
 			rep.OrphanWorkloads++
 		}
 	}
-	// Guacamole records of resources that are not running.
-	if s.desktops != nil {
-		names, err := s.desktops.List(ctx)
-		note(err)
-		for _, n := range names {
-			if r, ok := byName[n]; (ok && r.State == calipso.Running) || inFlight[n] || s.launchedSince(ctx, n) {
-				continue
-			}
-			if err := s.desktops.Delete(ctx, n); err != nil {
-				note(err)
-				continue
-			}
-			rep.OrphanDesktops++
+	if s.desktops == nil {
+		return
+	}
+	names, err := s.desktops.List(ctx)
+	note(err)
+	for _, n := range names {
+		if r, ok := known[n]; (ok && r.State == calipso.Running) || inFlight[n] || s.launchedSince(ctx, n) {
+			continue
 		}
+		if err := s.desktops.Delete(ctx, n); err != nil {
+			note(err)
+			continue
+		}
+		rep.OrphanDesktops++
 	}
-	for _, err := range rep.Errors {
-		s.log.WarnContext(ctx, "reconcile", "err", err)
-	}
-	if rep.InterruptedLaunches+rep.FinishedStops+rep.Vanished+rep.OrphanWorkloads+rep.OrphanDesktops > 0 {
-		s.log.InfoContext(ctx, "reconciled", "report", rep.String())
-	}
-	return rep
 }
 
 // launchedSince reports whether name has a live record now: a launch reserved after

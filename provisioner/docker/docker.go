@@ -156,24 +156,24 @@ func (p *Provisioner) Ping(ctx context.Context) error {
 // Start creates and starts the workload, or adopts the one of that name this
 // installation made earlier, and waits for its LogRegex. On ErrNotReady the returned
 // Instance names the container so that the caller can remove it.
-func (p *Provisioner) Start(ctx context.Context, spec provisioner.Spec) (provisioner.Instance, error) {
+func (p *Provisioner) Start(ctx context.Context, spec provisioner.Spec) (provisioner.Workload, error) {
 	name := spec.Name()
 	config, hostConfig, ready, err := p.containerConfig(spec)
 	if err != nil {
-		return provisioner.Instance{}, fmt.Errorf("start %s: %w", name, err)
+		return provisioner.Workload{}, fmt.Errorf("start %s: %w", name, err)
 	}
 
 	id, err := p.create(ctx, name, spec, config, hostConfig)
 	if err != nil {
-		return provisioner.Instance{}, fmt.Errorf("start %s: %w", name, err)
+		return provisioner.Workload{}, fmt.Errorf("start %s: %w", name, err)
 	}
 	if err := p.cli.ContainerStart(ctx, id, container.StartOptions{}); err != nil {
-		return provisioner.Instance{Name: name, ID: id}, engineError("start "+name, err)
+		return provisioner.Workload{Name: name, ID: id}, engineError("start "+name, err)
 	}
 
 	info, err := p.cli.ContainerInspect(ctx, id)
 	if err != nil {
-		return provisioner.Instance{Name: name, ID: id}, engineError("inspect "+name, err)
+		return provisioner.Workload{Name: name, ID: id}, engineError("inspect "+name, err)
 	}
 	inst := p.instance(info)
 	if inst.State != provisioner.StateRunning {
@@ -406,19 +406,19 @@ func (p *Provisioner) checkOurs(ctx context.Context, name string) error {
 // Inspect reports one workload. A container of that name that this installation did
 // not make is not one of its workloads: ErrNotFound. The URL carries no token (the
 // engine does not keep it; Start returned it).
-func (p *Provisioner) Inspect(ctx context.Context, name string) (provisioner.Instance, error) {
+func (p *Provisioner) Inspect(ctx context.Context, name string) (provisioner.Workload, error) {
 	info, err := p.cli.ContainerInspect(ctx, name)
 	if err != nil {
-		return provisioner.Instance{}, engineError("inspect "+name, err)
+		return provisioner.Workload{}, engineError("inspect "+name, err)
 	}
 	if !p.ours(info.Config.Labels) {
-		return provisioner.Instance{}, fmt.Errorf("inspect %s: %w (a container of another owner has that name)", name, provisioner.ErrNotFound)
+		return provisioner.Workload{}, fmt.Errorf("inspect %s: %w (a container of another owner has that name)", name, provisioner.ErrNotFound)
 	}
 	return p.instance(info), nil
 }
 
 // List reports every container of this installation, in any state.
-func (p *Provisioner) List(ctx context.Context) ([]provisioner.Instance, error) {
+func (p *Provisioner) List(ctx context.Context) ([]provisioner.Workload, error) {
 	list, err := p.cli.ContainerList(ctx, container.ListOptions{
 		All: true,
 		Filters: filters.NewArgs(
@@ -429,7 +429,7 @@ func (p *Provisioner) List(ctx context.Context) ([]provisioner.Instance, error) 
 	if err != nil {
 		return nil, engineError("list containers", err)
 	}
-	out := make([]provisioner.Instance, 0, len(list))
+	out := make([]provisioner.Workload, 0, len(list))
 	for _, c := range list {
 		out = append(out, p.summaryInstance(c))
 	}
@@ -441,12 +441,12 @@ func (p *Provisioner) ours(labels map[string]string) bool {
 }
 
 // instance turns an inspected container into an Instance.
-func (p *Provisioner) instance(info container.InspectResponse) provisioner.Instance {
+func (p *Provisioner) instance(info container.InspectResponse) provisioner.Workload {
 	var labels map[string]string
 	if info.Config != nil {
 		labels = info.Config.Labels
 	}
-	inst := provisioner.Instance{
+	inst := provisioner.Workload{
 		Name:  strings.TrimPrefix(info.Name, "/"),
 		ID:    info.ID,
 		Owner: labels[provisioner.LabelOwner],
@@ -465,8 +465,8 @@ func (p *Provisioner) instance(info container.InspectResponse) provisioner.Insta
 
 // summaryInstance turns a listed container into an Instance (the list carries no
 // exit code nor OOM flag: Reason is the engine's status line).
-func (p *Provisioner) summaryInstance(c container.Summary) provisioner.Instance {
-	inst := provisioner.Instance{
+func (p *Provisioner) summaryInstance(c container.Summary) provisioner.Workload {
+	inst := provisioner.Workload{
 		ID:    c.ID,
 		Owner: c.Labels[provisioner.LabelOwner],
 		Host:  p.cfg.HostAddress,

@@ -92,9 +92,9 @@ func TestStartStopRemove(t *testing.T) {
 	tests := []struct {
 		protocol string
 		// check proves the workload itself answers on the published port.
-		check func(t *testing.T, inst provisioner.Instance)
+		check func(t *testing.T, inst provisioner.Workload)
 	}{
-		{"http", func(t *testing.T, inst provisioner.Instance) {
+		{"http", func(t *testing.T, inst provisioner.Workload) {
 			want := regexp.MustCompile(`^http://127\.0\.0\.1:` + strconv.Itoa(inst.Port) + `/\?token=[0-9a-f]{48}$`)
 			if !want.MatchString(inst.URL) {
 				t.Errorf("URL = %q, want %s", inst.URL, want)
@@ -112,7 +112,7 @@ func TestStartStopRemove(t *testing.T) {
 				t.Errorf("GET %s = %d %q", inst.URL, resp.StatusCode, body)
 			}
 		}},
-		{"vnc", func(t *testing.T, inst provisioner.Instance) {
+		{"vnc", func(t *testing.T, inst provisioner.Workload) {
 			if inst.URL != "" {
 				t.Errorf("URL = %q, want none for vnc", inst.URL)
 			}
@@ -126,7 +126,7 @@ func TestStartStopRemove(t *testing.T) {
 				t.Errorf("VNC banner = %q, %v", banner, err)
 			}
 		}},
-		{"rdp", func(t *testing.T, inst provisioner.Instance) {
+		{"rdp", func(t *testing.T, inst provisioner.Workload) {
 			conn, err := net.Dial("tcp", net.JoinHostPort(inst.Host, strconv.Itoa(inst.Port)))
 			if err != nil {
 				t.Fatalf("dial: %v", err)

@@ -232,18 +232,18 @@ func (p *Provisioner) Ping(ctx context.Context) error {
 
 // Start creates (or adopts) the workload's Service and Pod and, with a ReadyTimeout,
 // waits for it to run and for its LogRegex.
-func (p *Provisioner) Start(ctx context.Context, spec provisioner.Spec) (provisioner.Instance, error) {
+func (p *Provisioner) Start(ctx context.Context, spec provisioner.Spec) (provisioner.Workload, error) {
 	if err := validateSpec(p.cfg, spec); err != nil {
-		return provisioner.Instance{}, fmt.Errorf("start %s: %w", spec.Name(), err)
+		return provisioner.Workload{}, fmt.Errorf("start %s: %w", spec.Name(), err)
 	}
 	if spec.Instance != p.cfg.Instance {
-		return provisioner.Instance{}, fmt.Errorf("start %s: %w: spec of instance %q given to the provisioner of %q",
+		return provisioner.Workload{}, fmt.Errorf("start %s: %w: spec of instance %q given to the provisioner of %q",
 			spec.Name(), provisioner.ErrInvalid, spec.Instance, p.cfg.Instance)
 	}
 	name := spec.Name()
 	svc, created, err := p.ensureService(ctx, spec)
 	if err != nil {
-		return provisioner.Instance{}, fmt.Errorf("start %s: %w", name, err)
+		return provisioner.Workload{}, fmt.Errorf("start %s: %w", name, err)
 	}
 	pod, err := p.ensurePod(ctx, spec)
 	if err != nil {
@@ -253,7 +253,7 @@ func (p *Provisioner) Start(ctx context.Context, spec provisioner.Spec) (provisi
 				p.log.WarnContext(ctx, "service of a refused pod not deleted", "name", name, "error", derr)
 			}
 		}
-		return provisioner.Instance{}, fmt.Errorf("start %s: %w", name, err)
+		return provisioner.Workload{}, fmt.Errorf("start %s: %w", name, err)
 	}
 	inst := p.instance(pod, svc)
 	if p.cfg.ReadyTimeout <= 0 {
@@ -365,7 +365,7 @@ func (p *Provisioner) deleteAndWait(ctx context.Context, pod *corev1.Pod) error 
 
 // waitRunning polls the workload until it runs, fails, or ctx ends; it returns the
 // last state seen, starting from inst.
-func (p *Provisioner) waitRunning(ctx context.Context, inst provisioner.Instance) (provisioner.Instance, error) {
+func (p *Provisioner) waitRunning(ctx context.Context, inst provisioner.Workload) (provisioner.Workload, error) {
 	for {
 		got, err := p.Inspect(ctx, inst.Name)
 		if err != nil && !errors.Is(err, provisioner.ErrUnavailable) {
@@ -509,29 +509,29 @@ func (p *Provisioner) deleteOwned(ctx context.Context, name string, api objectAP
 }
 
 // Inspect reports the workload from its pod and Service.
-func (p *Provisioner) Inspect(ctx context.Context, name string) (provisioner.Instance, error) {
+func (p *Provisioner) Inspect(ctx context.Context, name string) (provisioner.Workload, error) {
 	pod, err := p.client.CoreV1().Pods(p.cfg.Namespace).Get(ctx, name, metav1.GetOptions{})
 	if err != nil && !apierrors.IsNotFound(err) {
-		return provisioner.Instance{}, fmt.Errorf("inspect %s: pod: %w", name, classify(err))
+		return provisioner.Workload{}, fmt.Errorf("inspect %s: pod: %w", name, classify(err))
 	}
 	if err != nil || !p.owns(pod.ObjectMeta) {
 		pod = nil
 	}
 	svc, err := p.client.CoreV1().Services(p.cfg.Namespace).Get(ctx, name, metav1.GetOptions{})
 	if err != nil && !apierrors.IsNotFound(err) {
-		return provisioner.Instance{}, fmt.Errorf("inspect %s: service: %w", name, classify(err))
+		return provisioner.Workload{}, fmt.Errorf("inspect %s: service: %w", name, classify(err))
 	}
 	if err != nil || !p.owns(svc.ObjectMeta) {
 		svc = nil
 	}
 	if pod == nil && svc == nil {
-		return provisioner.Instance{}, fmt.Errorf("inspect %s: %w", name, provisioner.ErrNotFound)
+		return provisioner.Workload{}, fmt.Errorf("inspect %s: %w", name, provisioner.ErrNotFound)
 	}
 	return p.instance(pod, svc), nil
 }
 
 // List reports every workload of this installation, from its pods and Services.
-func (p *Provisioner) List(ctx context.Context) ([]provisioner.Instance, error) {
+func (p *Provisioner) List(ctx context.Context) ([]provisioner.Workload, error) {
 	opts := metav1.ListOptions{LabelSelector: p.listSelector()}
 	pods, err := p.client.CoreV1().Pods(p.cfg.Namespace).List(ctx, opts)
 	if err != nil {
@@ -557,7 +557,7 @@ func (p *Provisioner) List(ctx context.Context) ([]provisioner.Instance, error) 
 			byName[s.Name] = &pair{svc: s}
 		}
 	}
-	out := make([]provisioner.Instance, 0, len(byName))
+	out := make([]provisioner.Workload, 0, len(byName))
 	for _, pr := range byName {
 		out = append(out, p.instance(pr.pod, pr.svc))
 	}
@@ -579,8 +579,8 @@ func (p *Provisioner) owns(meta metav1.ObjectMeta) bool {
 
 // instance builds the report of a workload from its pod and Service, either of which
 // may be nil (not both).
-func (p *Provisioner) instance(pod *corev1.Pod, svc *corev1.Service) provisioner.Instance {
-	var inst provisioner.Instance
+func (p *Provisioner) instance(pod *corev1.Pod, svc *corev1.Service) provisioner.Workload {
+	var inst provisioner.Workload
 	var meta metav1.ObjectMeta
 	var uid types.UID
 	if pod != nil {

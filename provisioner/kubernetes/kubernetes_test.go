@@ -106,7 +106,7 @@ func specFor(id int64) provisioner.Spec {
 	return s
 }
 
-func start(t *testing.T, p *Provisioner, spec provisioner.Spec) provisioner.Instance {
+func start(t *testing.T, p *Provisioner, spec provisioner.Spec) provisioner.Workload {
 	t.Helper()
 	inst, err := p.Start(context.Background(), spec)
 	if err != nil {
@@ -155,7 +155,7 @@ func TestStartCreatesValidObjects(t *testing.T) {
 			if err != nil {
 				t.Fatalf("get pod: %v", err)
 			}
-			want := provisioner.Instance{Name: "calipso-esrf-42", ID: string(pod.UID), Owner: spec.Owner, ResourceID: 42,
+			want := provisioner.Workload{Name: "calipso-esrf-42", ID: string(pod.UID), Owner: spec.Owner, ResourceID: 42,
 				State: provisioner.StatePending, Host: tt.wantHost(ns), Port: tt.wantPort(svc)}
 			if tt.protocol == "http" { // the notebook's link; desktops are reached through Guacamole
 				want.URL = fmt.Sprintf("http://%s:%d/", want.Host, want.Port)

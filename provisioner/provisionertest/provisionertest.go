@@ -201,7 +201,7 @@ func ctxOf(t *testing.T) context.Context {
 
 // start starts spec on engine, fails the test if it does not, and removes the
 // workload when the test ends (Remove must succeed in whatever state it is left).
-func start(t *testing.T, engine provisioner.Provisioner, spec provisioner.Spec) provisioner.Instance {
+func start(t *testing.T, engine provisioner.Provisioner, spec provisioner.Spec) provisioner.Workload {
 	t.Helper()
 	removeAtEnd(t, engine, spec.Name())
 	inst, err := engine.Start(ctxOf(t), spec)
@@ -223,7 +223,7 @@ func removeAtEnd(t *testing.T, engine provisioner.Provisioner, name string) {
 }
 
 // checkReport fails unless inst reports spec's workload in state want.
-func checkReport(t *testing.T, op string, inst provisioner.Instance, spec provisioner.Spec, want provisioner.State) {
+func checkReport(t *testing.T, op string, inst provisioner.Workload, spec provisioner.Spec, want provisioner.State) {
 	t.Helper()
 	if inst.Name != spec.Name() || inst.ID == "" || inst.Owner != spec.Owner || inst.ResourceID != spec.ResourceID || inst.State != want {
 		t.Errorf("%s = %+v; want %s, an id, owner %q, resource %d, %s", op, inst, spec.Name(), spec.Owner, spec.ResourceID, want)
@@ -232,7 +232,7 @@ func checkReport(t *testing.T, op string, inst provisioner.Instance, spec provis
 
 // inspect checks what Inspect reports of a workload: state want, or, on an engine
 // that keeps nothing, running under that name whatever happened.
-func inspect(t *testing.T, h Harness, spec provisioner.Spec, want provisioner.State) provisioner.Instance {
+func inspect(t *testing.T, h Harness, spec provisioner.Spec, want provisioner.State) provisioner.Workload {
 	t.Helper()
 	inst, err := h.Engine.Inspect(ctxOf(t), spec.Name())
 	if err != nil {
@@ -268,13 +268,13 @@ func gone(t *testing.T, h Harness, name string) {
 }
 
 // list is what List reports, by name; a name reported twice fails the test.
-func list(t *testing.T, engine provisioner.Provisioner) map[string]provisioner.Instance {
+func list(t *testing.T, engine provisioner.Provisioner) map[string]provisioner.Workload {
 	t.Helper()
 	all, err := engine.List(ctxOf(t))
 	if err != nil {
 		t.Fatalf("List: %v", err)
 	}
-	byName := make(map[string]provisioner.Instance, len(all))
+	byName := make(map[string]provisioner.Workload, len(all))
 	for _, inst := range all {
 		if _, dup := byName[inst.Name]; dup {
 			t.Errorf("List reports %s twice: %+v", inst.Name, all)

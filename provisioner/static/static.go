@@ -24,17 +24,17 @@ func New() Provisioner { return Provisioner{} }
 
 // Start returns the link (spec.Image) as a running workload. Only the fields a link
 // needs are checked: uid, limits and mounts mean nothing here.
-func (Provisioner) Start(_ context.Context, spec provisioner.Spec) (provisioner.Instance, error) {
+func (Provisioner) Start(_ context.Context, spec provisioner.Spec) (provisioner.Workload, error) {
 	if spec.Instance == "" || spec.ResourceID <= 0 {
-		return provisioner.Instance{}, fmt.Errorf("start static link: %w: instance and resource id are required", provisioner.ErrInvalid)
+		return provisioner.Workload{}, fmt.Errorf("start static link: %w: instance and resource id are required", provisioner.ErrInvalid)
 	}
 	u, err := url.Parse(spec.Image)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return provisioner.Instance{}, fmt.Errorf("start %s: %w: static link %q is not an http(s) URL", spec.Name(), provisioner.ErrInvalid, spec.Image)
+		return provisioner.Workload{}, fmt.Errorf("start %s: %w: static link %q is not an http(s) URL", spec.Name(), provisioner.ErrInvalid, spec.Image)
 	}
 	name := spec.Name()
 	sum := sha256.Sum256([]byte(name))
-	return provisioner.Instance{
+	return provisioner.Workload{
 		// A link has no engine id; one derived from the name is stable across retries
 		// (the original gave 32 hex characters).
 		ID:         hex.EncodeToString(sum[:16]),
@@ -59,12 +59,12 @@ func (Provisioner) Remove(context.Context, string) error { return nil }
 // Inspect reports the workload as running: a link has no state, and the launch
 // service's record is the only truth about it (so this never says ErrNotFound, and
 // the URL is not known here).
-func (Provisioner) Inspect(_ context.Context, name string) (provisioner.Instance, error) {
-	return provisioner.Instance{Name: name, State: provisioner.StateRunning}, nil
+func (Provisioner) Inspect(_ context.Context, name string) (provisioner.Workload, error) {
+	return provisioner.Workload{Name: name, State: provisioner.StateRunning}, nil
 }
 
 // List reports nothing: links leave nothing behind for the reconciler to find.
-func (Provisioner) List(context.Context) ([]provisioner.Instance, error) { return nil, nil }
+func (Provisioner) List(context.Context) ([]provisioner.Workload, error) { return nil, nil }
 
 // Ping always succeeds: there is no engine to reach.
 func (Provisioner) Ping(context.Context) error { return nil }

@@ -51,7 +51,7 @@ func TestStart(t *testing.T) {
 			if again.ID != got.ID {
 				t.Errorf("a second Start gave ID %q, the first %q: want the same", again.ID, got.ID)
 			}
-			want := provisioner.Instance{
+			want := provisioner.Workload{
 				ID:         got.ID,
 				Name:       tt.spec.Name(),
 				Owner:      tt.spec.Owner,
