@@ -105,7 +105,7 @@ const (
 	Stopping State = "stopping" // being stopped
 	Stopped  State = "stopped"  // stopped; the workload may still exist until removed
 	Removed  State = "removed"  // gone from the engine
-	Failed   State = "error"    // launch or run failed; see Resource.Error
+	Failed   State = "failed"   // launch or run failed; see Resource.Error
 )
 
 // LiveStates hold a share of the user's quota.

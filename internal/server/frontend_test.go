@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/calipsoplus/calipso"
 	"github.com/calipsoplus/calipso/guacamole"
 )
 
@@ -623,7 +624,7 @@ func frontendFailedLaunch(t *testing.T, h *harness, f *frontend) {
 	}
 	// The record an older list could still show: Stop answers it, then rm removes it.
 	var name string
-	if err := h.db.DB().QueryRow(`SELECT engine_name FROM resources WHERE state = 'error' ORDER BY id DESC LIMIT 1`).Scan(&name); err != nil {
+	if err := h.db.DB().QueryRow(`SELECT engine_name FROM resources WHERE state = ? ORDER BY id DESC LIMIT 1`, string(calipso.Failed)).Scan(&name); err != nil {
 		t.Fatalf("the failed record: %v", err)
 	}
 	failed := container{ContainerName: name, PublicName: "broken_link"}

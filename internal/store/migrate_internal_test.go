@@ -1,0 +1,51 @@
+package store
+
+import (
+	"context"
+	"log/slog"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/pressly/goose/v3"
+
+	"github.com/calipsoplus/calipso"
+)
+
+// TestFailedStateMigrated: records failed before migration 3 (state "error") read
+// back as calipso.Failed after it.
+func TestFailedStateMigrated(t *testing.T) {
+	ctx := context.Background()
+	s, err := Open(ctx, "sqlite", filepath.Join(t.TempDir(), "calipso.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	fsys, err := s.dialect.migrationsFS()
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := goose.NewProvider(goose.DialectSQLite3, s.db, fsys)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.UpTo(ctx, 2); err != nil {
+		t.Fatal(err)
+	}
+	u, err := s.EnsureUser(ctx, "alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	if _, err := s.db.ExecContext(ctx, `INSERT INTO resources (user_id, experiment, public_name, image, protocol, resource_type, state, cpu, memory_bytes, hdd_bytes,
+		vnc_password, info, error, created_at, updated_at) VALUES (?, 'p~s', 'x', 'x', 'vnc', 'docker', 'error', 0, 0, 0, '', '', 'old', ?, ?)`, u.ID, now, now); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Migrate(ctx, slog.New(slog.DiscardHandler)); err != nil {
+		t.Fatal(err)
+	}
+	rs, err := s.Resources(ctx, ResourceFilter{States: []calipso.State{calipso.Failed}})
+	if err != nil || len(rs) != 1 || rs[0].State != calipso.Failed {
+		t.Fatalf("failed records after migrating: %+v %v", rs, err)
+	}
+}
