@@ -292,7 +292,7 @@ func (s *Service) spec(r calipso.Resource, im calipso.Image, u calipso.User, e c
 	}
 	spec := provisioner.Spec{
 		Instance: s.cfg.Instance, ResourceID: r.ID, Owner: u.Username, Experiment: r.Experiment,
-		Image: im.Image, Protocol: im.Protocol, CPUs: r.CPU, MemoryBytes: r.MemoryBytes, DiskBytes: r.HDDBytes,
+		Image: im.Image, Protocol: im.Protocol, CPUs: r.CPU, MemoryBytes: r.MemoryBytes, DiskBytes: r.DiskBytes,
 		UID: uid, GID: gid, AllowRoot: w.AllowRoot, ExtraGroups: append([]int{100}, w.ExtraGroups...),
 		Env: map[string]string{
 			"VNC_PASSWORD": r.VNCPassword, "CALIPSO_USER": u.Username, "CALIPSO_EXPERIMENT": r.Experiment,

@@ -69,7 +69,7 @@ func toContainerJSON(r calipso.Resource) containerJSON {
 		ContainerID: id, ContainerName: r.EngineName, ContainerStatus: compatStatus(r.State),
 		ContainerLogs: r.Error, GuacamoleUsername: r.GuacamoleUsername, GuacamolePassword: r.GuacamolePassword,
 		CreationDate: r.Created.UTC(), HostPort: r.HostPort, PublicName: r.PublicName, ContainerInfo: proposal,
-		Image: r.ImageID, NumCPUs: r.CPU, MemoryAllocated: quotas.FormatGiB(r.MemoryBytes), HDDAllocated: quotas.FormatGiB(r.HDDBytes),
+		Image: r.ImageID, NumCPUs: r.CPU, MemoryAllocated: quotas.FormatGiB(r.MemoryBytes), HDDAllocated: quotas.FormatGiB(r.DiskBytes),
 	}
 }
 

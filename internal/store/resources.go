@@ -33,7 +33,7 @@ func scanResource(row interface{ Scan(...any) error }) (calipso.Resource, error)
 		state   string
 	)
 	err := row.Scan(&r.ID, &r.UserID, &r.Username, &r.Experiment, &session, &r.PublicName, &r.Image, &r.Protocol, &r.ResourceType, &state,
-		&r.CPU, &r.MemoryBytes, &r.HDDBytes, &r.EngineName, &r.EngineID, &r.HostPort, &r.GuacamoleUsername, &r.GuacamolePassword,
+		&r.CPU, &r.MemoryBytes, &r.DiskBytes, &r.EngineName, &r.EngineID, &r.HostPort, &r.GuacamoleUsername, &r.GuacamolePassword,
 		&r.VNCPassword, &r.Info, &r.Error, &r.Created, &r.Updated, &imageID)
 	if session.Valid {
 		r.SessionID = &session.Int64
