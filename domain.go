@@ -148,7 +148,7 @@ type Resource struct {
 	State             State
 	CPU               float64
 	MemoryBytes       int64
-	DiskBytes          int64
+	DiskBytes         int64
 	EngineName        string // the workload's name on its engine, from the record id
 	EngineID          string
 	HostPort          string // a port, or a URL for notebooks and links
