@@ -23,6 +23,7 @@ import (
 
 	"github.com/calipsoplus/calipso"
 	"github.com/calipsoplus/calipso/experiments/useroffice"
+	"github.com/calipsoplus/calipso/internal/apiclient"
 	"github.com/calipsoplus/calipso/internal/store"
 	"github.com/calipsoplus/calipso/internal/testenv"
 	"github.com/calipsoplus/calipso/provisioner"
@@ -35,40 +36,56 @@ const (
 	crashProposal = "p1"
 )
 
-var calipsoBinary struct {
+// binary is a command of this repository, built once per test process.
+type binary struct {
 	once sync.Once
+	dir  string // made by MkdirTemp: the only thing TestMain removes
 	path string
 	err  error
 }
 
-// TestMain removes the binary buildCalipso made, which outlives any one test.
+var (
+	calipsoBinary binary // with the crash hook (see buildCalipso)
+	loadBinary    binary // cmd/calipso-load
+)
+
+// TestMain removes the binaries the tests built, which outlive any one test.
 func TestMain(m *testing.M) {
 	code := m.Run()
-	if calipsoBinary.path != "" {
-		os.RemoveAll(filepath.Dir(calipsoBinary.path))
+	for _, b := range []*binary{&calipsoBinary, &loadBinary} {
+		if b.dir != "" {
+			os.RemoveAll(b.dir)
+		}
 	}
 	os.Exit(code)
+}
+
+// build compiles the package pkg (a path relative to this one) into name with the
+// go build flags.
+func (b *binary) build(t testing.TB, pkg, name string, flags ...string) string {
+	t.Helper()
+	b.once.Do(func() {
+		tmp, err := os.MkdirTemp("", "calipso-bin-")
+		if err != nil {
+			b.err = err
+			return
+		}
+		b.dir, b.path = tmp, filepath.Join(tmp, name)
+		args := append(append([]string{"build"}, flags...), "-o", b.path, pkg)
+		if out, err := exec.Command("go", args...).CombinedOutput(); err != nil {
+			b.err = fmt.Errorf("go %s: %w: %s", strings.Join(args, " "), err, out)
+		}
+	})
+	if b.err != nil {
+		t.Fatal(b.err)
+	}
+	return b.path
 }
 
 // buildCalipso compiles this command once per test process.
 func buildCalipso(t testing.TB) string {
 	t.Helper()
-	calipsoBinary.once.Do(func() {
-		dir, err := os.MkdirTemp("", "calipso-bin-")
-		if err != nil {
-			calipsoBinary.err = err
-			return
-		}
-		calipsoBinary.path = filepath.Join(dir, "calipso")
-		out, err := exec.Command("go", "build", "-o", calipsoBinary.path, ".").CombinedOutput()
-		if err != nil {
-			calipsoBinary.err = fmt.Errorf("go build: %w: %s", err, out)
-		}
-	})
-	if calipsoBinary.err != nil {
-		t.Fatal(calipsoBinary.err)
-	}
-	return calipsoBinary.path
+	return calipsoBinary.build(t, ".", "calipso")
 }
 
 // liveServer is a calipso process with its own settings, database, Docker
@@ -258,17 +275,17 @@ func (s *liveServer) stop() {
 }
 
 // client logs crashUser in.
-func (s *liveServer) client(user, password string) *apiClient {
+func (s *liveServer) client(user, password string) *apiclient.Client {
 	s.t.Helper()
-	c, err := newAPIClient(s.base, 3*time.Minute)
+	c, err := apiclient.New(s.base, 3*time.Minute)
 	if err != nil {
 		s.t.Fatal(err)
 	}
-	if err := c.login(context.Background(), user, password); err != nil {
+	if err := c.Login(context.Background(), user, password); err != nil {
 		s.t.Fatalf("%v\n%s", err, s.logs)
 	}
 	// The experiments page fetches the user's experiments from the user office.
-	if _, err := c.sessionRefs(context.Background(), user); err != nil {
+	if _, err := c.SessionRefs(context.Background(), user); err != nil {
 		s.t.Fatal(err)
 	}
 	return c
@@ -347,7 +364,7 @@ func TestCrashDuringLaunch(t *testing.T) {
 			s := newLiveServer(t, 2)
 			s.start("CALIPSO_CRASH_AT=" + tt.at)
 			c := s.client(crashUser, crashPassword)
-			status, body, err := c.call(context.Background(), http.MethodGet, launchPath(crashUser, crashProposal+"~s1", crashImage), nil)
+			status, body, err := c.Call(context.Background(), http.MethodGet, apiclient.LaunchPath(crashUser, crashProposal+"~s1", crashImage), nil)
 			if err == nil {
 				t.Fatalf("launch answered %d %s, want the server to die", status, body)
 			}
@@ -383,18 +400,18 @@ func TestCrashDuringLaunch(t *testing.T) {
 			}
 
 			// And launching works again.
-			status, body, err = c.call(context.Background(), http.MethodGet, launchPath(crashUser, crashProposal+"~s2", crashImage), nil)
+			status, body, err = c.Call(context.Background(), http.MethodGet, apiclient.LaunchPath(crashUser, crashProposal+"~s2", crashImage), nil)
 			if err != nil || status != http.StatusCreated {
 				t.Fatalf("launch after restart = %d %s, %v", status, body, err)
 			}
-			var rec containerRecord
+			var rec apiclient.Container
 			if err := json.Unmarshal(body, &rec); err != nil || rec.Status != "created" {
 				t.Fatalf("launch after restart answered %s", body)
 			}
 			if n := s.guacRows(); n == 0 {
 				t.Error("no Guacamole rows for the new desktop")
 			}
-			if status, err := removeResource(context.Background(), c, crashUser, rec); err != nil || status != http.StatusOK {
+			if status, err := c.Remove(context.Background(), crashUser, rec); err != nil || status != http.StatusOK {
 				t.Errorf("remove after restart = %d, %v", status, err)
 			}
 			if n := len(s.containers()); n != 0 {
@@ -405,7 +422,7 @@ func TestCrashDuringLaunch(t *testing.T) {
 }
 
 // leftovers says what of the interrupted launch is still there.
-func (s *liveServer) leftovers(c *apiClient, name string) []string {
+func (s *liveServer) leftovers(c *apiclient.Client, name string) []string {
 	var p []string
 	if n := len(s.containers()); n != 0 {
 		p = append(p, fmt.Sprintf("%d containers", n))
@@ -413,8 +430,8 @@ func (s *liveServer) leftovers(c *apiClient, name string) []string {
 	if n := s.guacRows(); n != 0 {
 		p = append(p, fmt.Sprintf("%d guacamole rows", n))
 	}
-	status, body, err := c.call(context.Background(), http.MethodGet, "resource/list/"+crashUser+"/", nil)
-	var list []containerRecord
+	status, body, err := c.Call(context.Background(), http.MethodGet, "resource/list/"+crashUser+"/", nil)
+	var list []apiclient.Container
 	if err != nil || status != http.StatusOK || json.Unmarshal(body, &list) != nil {
 		p = append(p, fmt.Sprintf("resource/list: %d %s %v", status, body, err))
 	} else if len(list) != 0 {
@@ -424,7 +441,7 @@ func (s *liveServer) leftovers(c *apiClient, name string) []string {
 	if rs := s.records(); len(rs) != 1 || rs[0].EngineName != name || rs[0].State != calipso.Failed {
 		p = append(p, fmt.Sprintf("records = %+v, want %s in error", rs, name))
 	}
-	status, body, err = c.call(context.Background(), http.MethodGet, "used_quota/"+crashUser+"/", nil)
+	status, body, err = c.Call(context.Background(), http.MethodGet, "used_quota/"+crashUser+"/", nil)
 	var used struct {
 		Max json.Number `json:"max_simultaneous"`
 	}

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/calipsoplus/calipso/internal/apiclient"
 	"github.com/calipsoplus/calipso/internal/testenv"
 )
 
@@ -29,18 +30,18 @@ func BenchmarkLaunchThroughAPI(b *testing.B) {
 	// baseline containers alone.
 	labels := map[string]string{"calipso.benchmark": "baseline"}
 
-	launch := func(session int) containerRecord {
+	launch := func(session int) apiclient.Container {
 		b.Helper()
-		status, body, err := c.call(ctx, http.MethodGet, launchPath(crashUser, fmt.Sprintf("%s~s%d", crashProposal, session), crashImage), nil)
-		var rec containerRecord
+		status, body, err := c.Call(ctx, http.MethodGet, apiclient.LaunchPath(crashUser, fmt.Sprintf("%s~s%d", crashProposal, session), crashImage), nil)
+		var rec apiclient.Container
 		if err != nil || status != http.StatusCreated || json.Unmarshal(body, &rec) != nil {
 			b.Fatalf("launch: %d %s %v", status, body, err)
 		}
 		return rec
 	}
-	remove := func(rec containerRecord) {
+	remove := func(rec apiclient.Container) {
 		b.Helper()
-		if status, err := removeResource(ctx, c, crashUser, rec); err != nil || status != http.StatusOK {
+		if status, err := c.Remove(ctx, crashUser, rec); err != nil || status != http.StatusOK {
 			b.Fatalf("remove: %d %v", status, err)
 		}
 	}

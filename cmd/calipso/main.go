@@ -60,7 +60,6 @@ Commands:
   unlink USER PROPOSAL
   quota set USER --cpu N --memory SIZE --hdd SIZE --max N
   useroffice [--listen ADDR] [--data FILE]   serve the reference user office (API.md)
-  load [flags]                   drive logins, reads and launches against a server (load tool)
   import-calipsoplus --dsn DSN   copy a CalipsoPlus database into this one
   healthcheck                    exit 0 when the server at the settings' listen address answers /healthz
                                  (for container HEALTHCHECKs: the image has no shell or curl)
@@ -89,8 +88,6 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	switch cmd {
 	case demo.Subcommand: // hidden: the demo images' entrypoint (a FROM scratch image has no settings)
 		return demo.Run(ctx, args, getenv, stdout)
-	case "load":
-		return runLoad(ctx, args, stdout, stderr)
 	case "settings":
 		if len(args) > 0 && args[0] == "show" {
 			profile := "local"
