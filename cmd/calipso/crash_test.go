@@ -82,10 +82,11 @@ func (b *binary) build(t testing.TB, pkg, name string, flags ...string) string {
 	return b.path
 }
 
-// buildCalipso compiles this command once per test process.
+// buildCalipso compiles this command once per test process, with the crash hook
+// (crashhook.go) that only the crashtest tag links.
 func buildCalipso(t testing.TB) string {
 	t.Helper()
-	return calipsoBinary.build(t, ".", "calipso")
+	return calipsoBinary.build(t, ".", "calipso", "-tags", "crashtest")
 }
 
 // liveServer is a calipso process with its own settings, database, Docker

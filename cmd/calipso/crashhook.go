@@ -1,87 +1,13 @@
+//go:build crashtest
+
 package main
 
-import (
-	"context"
-	"fmt"
-	"os"
-	"syscall"
+import "github.com/calipsoplus/calipso/cmd/calipso/internal/crashhook"
 
-	"github.com/docker/docker/api/types/container"
-	"github.com/docker/docker/client"
-
-	"github.com/calipsoplus/calipso"
-	"github.com/calipsoplus/calipso/internal/launch"
-	"github.com/calipsoplus/calipso/provisioner"
-)
-
-// crashEnv names the test hook: CALIPSO_CRASH_AT=reserved|created|started makes the
-// server kill itself (SIGKILL, no clean-up of any kind) at that point of a launch, so
-// that crash tests can check what a restart finds and repairs. Never set it in
-// production.
-const crashEnv = "CALIPSO_CRASH_AT"
-
-// installCrashHook arms the hook named by CALIPSO_CRASH_AT, if any:
-//
-//   - reserved: after the quota is held and the record is pending, before the engine
-//     is asked (launch.StageReserved);
-//   - created: the Docker engine's Start is replaced by a bare ContainerCreate of the
-//     workload's name and labels, then the kill. It simulates dying between the
-//     provisioner's create and start calls: a created, never-started container of this
-//     installation, with the record pending;
-//   - started: after the engine's Start returned a running workload, before the record
-//     says running or the Guacamole record is written (launch.StageStarted).
-func (a *app) installCrashHook(getenv func(string) string) error {
-	at := getenv(crashEnv)
-	if at == "" {
-		return nil
+// The crash tests' build (crash_test.go builds with -tags crashtest) arms the hook
+// that CALIPSO_CRASH_AT names; other builds have no hook at all.
+func init() {
+	startHook = func(a *app, getenv func(string) string) error {
+		return crashhook.Install(getenv, a.log, a.launch, a.engines, a.cfg.Docker.URL)
 	}
-	a.log.Warn("crash test hook armed: the server kills itself during a launch", "at", at)
-	switch at {
-	case string(launch.StageReserved), string(launch.StageStarted):
-		a.launch.SetHook(func(_ context.Context, stage launch.Stage, _ calipso.Resource) {
-			if string(stage) == at {
-				crash()
-			}
-		})
-	case "created":
-		engine, ok := a.engines[calipso.Docker]
-		if !ok {
-			return fmt.Errorf("%s=created needs the Docker engine", crashEnv)
-		}
-		opts := []client.Opt{client.FromEnv, client.WithAPIVersionNegotiation()}
-		if a.cfg.Docker.URL != "" {
-			opts = append(opts, client.WithHost(a.cfg.Docker.URL))
-		}
-		cli, err := client.NewClientWithOpts(opts...)
-		if err != nil {
-			return fmt.Errorf("%s: docker client: %w", crashEnv, err)
-		}
-		// The service reads the map at each launch: replacing the entry is enough.
-		a.engines[calipso.Docker] = createThenCrash{Provisioner: engine, cli: cli}
-	default:
-		return fmt.Errorf("%s=%q: want reserved, created or started", crashEnv, at)
-	}
-	return nil
-}
-
-// createThenCrash creates the workload's container without starting it, then dies.
-type createThenCrash struct {
-	provisioner.Provisioner
-	cli *client.Client
-}
-
-func (c createThenCrash) Start(ctx context.Context, spec provisioner.Spec) (provisioner.Workload, error) {
-	_, err := c.cli.ContainerCreate(ctx, &container.Config{Image: spec.Image, Labels: spec.Labels(),
-		User: fmt.Sprintf("%d:%d", spec.UID, spec.GID)}, &container.HostConfig{}, nil, nil, spec.Name())
-	if err != nil {
-		return provisioner.Workload{}, fmt.Errorf("crash hook: create %s: %w", spec.Name(), err)
-	}
-	crash()
-	return provisioner.Workload{}, nil // not reached
-}
-
-// crash ends the process the way a power cut or the OOM killer would.
-func crash() {
-	_ = syscall.Kill(os.Getpid(), syscall.SIGKILL)
-	select {} // the signal is on its way
 }

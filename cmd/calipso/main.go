@@ -110,7 +110,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	log := newLogger(cfg, stderr)
 	switch cmd {
 	case "serve":
-		return serve(ctx, cfg, log, stdout)
+		return serve(ctx, cfg, log, getenv, stdout)
 	case "settings":
 		if len(args) == 0 || args[0] != "check" {
 			return fmt.Errorf("settings: want `settings check` or `settings show [PROFILE]`")

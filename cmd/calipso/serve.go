@@ -327,16 +327,22 @@ func (a *app) handler() (http.Handler, error) {
 	return server.New(deps)
 }
 
+// startHook, when set, arms a test hook on the built app before it serves; only the
+// crash tests' build sets it (crashhook.go, -tags crashtest).
+var startHook func(a *app, getenv func(string) string) error
+
 // serve runs the server until ctx ends, then shuts down gracefully: running requests
 // (launches included) get shutdown_timeout to finish.
-func serve(ctx context.Context, cfg *settings.Settings, log *slog.Logger, stdout io.Writer) error {
+func serve(ctx context.Context, cfg *settings.Settings, log *slog.Logger, getenv func(string) string, stdout io.Writer) error {
 	a, err := build(ctx, cfg, log)
 	if err != nil {
 		return err
 	}
 	defer a.Close()
-	if err := a.installCrashHook(os.Getenv); err != nil {
-		return err
+	if startHook != nil {
+		if err := startHook(a, getenv); err != nil {
+			return err
+		}
 	}
 	h, err := a.handler()
 	if err != nil {
