@@ -93,6 +93,7 @@ type Image struct {
 	HDD          string
 	ResourceType ResourceType
 	LogRegex     string // a log line that means ready; its first group is the notebook token
+	PidsLimit    int64  // processes and threads a workload may have; 0: the settings' workloads.pids_limit
 }
 
 // State is where a resource is in its life.

@@ -108,6 +108,10 @@ type Spec struct {
 	CPUs        float64 // 0: no limit
 	MemoryBytes int64   // 0: no limit
 	DiskBytes   int64   // 0: no limit (engines that can't enforce it ignore it)
+	// PidsLimit bounds the processes and threads the workload may have at once, so
+	// that a fork bomb stays inside it; 0: no limit (engines that can't enforce it
+	// ignore it: Capabilities.PidsLimit).
+	PidsLimit int64
 
 	UID, GID    int   // identity the process runs as
 	AllowRoot   bool  // UID 0 is refused unless set
@@ -156,7 +160,7 @@ func (s Spec) Validate() error {
 	if s.UID < 0 || s.GID < 0 {
 		errs = append(errs, errors.New("uid and gid must not be negative"))
 	}
-	if s.CPUs < 0 || s.MemoryBytes < 0 || s.DiskBytes < 0 {
+	if s.CPUs < 0 || s.MemoryBytes < 0 || s.DiskBytes < 0 || s.PidsLimit < 0 {
 		errs = append(errs, errors.New("limits must not be negative"))
 	}
 	if err := errors.Join(errs...); err != nil {
@@ -201,6 +205,7 @@ type Capabilities struct {
 	CPULimit    bool // Spec.CPUs is a ceiling on the workload's CPU time
 	MemoryLimit bool // Spec.MemoryBytes is a ceiling: past it the workload is killed
 	DiskLimit   bool // Spec.DiskBytes bounds the workload's own writable storage (not its mounts)
+	PidsLimit   bool // Spec.PidsLimit bounds the workload's processes and threads (a fork bomb fails inside it)
 
 	RunAsUser      bool // the process runs as Spec.UID:Spec.GID with Spec.ExtraGroups
 	ReadOnlyMounts bool // Spec.Mounts are bound, and the ReadOnly ones cannot be written

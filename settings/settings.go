@@ -196,6 +196,11 @@ type Workloads struct {
 	Mounts []provisioner.Mount `toml:"-"`
 	// ExtraGroups are added to every workload's groups (group 100 always is).
 	ExtraGroups []int `toml:"extra_groups"`
+	// PidsLimit bounds the processes and threads of every workload, so that a fork
+	// bomb in a desktop fails inside it instead of taking the host; an image's own
+	// pids_limit overrides it. Engines that cannot enforce it (Kubernetes: a node-wide
+	// kubelet setting, podPidsLimit) ignore it.
+	PidsLimit int64 `toml:"pids_limit"`
 	// AllowUnenforced names the shares ("cpu", "memory", "disk") an image may ask of
 	// an engine that cannot enforce them (Docker: the disk share); launches asking
 	// for any other unenforced share are refused.
@@ -274,6 +279,13 @@ func (d *Duration) UnmarshalText(b []byte) error {
 
 // MarshalText writes the duration back.
 func (d Duration) MarshalText() ([]byte, error) { return []byte(d.String()), nil }
+
+// DefaultPidsLimit is workloads.pids_limit when not set: room for a desktop session
+// (a few hundred processes and threads), not for a fork bomb.
+const DefaultPidsLimit = 1024
+
+// MaxPidsLimit is the largest workloads.pids_limit: Linux's largest pid_max.
+const MaxPidsLimit = 1 << 22
 
 // Profiles lists the embedded settings files by profile name.
 func Profiles() []string { return []string{"local", "test", "prod"} }
@@ -400,6 +412,7 @@ func Defaults() *Settings {
 		Pagination: Pagination{Experiments: 7, Users: 20},
 		Workloads: Workloads{
 			UID: 1000, GID: 1000,
+			PidsLimit:         DefaultPidsLimit,
 			HomeRoot:          "/home",
 			LaunchTimeout:     Duration{2 * time.Minute},
 			ReadyTimeout:      Duration{60 * time.Second},
@@ -626,6 +639,9 @@ func (s *Settings) validate() []error {
 	}
 	if w.UID < 0 || w.GID < 0 {
 		bad("workloads.uid", "uid and gid must not be negative")
+	}
+	if w.PidsLimit < 1 || w.PidsLimit > MaxPidsLimit {
+		bad("workloads.pids_limit", "%d must be between 1 and %d (a desktop needs a few hundred)", w.PidsLimit, MaxPidsLimit)
 	}
 	w.Mounts = nil
 	for _, m := range w.ExtraMounts {

@@ -84,6 +84,8 @@ func TestValidationReportsEveryProblem(t *testing.T) {
 		{"root and mounts", func(s string) string {
 			return strings.NewReplacer(`uid = 1000`, `uid = 0`, `extra_mounts = []`, `extra_mounts = ["/a:/b:rx", "rel:/c"]`).Replace(s)
 		}, []string{"workloads.uid", "workloads.extra_mounts"}},
+		{"pids limit off", func(s string) string { return strings.Replace(s, `pids_limit = 1024`, `pids_limit = 0`, 1) }, []string{"workloads.pids_limit"}},
+		{"pids limit negative", func(s string) string { return strings.Replace(s, `pids_limit = 1024`, `pids_limit = -1`, 1) }, []string{"workloads.pids_limit"}},
 		{"wrong type", func(s string) string {
 			return strings.Replace(s, `max_simultaneous = 5`, `max_simultaneous = "five"`, 1)
 		}, []string{"max_simultaneous"}},
@@ -184,5 +186,28 @@ func TestExtraMountsParsedOnce(t *testing.T) {
 	want := []provisioner.Mount{{Source: "/opt/tools", Target: "/opt/tools", ReadOnly: true}, {Source: "/scratch", Target: "/scratch"}}
 	if !slices.Equal(s.Workloads.Mounts, want) {
 		t.Fatalf("Mounts = %+v, want %+v", s.Workloads.Mounts, want)
+	}
+}
+
+// TestPidsLimitByDefault: every profile limits the processes of workloads, and so does
+// a settings file that does not mention it.
+func TestPidsLimitByDefault(t *testing.T) {
+	for _, profile := range settings.Profiles() {
+		text, err := settings.Embedded(profile)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(string(text), "\npids_limit = ") {
+			t.Errorf("profile %s does not show workloads.pids_limit", profile)
+		}
+	}
+	local, _ := settings.Embedded("local")
+	without := strings.Replace(string(local), "\npids_limit = ", "\n# pids_limit = ", 1)
+	s, err := settings.Parse([]byte(without), "without pids_limit", noenv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.Workloads.PidsLimit != settings.DefaultPidsLimit || settings.DefaultPidsLimit != 1024 {
+		t.Errorf("workloads.pids_limit left out = %d, want the default 1024", s.Workloads.PidsLimit)
 	}
 }

@@ -6,6 +6,7 @@
 package launch
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/json"
@@ -103,7 +104,14 @@ func New(db *store.Store, engines map[calipso.ResourceType]provisioner.Provision
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Service{db: db, engines: engines, desktops: desktops, cfg: cfg, log: log.With("component", "launch"), engineMissing: map[calipso.ResourceType]string{}}
+	s := &Service{db: db, engines: engines, desktops: desktops, cfg: cfg, log: log.With("component", "launch"), engineMissing: map[calipso.ResourceType]string{}}
+	for kind, e := range engines {
+		if e != nil && kind != calipso.StaticLink && !e.Capabilities().PidsLimit {
+			s.log.Warn("the engine does not enforce workloads.pids_limit: a fork bomb in a workload is bounded only by the engine's own limit (Kubernetes: the kubelet's podPidsLimit)",
+				"engine", kind)
+		}
+	}
+	return s
 }
 
 // ExplainMissing records why an engine kind is not available, for the users' error.
@@ -279,8 +287,8 @@ func userMessage(err error) string {
 }
 
 // spec builds the workload: identity from the experiment, else the user, else the
-// settings; the session's datasets read-only and results read-write; home and extra
-// mounts from settings.
+// settings; the image's pids limit, else the settings'; the session's datasets
+// read-only and results read-write; home and extra mounts from settings.
 func (s *Service) spec(r calipso.Resource, im calipso.Image, u calipso.User, e calipso.Experiment, vols []experiments.Volume) provisioner.Spec {
 	w := s.cfg.Workloads
 	uid, gid := w.UID, w.GID
@@ -292,7 +300,7 @@ func (s *Service) spec(r calipso.Resource, im calipso.Image, u calipso.User, e c
 	}
 	spec := provisioner.Spec{
 		Instance: s.cfg.Instance, ResourceID: r.ID, Owner: u.Username, Experiment: r.Experiment,
-		Image: im.Image, Protocol: im.Protocol, CPUs: r.CPU, MemoryBytes: r.MemoryBytes, DiskBytes: r.DiskBytes,
+		Image: im.Image, Protocol: im.Protocol, CPUs: r.CPU, MemoryBytes: r.MemoryBytes, DiskBytes: r.DiskBytes, PidsLimit: cmp.Or(im.PidsLimit, w.PidsLimit),
 		UID: uid, GID: gid, AllowRoot: w.AllowRoot, ExtraGroups: append([]int{100}, w.ExtraGroups...),
 		Env: map[string]string{
 			"VNC_PASSWORD": r.VNCPassword, "CALIPSO_USER": u.Username, "CALIPSO_EXPERIMENT": r.Experiment,

@@ -195,6 +195,37 @@ func TestIdentity(t *testing.T) {
 	}
 }
 
+// TestPidsLimit: every workload is held to a number of processes (a fork bomb in a
+// desktop must not take the host): the settings' workloads.pids_limit, unless the
+// image sets its own.
+func TestPidsLimit(t *testing.T) {
+	e := newEnv(t, envOptions{noGuac: true, edit: func(s *settings.Settings) { s.Workloads.PidsLimit = 300 }})
+	ctx := context.Background()
+	own := calipso.Image{PublicName: "forky", Image: e.workload, Protocol: "vnc", CPU: 0.5, Memory: "64M", HDD: "1G", ResourceType: "docker", PidsLimit: 64}
+	if _, err := e.db.PutImage(ctx, "test", own); err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		image string
+		want  int64
+	}{{desktopImage, 300}, {"forky", 64}} {
+		t.Run(tt.image, func(t *testing.T) {
+			r, err := e.svc.Launch(ctx, e.user, "pids"+tt.image, tt.image)
+			if err != nil {
+				t.Fatalf("Launch: %v", err)
+			}
+			t.Cleanup(func() { _, _ = e.svc.Remove(context.Background(), r) })
+			info, ok := e.inspect(t, r.EngineName)
+			if !ok {
+				t.Fatal("no container")
+			}
+			if got := info.HostConfig.PidsLimit; got == nil || *got != tt.want {
+				t.Errorf("container pids limit = %v, want %d", got, tt.want)
+			}
+		})
+	}
+}
+
 // TestNotebookURL: an http image whose log prints a token is reached by a URL with it.
 func TestNotebookURL(t *testing.T) {
 	e := newEnv(t, envOptions{})

@@ -12,6 +12,10 @@ import (
 	"github.com/calipsoplus/calipso/quotas"
 )
 
+// maxPidsLimit is the largest pids_limit an image may set: Linux's largest pid_max
+// (settings.MaxPidsLimit, which store does not import).
+const maxPidsLimit = 1 << 22
+
 var publicNameRe = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$`)
 
 // ValidateImage checks an image record, reporting every problem.
@@ -38,6 +42,9 @@ func ValidateImage(im calipso.Image) error {
 	if _, err := quotas.ParseSize(im.HDD); err != nil {
 		p = append(p, "hdd: "+err.Error())
 	}
+	if im.PidsLimit < 0 || im.PidsLimit > maxPidsLimit {
+		p = append(p, fmt.Sprintf("pids_limit must be between 0 (the settings' workloads.pids_limit) and %d", maxPidsLimit))
+	}
 	if im.LogRegex != "" {
 		if _, err := regexp.Compile(im.LogRegex); err != nil {
 			p = append(p, "log_regex: "+err.Error())
@@ -58,11 +65,11 @@ var DefaultImages = []calipso.Image{
 	{PublicName: "static_link", Image: "https://www.calipsoplus.eu/", Protocol: "http", CPU: 0, Memory: "0", HDD: "0", ResourceType: "static link"},
 }
 
-const imageColumns = `public_name, image, protocol, cpu, memory, hdd, resource_type, log_regex`
+const imageColumns = `public_name, image, protocol, cpu, memory, hdd, resource_type, log_regex, pids_limit`
 
 func scanImage(row interface{ Scan(...any) error }) (calipso.Image, error) {
 	var im calipso.Image
-	err := row.Scan(&im.PublicName, &im.Image, &im.Protocol, &im.CPU, &im.Memory, &im.HDD, &im.ResourceType, &im.LogRegex)
+	err := row.Scan(&im.PublicName, &im.Image, &im.Protocol, &im.CPU, &im.Memory, &im.HDD, &im.ResourceType, &im.LogRegex, &im.PidsLimit)
 	return im, err
 }
 
@@ -93,7 +100,8 @@ func (s *Store) Image(ctx context.Context, publicName string) (calipso.Image, er
 	return im, nil
 }
 
-// PutImage creates or replaces an image; created reports which.
+// PutImage creates or replaces an image (every field, PidsLimit too); created reports
+// which.
 func (s *Store) PutImage(ctx context.Context, actor string, im calipso.Image) (created bool, err error) {
 	if err := ValidateImage(im); err != nil {
 		return false, err
@@ -103,13 +111,13 @@ func (s *Store) PutImage(ctx context.Context, actor string, im calipso.Image) (c
 		if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM images WHERE public_name = ?`, im.PublicName).Scan(&n); err != nil {
 			return err
 		}
-		args := []any{im.Image, im.Protocol, im.CPU, im.Memory, im.HDD, im.ResourceType, im.LogRegex, im.PublicName}
+		args := []any{im.Image, im.Protocol, im.CPU, im.Memory, im.HDD, im.ResourceType, im.LogRegex, im.PidsLimit, im.PublicName}
 		var err error
 		if n > 0 {
-			_, err = tx.ExecContext(ctx, `UPDATE images SET image = ?, protocol = ?, cpu = ?, memory = ?, hdd = ?, resource_type = ?, log_regex = ? WHERE public_name = ?`, args...)
+			_, err = tx.ExecContext(ctx, `UPDATE images SET image = ?, protocol = ?, cpu = ?, memory = ?, hdd = ?, resource_type = ?, log_regex = ?, pids_limit = ? WHERE public_name = ?`, args...)
 		} else {
 			created = true
-			_, err = tx.ExecContext(ctx, `INSERT INTO images (image, protocol, cpu, memory, hdd, resource_type, log_regex, public_name) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`, args...)
+			_, err = tx.ExecContext(ctx, `INSERT INTO images (image, protocol, cpu, memory, hdd, resource_type, log_regex, pids_limit, public_name) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`, args...)
 		}
 		if err == nil {
 			s.audit(ctx, tx, actor, "put", "image", im.PublicName, im)

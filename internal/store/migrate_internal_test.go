@@ -49,3 +49,43 @@ func TestFailedStateMigrated(t *testing.T) {
 		t.Fatalf("failed records after migrating: %+v %v", rs, err)
 	}
 }
+
+// TestImagesPidsLimitMigrated: images stored before migration 4 read back with no pids
+// limit of their own (the settings' applies), and migration 4 goes down again.
+func TestImagesPidsLimitMigrated(t *testing.T) {
+	ctx := context.Background()
+	s, err := Open(ctx, "sqlite", filepath.Join(t.TempDir(), "calipso.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	fsys, err := s.dialect.migrationsFS()
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := goose.NewProvider(goose.DialectSQLite3, s.db, fsys)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.UpTo(ctx, 3); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.db.ExecContext(ctx, `INSERT INTO images (public_name, image, protocol, cpu, memory, hdd, resource_type, log_regex)
+		VALUES ('old', 'x', 'vnc', 1, '1G', '1G', 'docker', '')`); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Migrate(ctx, slog.New(slog.DiscardHandler)); err != nil {
+		t.Fatal(err)
+	}
+	im, err := s.Image(ctx, "old")
+	if err != nil || im.PidsLimit != 0 {
+		t.Fatalf("image from before migration 4 = %+v, %v; want pids limit 0", im, err)
+	}
+	if _, err := p.DownTo(ctx, 3); err != nil {
+		t.Fatalf("migration 4 down: %v", err)
+	}
+	var n int
+	if err := s.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM images WHERE public_name = 'old'`).Scan(&n); err != nil || n != 1 {
+		t.Fatalf("after migration 4 down: %d images, %v", n, err)
+	}
+}

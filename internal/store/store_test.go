@@ -509,6 +509,35 @@ func TestImagesAndQuotas(t *testing.T) {
 	})
 }
 
+// TestImagePidsLimit: an image's own pids limit is stored, replaced and read back (by
+// Image and Images); out of range it is refused.
+func TestImagePidsLimit(t *testing.T) {
+	backends(t, func(t *testing.T, s *store.Store) {
+		ctx := context.Background()
+		im := calipso.Image{PublicName: "forky", Image: "x", Protocol: "vnc", CPU: 1, Memory: "1G", HDD: "1G", ResourceType: "docker", PidsLimit: 4096}
+		for _, limit := range []int64{4096, 256, 0} { // insert, then updates (0: back to the settings')
+			im.PidsLimit = limit
+			if _, err := s.PutImage(ctx, "admin", im); err != nil {
+				t.Fatalf("PutImage with pids limit %d: %v", limit, err)
+			}
+			got, err := s.Image(ctx, "forky")
+			if err != nil || got != im {
+				t.Fatalf("Image = %+v, %v; want %+v", got, err, im)
+			}
+			all, err := s.Images(ctx)
+			if err != nil || len(all) != 1 || all[0] != im {
+				t.Fatalf("Images = %+v, %v; want [%+v]", all, err, im)
+			}
+		}
+		for _, bad := range []int64{-1, 1<<22 + 1} {
+			im.PidsLimit = bad
+			if _, err := s.PutImage(ctx, "admin", im); !errors.Is(err, store.ErrInvalid) || !strings.Contains(err.Error(), "pids_limit") {
+				t.Errorf("PutImage with pids limit %d: %v, want ErrInvalid naming pids_limit", bad, err)
+			}
+		}
+	})
+}
+
 // TestPutSessionKeepsTheExperiment: adding a session (calipso session add/import)
 // leaves the experiment's own fields as they were.
 func TestPutSessionKeepsTheExperiment(t *testing.T) {

@@ -41,6 +41,9 @@ func TestContract(t *testing.T) {
 					MemoryBytes: info.HostConfig.Memory,
 					ReadOnly:    map[string]bool{},
 				}
+				if info.HostConfig.PidsLimit != nil {
+					applied.PidsLimit = *info.HostConfig.PidsLimit
+				}
 				// A disk bound would be the storage driver's size option.
 				if size := info.HostConfig.StorageOpt["size"]; size != "" {
 					applied.DiskBytes = -1

@@ -129,15 +129,17 @@ func (p *Provisioner) Instance() string { return p.cfg.Instance }
 // Close releases the client's connections.
 func (p *Provisioner) Close() error { return p.cli.Close() }
 
-// Capabilities: CPU and memory (without swap) are cgroup limits, the process runs as
-// the spec's uid, gid and groups, read-only binds are read-only, a stopped container
-// starts again and the engine keeps its log. The disk share is NOT enforced:
+// Capabilities: CPU, memory (without swap) and the number of processes and threads
+// (the pids controller: a fork bomb fails inside the container) are cgroup limits, the
+// process runs as the spec's uid, gid and groups, read-only binds are read-only, a
+// stopped container starts again and the engine keeps its log. The disk share is NOT enforced:
 // Spec.DiskBytes is ignored (see the package comment).
 func (p *Provisioner) Capabilities() provisioner.Capabilities {
 	return provisioner.Capabilities{
 		CPULimit:       true,
 		MemoryLimit:    true,
 		DiskLimit:      false,
+		PidsLimit:      true,
 		RunAsUser:      true,
 		ReadOnlyMounts: true,
 		Restart:        true,
@@ -267,6 +269,9 @@ func (p *Provisioner) containerConfig(spec provisioner.Spec) (*container.Config,
 			Memory:   spec.MemoryBytes,
 			NanoCPUs: int64(spec.CPUs * 1e9),
 		},
+	}
+	if spec.PidsLimit > 0 {
+		hostConfig.PidsLimit = &spec.PidsLimit
 	}
 	if spec.MemoryBytes > 0 {
 		hostConfig.MemorySwap = spec.MemoryBytes // the limit is the limit: no swap on top

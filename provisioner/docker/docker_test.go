@@ -451,6 +451,72 @@ func TestOutOfMemoryIsAnError(t *testing.T) {
 	}
 }
 
+// TestPidsLimit: a fork bomb in the workload is held to Spec.PidsLimit. The workload
+// starts child processes until the kernel refuses one; under the limit it gets fewer
+// than the limit (the pids controller counts threads too), and the container's pids
+// cgroup carries the limit. Without a limit the same workload gets every child it
+// asks for: the test's fork bomb is real.
+func TestPidsLimit(t *testing.T) {
+	t.Parallel()
+	const forks = 100
+	report := regexp.MustCompile(`fork test: started (\d+) of \d+ \(refused: (.*)\) pids\.max=(\S+) pids\.current=(\S+)`)
+	tests := []struct {
+		name  string
+		limit int64
+	}{
+		{"held to the limit", 32},
+		{"no limit", 0},
+	}
+	for i, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			ctx := context.Background()
+			cli := testenv.DockerClient(t)
+			p := newProvisioner(t, nil)
+			spec := workloadSpec(t, p.Instance(), int64(i+1))
+			spec.PidsLimit = tt.limit
+			spec.Env = map[string]string{"FORK_TEST": strconv.Itoa(forks)}
+			if _, err := p.Start(ctx, spec); err != nil { // ready once the fork test is over
+				t.Fatalf("Start: %v\n%s", err, containerLog(t, cli, spec.Name()))
+			}
+			info, err := cli.ContainerInspect(ctx, spec.Name())
+			if err != nil {
+				t.Fatalf("inspect: %v", err)
+			}
+			log := containerLog(t, cli, spec.Name())
+			m := report.FindStringSubmatch(log)
+			if m == nil {
+				t.Fatalf("no fork test report in the log:\n%s", log)
+			}
+			started, _ := strconv.Atoi(m[1])
+			refused, pidsMax, pidsCurrent := m[2], m[3], m[4]
+			t.Logf("started %d of %d, refused: %s, pids.max=%s pids.current=%s", started, forks, refused, pidsMax, pidsCurrent)
+
+			if tt.limit == 0 {
+				if info.HostConfig.PidsLimit != nil && *info.HostConfig.PidsLimit > 0 {
+					t.Errorf("inspect: pids limit %d, want none", *info.HostConfig.PidsLimit)
+				}
+				if started != forks || pidsMax != "max" {
+					t.Errorf("without a limit: started %d of %d, pids.max %s; want all of them, max", started, forks, pidsMax)
+				}
+				return
+			}
+			if got := info.HostConfig.PidsLimit; got == nil || *got != tt.limit {
+				t.Errorf("inspect: pids limit %v, want %d", got, tt.limit)
+			}
+			if pidsMax != strconv.FormatInt(tt.limit, 10) {
+				t.Errorf("the container's pids.max = %s, want %d", pidsMax, tt.limit)
+			}
+			if current, err := strconv.ParseInt(pidsCurrent, 10, 64); err != nil || current > tt.limit {
+				t.Errorf("the container's pids.current = %s, want at most %d", pidsCurrent, tt.limit)
+			}
+			if started >= int(tt.limit) || !strings.Contains(refused, "resource temporarily unavailable") {
+				t.Errorf("the fork bomb started %d children (refused: %s); want fewer than %d, then EAGAIN", started, refused, tt.limit)
+			}
+		})
+	}
+}
+
 // BenchmarkEngineCreateStart is the baseline: create, start and remove the test image
 // with the bare client, publishing the same port as the provisioner does.
 func BenchmarkEngineCreateStart(b *testing.B) {

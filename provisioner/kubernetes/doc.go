@@ -36,6 +36,20 @@
 // scheduler must reserve what the quota granted. Spec.DiskBytes becomes an
 // ephemeral-storage limit, which the kubelet enforces by evicting the pod.
 //
+// Processes: a pod cannot ask for a pids limit (there is no such resource nor
+// securityContext field), so Spec.PidsLimit (workloads.pids_limit, or the image's
+// pids_limit) is ignored and Capabilities.PidsLimit is false. What Kubernetes offers is
+// node-wide: the kubelet's podPidsLimit (KubeletConfiguration; the --pod-max-pids
+// flag) caps the processes and threads of every pod on the node at one value. Set it
+// on the nodes that run workloads, for example
+//
+//	apiVersion: kubelet.config.k8s.io/v1beta1
+//	kind: KubeletConfiguration
+//	podPidsLimit: 1024
+//
+// otherwise a fork bomb in a desktop is bounded only by the node's pid_max.
+// (systemReserved/kubeReserved "pid" keeps some pids for the node itself.)
+//
 // Start waits up to Config.ReadyTimeout for the pod to run and become ready, then
 // follows its log for Spec.LogRegex; a notebook's Instance.URL then carries the token
 // it matched (provisioner.LinkURL). ReadyTimeout 0 returns as soon as the objects

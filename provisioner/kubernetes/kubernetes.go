@@ -208,11 +208,17 @@ func classify(err error) error {
 // layer, logs and scratch space outgrow it (mounted volumes do not count). The pod
 // runs as the spec's uid, gid and groups, read-only mounts are read-only, Start after
 // Stop makes the pod again, and the kubelet keeps the log.
+//
+// The number of processes is NOT limited by the pod: Kubernetes has no per-pod pids
+// limit, only the kubelet's node-wide podPidsLimit (KubeletConfiguration, or
+// --pod-max-pids), which holds every pod of the node to one value. Spec.PidsLimit is
+// ignored; set podPidsLimit on the nodes workloads run on (see the package comment).
 func (p *Provisioner) Capabilities() provisioner.Capabilities {
 	return provisioner.Capabilities{
 		CPULimit:       true,
 		MemoryLimit:    true,
 		DiskLimit:      true,
+		PidsLimit:      false,
 		RunAsUser:      true,
 		ReadOnlyMounts: true,
 		Restart:        true,

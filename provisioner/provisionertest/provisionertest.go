@@ -70,6 +70,7 @@ type Applied struct {
 	CPUs        float64
 	MemoryBytes int64
 	DiskBytes   int64           // any per-workload disk bound; -1 when set in a form the harness cannot read
+	PidsLimit   int64           // any bound on the workload's processes
 	UID, GID    int             // identity the process is set to run as
 	ReadOnly    map[string]bool // mount target: mounted read-only
 }
@@ -299,7 +300,7 @@ func testCapabilities(t *testing.T, h Harness) {
 	if again := h.Engine.Capabilities(); again != caps {
 		t.Errorf("Capabilities changed from %+v to %+v", caps, again)
 	}
-	enforces := caps.CPULimit || caps.MemoryLimit || caps.DiskLimit || caps.RunAsUser || caps.ReadOnlyMounts
+	enforces := caps.CPULimit || caps.MemoryLimit || caps.DiskLimit || caps.PidsLimit || caps.RunAsUser || caps.ReadOnlyMounts
 	if h.Applied == nil {
 		if enforces {
 			t.Fatalf("the engine claims to enforce parts of a spec (%+v), but the harness has no Applied to observe them", caps)
@@ -309,7 +310,7 @@ func testCapabilities(t *testing.T, h Harness) {
 	}
 
 	spec := h.spec(1)
-	spec.CPUs, spec.MemoryBytes, spec.DiskBytes = 0.5, 64<<20, 1<<30
+	spec.CPUs, spec.MemoryBytes, spec.DiskBytes, spec.PidsLimit = 0.5, 64<<20, 1<<30, 100
 	spec.UID, spec.GID = 1234, 2345
 	spec.Mounts = []provisioner.Mount{
 		{Source: t.TempDir(), Target: "/data", ReadOnly: true},
@@ -328,6 +329,7 @@ func testCapabilities(t *testing.T, h Harness) {
 		{"CPU limit", caps.CPULimit, applied.CPUs, spec.CPUs, float64(0)},
 		{"memory limit", caps.MemoryLimit, applied.MemoryBytes, spec.MemoryBytes, int64(0)},
 		{"disk limit", caps.DiskLimit, applied.DiskBytes, spec.DiskBytes, int64(0)},
+		{"pids limit", caps.PidsLimit, applied.PidsLimit, spec.PidsLimit, int64(0)},
 		{"uid:gid", caps.RunAsUser, fmt.Sprintf("%d:%d", applied.UID, applied.GID), "1234:2345", nil},
 		{"read-only mounts", caps.ReadOnlyMounts, fmt.Sprint(sorted(applied.ReadOnly)), fmt.Sprint(sorted(map[string]bool{"/data": true, "/results": false})), nil},
 	}

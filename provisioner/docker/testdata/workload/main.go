@@ -10,6 +10,10 @@
 //	EXIT_CODE=n                   exit with n right after the probes (a crashing workload)
 //	ALLOC_MB=n                    allocate and touch n MiB (to be OOM-killed under a limit)
 //	NO_TOKEN=1                    do not print the token line (a workload that never gets ready)
+//	FORK_TEST=n                   start up to n child processes (a fork bomb held to n); print
+//	                              "fork test: started k of n" and the cgroup's pids.max and
+//	                              pids.current, then end the children
+//	READ_TEST=/a/file,/b/file     print each file's mode, owner and content ("read <path>: ...")
 package main
 
 import (
@@ -20,6 +24,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"os/signal"
 	"strconv"
 	"strings"
@@ -27,7 +32,14 @@ import (
 	"time"
 )
 
+// forkChild is the environment variable that makes the program one of FORK_TEST's
+// children: it only waits to be killed.
+const forkChild = "CALIPSO_TEST_FORK_CHILD"
+
 func main() {
+	if os.Getenv(forkChild) != "" {
+		select {} // a child of FORK_TEST: hold a process slot until killed
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 
@@ -55,6 +67,17 @@ func main() {
 			hog = append(hog, b)
 		}
 		fmt.Printf("allocated %d MiB\n", len(hog))
+	}
+
+	for _, path := range strings.Split(os.Getenv("READ_TEST"), ",") {
+		if path == "" {
+			continue
+		}
+		readTest(path)
+	}
+
+	if n, err := strconv.Atoi(os.Getenv("FORK_TEST")); err == nil && n > 0 {
+		forkTest(n)
 	}
 
 	if code, err := strconv.Atoi(os.Getenv("EXIT_CODE")); err == nil {
@@ -94,6 +117,66 @@ func main() {
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
 	_ = srv.Shutdown(shutdownCtx)
+}
+
+// readTest prints what a process of the workload finds at path: the file's mode,
+// owner and content, or the error.
+func readTest(path string) {
+	var st syscall.Stat_t
+	if err := syscall.Stat(path, &st); err != nil {
+		fmt.Printf("read %s: error: %v\n", path, err)
+		return
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		fmt.Printf("read %s: mode=%v uid=%d gid=%d error: %v\n", path, os.FileMode(st.Mode&0o777), st.Uid, st.Gid, err)
+		return
+	}
+	fmt.Printf("read %s: mode=%v uid=%d gid=%d content=%q\n", path, os.FileMode(st.Mode&0o777), st.Uid, st.Gid, data)
+}
+
+// forkTest starts up to n children (copies of this program that wait to be killed),
+// stopping at the first the kernel refuses, and prints how many it got and what the
+// container's pids cgroup says; then it ends them. Each child is a Go program with a
+// few threads, and the pids controller counts threads: under a limit of L it gets
+// fewer than L children.
+func forkTest(n int) {
+	self, err := os.Executable()
+	if err != nil {
+		fmt.Printf("fork test: error: %v\n", err)
+		return
+	}
+	var children []*exec.Cmd
+	var refused error
+	for range n {
+		cmd := exec.Command(self)
+		cmd.Env = []string{forkChild + "=1", "GOMAXPROCS=1"}
+		if err := cmd.Start(); err != nil {
+			refused = err
+			break
+		}
+		children = append(children, cmd)
+	}
+	time.Sleep(200 * time.Millisecond) // let the children's runtimes start their threads
+	max, current := pidsCgroup()
+	fmt.Printf("fork test: started %d of %d (refused: %v) pids.max=%s pids.current=%s\n", len(children), n, refused, max, current)
+	for _, c := range children {
+		_ = c.Process.Kill()
+		_ = c.Wait()
+	}
+}
+
+// pidsCgroup reads the container's pids.max and pids.current (cgroup v2, else v1).
+func pidsCgroup() (max, current string) {
+	for _, dir := range []string{"/sys/fs/cgroup", "/sys/fs/cgroup/pids"} {
+		m, err := os.ReadFile(dir + "/pids.max")
+		if err != nil {
+			continue
+		}
+		c, _ := os.ReadFile(dir + "/pids.current")
+		return strings.TrimSpace(string(m)), strings.TrimSpace(string(c))
+	}
+	return "unknown", "unknown"
 }
 
 // serveTCP accepts connections on addr, writes banner to each and closes it.
