@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"net"
 	"net/url"
+	"slices"
 	"strconv"
 
 	"github.com/calipsoplus/calipso"
@@ -114,7 +115,7 @@ type Spec struct {
 	PidsLimit int64
 
 	UID, GID    int   // identity the process runs as
-	AllowRoot   bool  // UID 0 is refused unless set
+	AllowRoot   bool  // uid 0, gid 0 and group 0 among ExtraGroups are refused unless set
 	ExtraGroups []int // supplementary groups
 
 	WorkDir string            // working directory inside the workload
@@ -154,8 +155,18 @@ func (s Spec) Validate() error {
 	if s.Image == "" {
 		errs = append(errs, errors.New("image is required"))
 	}
-	if s.UID == 0 && !s.AllowRoot {
-		errs = append(errs, errors.New("refusing to run as root (uid 0): set workloads.allow_root to allow it"))
+	if !s.AllowRoot {
+		// Group 0 is as much root's as uid 0: it opens root-group files of the image and
+		// of every mount.
+		if s.UID == 0 {
+			errs = append(errs, errors.New("refusing to run as root (uid 0): set workloads.allow_root to allow it"))
+		}
+		if s.GID == 0 {
+			errs = append(errs, errors.New("refusing to run as root's group (gid 0): set workloads.allow_root to allow it"))
+		}
+		if slices.Contains(s.ExtraGroups, 0) {
+			errs = append(errs, errors.New("refusing root's group (group 0) as a supplementary group: set workloads.allow_root to allow it"))
+		}
 	}
 	if s.UID < 0 || s.GID < 0 {
 		errs = append(errs, errors.New("uid and gid must not be negative"))

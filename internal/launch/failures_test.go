@@ -64,6 +64,60 @@ func TestRefusedBeforeReserving(t *testing.T) {
 	}
 }
 
+// TestRootIdentityRefused: a workload never runs as root's user or group, whoever
+// gives the id 0 (the user office for an experiment, the account for an own
+// resource), unless workloads.allow_root is set: refused before anything is reserved,
+// saying whose id it is.
+func TestRootIdentityRefused(t *testing.T) {
+	e := newEnv(t, envOptions{noGuac: true})
+	ctx := context.Background()
+	zeroGroup := e.newUser(t, "zoe")
+	if err := e.db.SetIdentity(ctx, "test", "zoe", intp(2001), intp(0), ""); err != nil {
+		t.Fatal(err)
+	}
+	zeroGroup, err := e.db.User(ctx, "zoe")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name string
+		user calipso.User
+		ref  string
+		want string
+	}{
+		{"experiment's gid 0", e.user, e.experiment(t, e.user, "rootgrp", intp(4242), intp(0)), "proposal rootgrp's group id is 0"},
+		{"experiment's uid 0", e.user, e.experiment(t, e.user, "rootusr", intp(0), intp(4343)), "proposal rootusr's user id is 0"},
+		{"experiment's uid and gid 0", e.user, e.experiment(t, e.user, "rootall", intp(0), intp(0)), "proposal rootall's user and group ids are 0"},
+		{"account's gid 0, own resource", zeroGroup, "own1", "your account's group id is 0"},
+		{"account's gid 0, experiment without identity", zeroGroup, e.experiment(t, zeroGroup, "noid", nil, nil), "your account's group id is 0"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := e.svc.Launch(ctx, tt.user, tt.ref, desktopImage)
+			if !errors.Is(err, launch.ErrRootIdentity) || calipso.ErrorCode(err) != calipso.EUNLAUNCHABLE || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("Launch = %v, want ErrRootIdentity saying %q", err, tt.want)
+			}
+			if n := len(e.records(t)); n != 0 {
+				t.Errorf("%d records made, want none", n)
+			}
+			e.assertNothingLeft(t, tt.user)
+		})
+	}
+
+	t.Run("allowed by workloads.allow_root", func(t *testing.T) {
+		e := newEnv(t, envOptions{noGuac: true, edit: func(s *settings.Settings) { s.Workloads.AllowRoot = true }})
+		ref := e.experiment(t, e.user, "rootgrp", intp(4242), intp(0))
+		r, err := e.svc.Launch(ctx, e.user, ref, desktopImage)
+		if err != nil {
+			t.Fatalf("Launch: %v", err)
+		}
+		t.Cleanup(func() { _, _ = e.svc.Remove(context.Background(), r) })
+		if info, ok := e.inspect(t, r.EngineName); !ok || info.Config.User != "4242:0" {
+			t.Errorf("container user = %q, want 4242:0", info.Config.User)
+		}
+	})
+}
+
 // TestEngineErrors: when the engine refuses, the record ends in error with the quota
 // released and no container left.
 func TestEngineErrors(t *testing.T) {

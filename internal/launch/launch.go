@@ -32,6 +32,10 @@ import (
 // settings do not allow that (workloads.allow_unenforced).
 var ErrUnenforced = calipso.NewError(calipso.EUNLAUNCHABLE, "share not enforced by the engine")
 
+// ErrRootIdentity: the workload would run as root's user or group (id 0), which the
+// settings do not allow (workloads.allow_root).
+var ErrRootIdentity = calipso.NewError(calipso.EUNLAUNCHABLE, "root identity refused")
+
 // ErrNoEngine: no engine is configured (or answering) for the image's resource type.
 var ErrNoEngine = calipso.NewError(calipso.EUNAVAILABLE, "no engine for this resource type")
 
@@ -209,6 +213,9 @@ func (s *Service) Launch(ctx context.Context, u calipso.User, ref, publicName st
 		}
 		ref = so.Experiment.ProposalID + "~" + so.Experiment.Sessions[0].SessionNumber
 	}
+	if err := s.refuseRoot(u, so.Experiment); err != nil {
+		return calipso.Resource{}, err
+	}
 	var sessionID *int64
 	if so.SessionID != 0 {
 		sessionID = &so.SessionID
@@ -286,18 +293,46 @@ func userMessage(err error) string {
 	return calipso.ErrorMessage(err)
 }
 
+// identity is who a workload runs as: the experiment's uid and gid, else the user's,
+// else the settings'. whose names where they came from, for users to read.
+func (s *Service) identity(u calipso.User, e calipso.Experiment) (uid, gid int, whose string) {
+	switch {
+	case e.UID != nil && e.GID != nil:
+		return *e.UID, *e.GID, "proposal " + e.ProposalID + "'s"
+	case u.UID != nil && u.GID != nil:
+		return *u.UID, *u.GID, "your account's"
+	}
+	return s.cfg.Workloads.UID, s.cfg.Workloads.GID, "the installation's default (workloads.uid and gid)"
+}
+
+// refuseRoot refuses, before anything is reserved, a launch whose workload would run
+// as root's user or group: the user office (or the account) gave id 0. The engines
+// refuse it too (provisioner.Spec.Validate); this says why in the user's terms.
+func (s *Service) refuseRoot(u calipso.User, e calipso.Experiment) error {
+	if s.cfg.Workloads.AllowRoot {
+		return nil
+	}
+	uid, gid, whose := s.identity(u, e)
+	var which string
+	switch {
+	case uid == 0 && gid == 0:
+		which = "user and group ids are"
+	case uid == 0:
+		which = "user id is"
+	case gid == 0:
+		which = "group id is"
+	default:
+		return nil
+	}
+	return fmt.Errorf("%w: %s %s 0, root's, and workloads do not run as root: ask the facility's support for another", ErrRootIdentity, whose, which)
+}
+
 // spec builds the workload: identity from the experiment, else the user, else the
 // settings; the image's pids limit, else the settings'; the session's datasets
 // read-only and results read-write; home and extra mounts from settings.
 func (s *Service) spec(r calipso.Resource, im calipso.Image, u calipso.User, e calipso.Experiment, vols []experiments.Volume) provisioner.Spec {
 	w := s.cfg.Workloads
-	uid, gid := w.UID, w.GID
-	switch {
-	case e.UID != nil && e.GID != nil:
-		uid, gid = *e.UID, *e.GID
-	case u.UID != nil && u.GID != nil:
-		uid, gid = *u.UID, *u.GID
-	}
+	uid, gid, _ := s.identity(u, e)
 	spec := provisioner.Spec{
 		Instance: s.cfg.Instance, ResourceID: r.ID, Owner: u.Username, Experiment: r.Experiment,
 		Image: im.Image, Protocol: im.Protocol, CPUs: r.CPU, MemoryBytes: r.MemoryBytes, DiskBytes: r.DiskBytes, PidsLimit: cmp.Or(im.PidsLimit, w.PidsLimit),

@@ -8,9 +8,9 @@
 // project quotas, which engines rarely have.
 //
 // Hardening: no privileged mode, no-new-privileges, and every capability dropped. A
-// non-root process (the normal case: Spec refuses uid 0 unless allowed) cannot use
-// capabilities anyway once no-new-privileges stops setuid binaries and file
-// capabilities, so dropping them all costs such desktops nothing. A root workload
+// non-root process (the normal case: Spec refuses uid and gid 0 unless allowed)
+// cannot use capabilities anyway once no-new-privileges stops setuid binaries and
+// file capabilities, so dropping them all costs such desktops nothing. A root workload
 // (Spec.AllowRoot) gets back only what entrypoints need to set up a session and
 // switch to the user (chown, setuid/setgid, kill, binding low ports).
 package docker

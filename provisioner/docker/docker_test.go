@@ -295,6 +295,8 @@ func TestStartRefusesInvalidSpecs(t *testing.T) {
 		{"image not on the engine", func(s *provisioner.Spec) { s.Image = "calipso-test-no-such-image:" + testenv.RandomHex(4) }, "is not on the engine"},
 		{"malformed image reference", func(s *provisioner.Spec) { s.Image = "UPPER/Case::x" }, "invalid"},
 		{"root", func(s *provisioner.Spec) { s.UID = 0 }, "root"},
+		{"root's group", func(s *provisioner.Spec) { s.GID = 0 }, "gid 0"},
+		{"root's group as a supplementary group", func(s *provisioner.Spec) { s.ExtraGroups = []int{100, 0} }, "group 0"},
 		{"relative mount source", func(s *provisioner.Spec) {
 			s.Mounts = []provisioner.Mount{{Source: "data", Target: "/data", ReadOnly: true}}
 		}, "absolute"},

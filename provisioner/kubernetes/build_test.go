@@ -88,6 +88,8 @@ func TestValidateSpecRefuses(t *testing.T) {
 		want   string
 	}{
 		{"root", nil, func(s *provisioner.Spec) { s.UID = 0 }, "root"},
+		{"root's group", nil, func(s *provisioner.Spec) { s.GID = 0 }, "gid 0"},
+		{"root's group as a supplementary group", nil, func(s *provisioner.Spec) { s.ExtraGroups = []int{0} }, "group 0"},
 		{"relative source", nil, func(s *provisioner.Spec) { s.Mounts[0].Source = "data" }, "clean absolute"},
 		{"dotdot source", nil, func(s *provisioner.Spec) { s.Mounts[0].Source = "/data/../etc" }, "clean absolute"},
 		{"relative target", nil, func(s *provisioner.Spec) { s.Mounts[1].Target = "results" }, "clean absolute"},
