@@ -190,9 +190,16 @@ func (s *server) handleLogin() http.HandlerFunc {
 	}
 }
 
+// endSession ends the browser's login session. When the session cannot be read (the
+// database is down) it cannot be ended either: the browser's cookie is still dropped,
+// and the error says the server-side session lives on.
 func (s *server) endSession(w http.ResponseWriter, r *http.Request) error {
-	sess := s.session(r)
+	sess, err := s.sessions.Get(r, sessionCookie)
 	sess.Options.MaxAge = -1
+	if err != nil {
+		http.SetCookie(w, sessions.NewCookie(sessionCookie, "", sess.Options))
+		return err
+	}
 	return sess.Save(r, w)
 }
 

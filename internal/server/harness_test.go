@@ -43,6 +43,7 @@ const basePath = "/calipsoplus-services/"
 // harnessConfig shapes one harness.
 type harnessConfig struct {
 	driver string // "sqlite" (default) or "mysql"
+	dsn    string // with "mysql": this database instead of a fresh one on the shared server
 	office *useroffice.Data
 	tweak  []func(*settings.Settings)
 	checks []server.Check
@@ -52,6 +53,11 @@ type harnessConfig struct {
 type harnessOption func(*harnessConfig)
 
 func withMySQL() harnessOption { return func(c *harnessConfig) { c.driver = "mysql" } }
+
+// withMySQLAt uses the MySQL database at dsn (a private server the test may stop).
+func withMySQLAt(dsn string) harnessOption {
+	return func(c *harnessConfig) { c.driver, c.dsn = "mysql", dsn }
+}
 
 // withDocker adds the real Docker engine, with the test workload as image "desktop"
 // (VNC), and Guacamole's real schema on MariaDB for its connection records.
@@ -122,7 +128,10 @@ func newHarness(t testing.TB, opts ...harnessOption) *harness {
 
 	dsn := filepath.Join(dir, "calipso.db")
 	if hc.driver == "mysql" {
-		dsn = testenv.MySQLDSN(t)
+		dsn = hc.dsn
+		if dsn == "" {
+			dsn = testenv.MySQLDSN(t)
+		}
 	}
 	db, err := store.Open(ctx, hc.driver, dsn)
 	if err != nil {

@@ -11,12 +11,15 @@ import (
 	"embed"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing/fstest"
 	"time"
 
@@ -388,12 +391,50 @@ func (s *Store) wrap(err error) error {
 		return err
 	case isUnique(err):
 		return fmt.Errorf("%w: %w", ErrConflict, err)
-	case errors.Is(err, mysql.ErrInvalidConn), errors.Is(err, sql.ErrConnDone),
-		strings.Contains(err.Error(), "connection refused"), strings.Contains(err.Error(), "no such file or directory"),
-		strings.Contains(err.Error(), "i/o timeout"):
+	case unreachable(err):
 		return fmt.Errorf("%w: %w", ErrUnavailable, err)
 	}
 	return err
+}
+
+// unreachable reports the errors of a database that cannot be reached or cannot
+// serve now: whatever the network said (a refused or reset connection, a host name
+// that no longer resolves, a timeout, a socket gone), a connection the driver gave up,
+// and the server's own "not now" answers. Each is a 503 for the user, not a bug.
+func unreachable(err error) bool {
+	var (
+		netErr net.Error
+		me     *mysql.MySQLError
+		se     *sqlite.Error
+	)
+	switch {
+	case errors.As(err, &netErr), errors.Is(err, driver.ErrBadConn), errors.Is(err, mysql.ErrInvalidConn),
+		errors.Is(err, sql.ErrConnDone), errors.Is(err, io.ErrUnexpectedEOF),
+		errors.Is(err, syscall.ECONNREFUSED), errors.Is(err, syscall.ECONNRESET), errors.Is(err, syscall.EPIPE):
+		return true
+	case errors.As(err, &me):
+		switch me.Number {
+		case 1040, // too many connections
+			1053,                   // server shutdown in progress
+			1158, 1159, 1160, 1161, // network read or write errors
+			1203, 1226, // the account's connection or resource limits
+			1290, 1836, // read-only (--read-only, a replica during a failover)
+			1927, // connection killed
+			4031: // disconnected by the server for inactivity
+			return true
+		}
+		return false
+	case errors.As(err, &se):
+		switch se.Code() & 0xff {
+		case 10, 13, 14: // SQLITE_IOERR, SQLITE_FULL, SQLITE_CANTOPEN
+			return true
+		}
+		return false
+	}
+	// Errors that lost their type on the way.
+	msg := err.Error()
+	return strings.Contains(msg, "connection refused") || strings.Contains(msg, "no such file or directory") ||
+		strings.Contains(msg, "i/o timeout")
 }
 
 func isUnique(err error) bool {
