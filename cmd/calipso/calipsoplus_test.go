@@ -33,7 +33,7 @@ func TestImportCalipsoPlusBadInput(t *testing.T) {
 		{"unreachable", []string{"--dsn", "u:p@unix(/nonexistent.sock)/calipsoplus"}, "read calipsoplus"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			err := importCalipsoPlus(ctx, db, tc.args, &bytes.Buffer{})
+			err := importCalipsoPlus(ctx, &cli{db: db, stdout: &bytes.Buffer{}}, tc.args)
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Errorf("err = %v, want one mentioning %q", err, tc.want)
 			}

@@ -13,15 +13,10 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
-	"net/http"
 	"os"
 	"os/signal"
-	"strings"
 	"syscall"
-	"time"
 
-	"github.com/calipsoplus/calipso/internal/demo"
 	"github.com/calipsoplus/calipso/settings"
 )
 
@@ -65,8 +60,8 @@ Commands:
                                  (for container HEALTHCHECKs: the image has no shell or curl)
 `
 
-// run is main without the process: it parses args, loads settings, and runs one
-// command. Tests call it directly.
+// run is main without the process: it parses args, finds the command (commands.go),
+// gets ready what it needs, and runs it. Tests call it directly.
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	global := flag.NewFlagSet("calipso", flag.ContinueOnError)
 	global.SetOutput(stderr)
@@ -76,63 +71,27 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return err
 	}
 	args = global.Args()
-	cmd := "serve"
-	if len(args) > 0 {
-		cmd, args = args[0], args[1:]
+	if len(args) == 0 {
+		args = []string{"serve"}
 	}
-	if cmd == "help" || cmd == "-h" {
-		fmt.Fprint(stdout, usage)
-		return nil
-	}
-	// Commands that need no settings.
-	switch cmd {
-	case demo.Subcommand: // hidden: the demo images' entrypoint (a FROM scratch image has no settings)
-		return demo.Run(ctx, args, getenv, stdout)
-	case "settings":
-		if len(args) > 0 && args[0] == "show" {
-			profile := "local"
-			if len(args) > 1 {
-				profile = args[1]
-			}
-			text, err := settings.Embedded(profile)
-			if err != nil {
-				return err
-			}
-			_, err = stdout.Write(text)
-			return err
-		}
-	}
-
-	cfg, err := settings.Load(*choice, getenv)
+	cmd, args, err := lookup(args)
 	if err != nil {
 		return err
 	}
-	log := newLogger(cfg, stderr)
-	switch cmd {
-	case "serve":
-		return serve(ctx, cfg, log, getenv, stdout)
-	case "settings":
-		if len(args) == 0 || args[0] != "check" {
-			return fmt.Errorf("settings: want `settings check` or `settings show [PROFILE]`")
+	c := &cli{getenv: getenv, stdout: stdout}
+	if cmd.needs >= needSettings {
+		if c.cfg, err = settings.Load(*choice, getenv); err != nil {
+			return err
 		}
-		fmt.Fprintf(stdout, "settings %s: ok (environment %s, database %s, user office %s)\n",
-			cfg.Source, cfg.Environment, cfg.Database.Driver, officeDescription(cfg))
-		return nil
-	case "useroffice":
-		return serveUserOffice(ctx, cfg, log, args, stdout)
-	case "healthcheck":
-		return healthcheck(ctx, cfg.Listen, stdout)
-	case "migrate", "reconcile", "user", "experiment", "session", "link", "unlink", "quota", "import-calipsoplus":
-		return manage(ctx, cfg, log, cmd, args, stdout)
+		c.log = newLogger(c.cfg, stderr)
 	}
-	return fmt.Errorf("unknown command %q (see `calipso help`)", cmd)
-}
-
-func officeDescription(cfg *settings.Settings) string {
-	if cfg.UserOffice.Embedded {
-		return "embedded reference office (demo data)"
+	if cmd.needs >= needStore {
+		if c.db, err = openStore(ctx, c.cfg, c.log); err != nil {
+			return err
+		}
+		defer c.db.Close()
 	}
-	return cfg.UserOffice.LoginURL
+	return cmd.run(ctx, c, args)
 }
 
 func newLogger(cfg *settings.Settings, w io.Writer) *slog.Logger {
@@ -143,53 +102,4 @@ func newLogger(cfg *settings.Settings, w io.Writer) *slog.Logger {
 		return slog.New(slog.NewJSONHandler(w, opts))
 	}
 	return slog.New(slog.NewTextHandler(w, opts))
-}
-
-// splitFlags lets flags follow positional arguments (`user add bob --admin`).
-func splitFlags(fs *flag.FlagSet, args []string) ([]string, error) {
-	var pos []string
-	for len(args) > 0 {
-		if err := fs.Parse(args); err != nil {
-			return nil, err
-		}
-		args = fs.Args()
-		if len(args) == 0 {
-			break
-		}
-		pos = append(pos, args[0])
-		args = args[1:]
-	}
-	for _, p := range pos {
-		if strings.HasPrefix(p, "-") {
-			return nil, fmt.Errorf("flag %s after --", p)
-		}
-	}
-	return pos, nil
-}
-
-// healthcheck asks the local server's /healthz.
-func healthcheck(ctx context.Context, listen string, stdout io.Writer) error {
-	host, port, err := net.SplitHostPort(listen)
-	if err != nil {
-		return fmt.Errorf("listen %q: %w", listen, err)
-	}
-	if ip := net.ParseIP(host); host == "" || (ip != nil && ip.IsUnspecified()) {
-		host = "127.0.0.1"
-	}
-	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+net.JoinHostPort(host, port)+"/healthz", nil)
-	if err != nil {
-		return err
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return fmt.Errorf("healthcheck: %w", err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("healthcheck: %s", resp.Status)
-	}
-	fmt.Fprintln(stdout, "ok")
-	return nil
 }

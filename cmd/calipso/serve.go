@@ -8,324 +8,13 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"net/url"
-	"os"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-
-	"github.com/calipsoplus/calipso"
-	"github.com/calipsoplus/calipso/experiments"
 	"github.com/calipsoplus/calipso/experiments/useroffice"
-	"github.com/calipsoplus/calipso/federation"
-	"github.com/calipsoplus/calipso/guacamole"
 	"github.com/calipsoplus/calipso/internal/demo"
-	"github.com/calipsoplus/calipso/internal/launch"
 	"github.com/calipsoplus/calipso/internal/server"
 	"github.com/calipsoplus/calipso/internal/store"
-	"github.com/calipsoplus/calipso/provisioner"
-	"github.com/calipsoplus/calipso/provisioner/docker"
-	"github.com/calipsoplus/calipso/provisioner/kubernetes"
-	"github.com/calipsoplus/calipso/provisioner/static"
-	"github.com/calipsoplus/calipso/settings"
 )
-
-// app is everything wired from the settings; cmd is the only place that does this.
-type app struct {
-	cfg      *settings.Settings
-	log      *slog.Logger
-	db       *store.Store
-	office   *experiments.Client
-	engines  map[calipso.ResourceType]provisioner.Provisioner
-	missing  map[calipso.ResourceType]string // why an engine kind is absent, for the users' error
-	desktops *guacamole.Store
-	launch   *launch.Service
-	saml     *federation.ServiceProvider
-	checks   []server.Check
-	closers  []func()
-}
-
-func (a *app) Close() {
-	for i := len(a.closers) - 1; i >= 0; i-- {
-		a.closers[i]()
-	}
-}
-
-// openStore opens and migrates the application database.
-func openStore(ctx context.Context, cfg *settings.Settings, log *slog.Logger) (*store.Store, error) {
-	db, err := store.Open(ctx, cfg.Database.Driver, cfg.Database.DSN)
-	if err != nil {
-		return nil, fmt.Errorf("application database: %w", err)
-	}
-	if err := db.Migrate(ctx, log); err != nil {
-		db.Close()
-		return nil, err
-	}
-	return db, nil
-}
-
-// build wires the application. Parts that are optional and down (the Docker engine on
-// a laptop) are logged clearly and left out; parts that are required fail the start.
-func build(ctx context.Context, cfg *settings.Settings, log *slog.Logger) (*app, error) {
-	if err := cfg.EnsureSecretKey(); err != nil {
-		return nil, err
-	}
-	a := &app{cfg: cfg, log: log, engines: map[calipso.ResourceType]provisioner.Provisioner{}, missing: map[calipso.ResourceType]string{}}
-	ok := false
-	defer func() {
-		if !ok {
-			a.Close()
-		}
-	}()
-
-	db, err := openStore(ctx, cfg, log)
-	if err != nil {
-		return nil, err
-	}
-	a.db = db
-	a.closers = append(a.closers, func() { db.Close() })
-	if err := db.SeedImages(ctx); err != nil {
-		return nil, fmt.Errorf("seed images: %w", err)
-	}
-	for _, name := range cfg.Auth.Admins {
-		if _, err := db.EnsureUser(ctx, name); err != nil {
-			return nil, fmt.Errorf("auth.admins: %w", err)
-		}
-		if err := db.SetAdmin(ctx, "settings", name, true); err != nil {
-			return nil, fmt.Errorf("auth.admins: %w", err)
-		}
-	}
-	a.checks = append(a.checks, server.Check{Name: "database", Fn: db.Ping})
-
-	if err := a.buildOffice(ctx); err != nil {
-		return nil, err
-	}
-	a.buildEngines(ctx)
-	if cfg.Guacamole.Enabled {
-		gdb, err := guacamole.Open(ctx, cfg.Guacamole.Driver, cfg.Guacamole.DSN)
-		if err != nil {
-			return nil, fmt.Errorf("guacamole database: %w", err)
-		}
-		a.closers = append(a.closers, func() { gdb.Close() })
-		dialect, err := guacamole.ParseDialect(cfg.Guacamole.Driver)
-		if err != nil {
-			return nil, err
-		}
-		a.desktops = guacamole.New(gdb, dialect, guacamole.Options{NamePrefix: "calipso-" + cfg.Instance + "-", Logger: log})
-		a.checks = append(a.checks, server.Check{Name: "guacamole", Fn: a.desktops.Ping})
-	}
-	var desktops launch.Desktops
-	if a.desktops != nil {
-		desktops = a.desktops
-	}
-	a.launch = launch.New(db, a.engines, desktops, launch.ConfigFrom(cfg), log)
-	for kind, why := range a.missing {
-		a.launch.ExplainMissing(kind, why)
-	}
-	if cfg.Umbrella.Enabled && cfg.Umbrella.Mode == "saml" {
-		sp, err := newServiceProvider(ctx, cfg, log)
-		if err != nil {
-			return nil, err
-		}
-		a.saml = sp
-	}
-	ok = true
-	return a, nil
-}
-
-func (a *app) buildOffice(ctx context.Context) error {
-	cfg := a.cfg
-	uo := cfg.UserOffice
-	clientCfg := experiments.ClientConfig{
-		LoginURL: uo.LoginURL, UmbrellaHashURL: uo.UmbrellaHashURL, IsAuthorizedURL: uo.IsAuthorizedURL,
-		ExperimentsURL: uo.ExperimentsURL, Username: uo.Username, Password: uo.Password,
-	}
-	if uo.Embedded {
-		data, err := officeData(uo.EmbeddedData)
-		if err != nil {
-			return err
-		}
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return fmt.Errorf("embedded user office: %w", err)
-		}
-		creds := useroffice.BasicCredentials{Username: uo.Username, Password: uo.Password}
-		srv := &http.Server{Handler: useroffice.NewServer(data, creds, useroffice.WithLogger(a.log.With("component", "useroffice"))), ReadHeaderTimeout: 10 * time.Second}
-		go srv.Serve(ln)
-		a.closers = append(a.closers, func() { srv.Close() })
-		clientCfg = useroffice.ClientConfig("http://"+ln.Addr().String(), creds)
-		a.log.Info("embedded reference user office started with demo users", "url", "http://"+ln.Addr().String())
-		a.makeDataDirs(data)
-	}
-	clientCfg.Timeout = uo.Timeout.Duration
-	clientCfg.Retries = 2
-	clientCfg.Logger = a.log
-	client, err := experiments.NewClient(clientCfg)
-	if err != nil {
-		return fmt.Errorf("user office: %w", err)
-	}
-	a.office = client
-	if u, err := url.Parse(clientCfg.LoginURL); err == nil {
-		host := u.Host
-		a.checks = append(a.checks, server.Check{Name: "user_office", Fn: func(ctx context.Context) error {
-			var d net.Dialer
-			c, err := d.DialContext(ctx, "tcp", hostPort(u.Scheme, host))
-			if err != nil {
-				return fmt.Errorf("user office unreachable")
-			}
-			return c.Close()
-		}})
-	}
-	return nil
-}
-
-// makeDataDirs creates the directories the embedded office's sessions mount, so that
-// the demo's launches find their datasets (a facility's exist already; a launch
-// refuses a dataset directory that does not).
-func (a *app) makeDataDirs(data *useroffice.Data) {
-	roots := experiments.Roots{Datasets: a.cfg.Workloads.DatasetsRoot, Output: a.cfg.Workloads.OutputRoot}
-	for _, e := range data.Experiments {
-		for _, s := range e.Sessions {
-			vols, err := experiments.ParseVolumes(s.DataSetPath, roots)
-			if err != nil {
-				a.log.Warn("embedded user office: session volumes", "session", s.SessionNumber, "err", err)
-				continue
-			}
-			for _, v := range vols {
-				if err := os.MkdirAll(v.HostPath, 0o755); err != nil {
-					a.log.Warn("embedded user office: dataset directory", "path", v.HostPath, "err", err)
-				}
-			}
-		}
-	}
-}
-
-func hostPort(scheme, host string) string {
-	if _, _, err := net.SplitHostPort(host); err == nil {
-		return host
-	}
-	if scheme == "https" {
-		return host + ":443"
-	}
-	return host + ":80"
-}
-
-func officeData(path string) (*useroffice.Data, error) {
-	if path == "" {
-		return useroffice.Demo()
-	}
-	return useroffice.Load(path)
-}
-
-// buildEngines sets up the configured engines. An engine that doesn't answer is kept
-// (it may come up later) and reported clearly: the server runs, launches need it.
-func (a *app) buildEngines(ctx context.Context) {
-	cfg := a.cfg
-	a.engines[calipso.StaticLink] = static.New()
-	if !cfg.Docker.Enabled {
-		a.missing[calipso.Docker] = "docker is disabled in the settings (docker.enabled)"
-	}
-	if !cfg.Kubernetes.Enabled {
-		a.missing[calipso.Kubernetes] = "kubernetes is disabled in the settings (kubernetes.enabled)"
-	}
-	if cfg.Docker.Enabled {
-		d, err := docker.New(ctx, docker.Config{
-			Host: cfg.Docker.URL, Instance: cfg.Instance, HostAddress: cfg.Docker.HostAddress,
-			PublishAddress: cfg.Docker.PublishAddress, Network: cfg.Docker.Network,
-			ReadyTimeout: cfg.Workloads.ReadyTimeout.Duration, Logger: a.log,
-		})
-		if err != nil {
-			a.log.Error("Docker engine not usable: launches of docker resources will fail", "err", err)
-			a.missing[calipso.Docker] = "the Docker engine could not be set up (the server log says why)"
-		} else {
-			a.engines[calipso.Docker] = d
-			a.closers = append(a.closers, func() { d.Close() })
-			a.checks = append(a.checks, server.Check{Name: "docker", Fn: d.Ping})
-			pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-			if err := d.Ping(pctx); err != nil {
-				a.log.Warn("no Docker engine answers: the server runs, but launching docker resources needs an engine (start Docker, or set docker.url)", "err", err)
-			} else {
-				a.log.Info("Docker engine answers", "url", cfg.Docker.URL)
-			}
-			cancel()
-		}
-	}
-	if cfg.Kubernetes.Enabled {
-		k, err := kubernetes.New(ctx, kubernetes.Config{
-			Kubeconfig: cfg.Kubernetes.Kubeconfig, Namespace: cfg.Kubernetes.Namespace, Instance: cfg.Instance,
-			HostAddress: cfg.Kubernetes.HostAddress, ServiceType: cfg.Kubernetes.ServiceType,
-			ReadyTimeout: cfg.Workloads.ReadyTimeout.Duration,
-		})
-		if err != nil {
-			a.log.Error("Kubernetes not usable: launches of kubernetes resources will fail", "err", err)
-			a.missing[calipso.Kubernetes] = "the Kubernetes engine could not be set up (the server log says why)"
-		} else {
-			a.engines[calipso.Kubernetes] = k
-			a.checks = append(a.checks, server.Check{Name: "kubernetes", Fn: k.Ping})
-		}
-	}
-}
-
-func newServiceProvider(ctx context.Context, cfg *settings.Settings, log *slog.Logger) (*federation.ServiceProvider, error) {
-	u := cfg.Umbrella
-	key, err := os.ReadFile(u.SPKeyFile)
-	if err != nil {
-		return nil, fmt.Errorf("umbrella.sp_key_file: %w", err)
-	}
-	cert, err := os.ReadFile(u.SPCertFile)
-	if err != nil {
-		return nil, fmt.Errorf("umbrella.sp_cert_file: %w", err)
-	}
-	base, err := url.Parse(cfg.BackendURL)
-	if err != nil {
-		return nil, fmt.Errorf("backend_url: %w", err)
-	}
-	fc := federation.Config{
-		EntityID: u.EntityID, BaseURL: base, KeyPEM: key, CertPEM: cert,
-		IdPMetadataURL: u.IdPMetadataURL, ClockSkew: u.ClockSkew.Duration,
-		Attributes: federation.DefaultAttributeNames(), Logger: log.With("component", "federation"),
-	}
-	if u.HashAttribute != "" {
-		fc.Attributes.EAAHash = []string{u.HashAttribute}
-	}
-	if u.UIDAttribute != "" {
-		fc.Attributes.UID = []string{u.UIDAttribute}
-	}
-	if u.EmailAttribute != "" {
-		fc.Attributes.Email = []string{u.EmailAttribute}
-	}
-	if u.NameAttribute != "" {
-		fc.Attributes.Name = []string{u.NameAttribute}
-	}
-	if u.IdPMetadata != "" {
-		if fc.IdPMetadataXML, err = os.ReadFile(u.IdPMetadata); err != nil {
-			return nil, fmt.Errorf("umbrella.idp_metadata_file: %w", err)
-		}
-	}
-	sp, err := federation.New(ctx, fc)
-	if err != nil {
-		return nil, fmt.Errorf("umbrella: %w", err)
-	}
-	return sp, nil
-}
-
-// handler builds the HTTP handler of the app.
-func (a *app) handler() (http.Handler, error) {
-	deps := server.Deps{
-		Config: server.ConfigFrom(a.cfg), Store: a.db, Office: a.office, Resources: a.launch,
-		Checks: a.checks, Log: a.log, Metrics: prometheus.NewRegistry(),
-	}
-	if a.saml != nil {
-		deps.SAML = a.saml
-	}
-	if a.cfg.Umbrella.Enabled && a.cfg.Umbrella.Mode == "header" {
-		deps.Header = &federation.HeaderMode{
-			TrustedProxies: a.cfg.TrustedPrefixes, HashHeader: a.cfg.Umbrella.HashHeader,
-			UIDHeader: a.cfg.Umbrella.UIDHeader, EmailHeader: a.cfg.Umbrella.EmailHeader,
-		}
-	}
-	return server.New(deps)
-}
 
 // startHook, when set, arms a test hook on the built app before it serves; only the
 // crash tests' build sets it (crashhook.go, -tags crashtest).
@@ -333,14 +22,15 @@ var startHook func(a *app, getenv func(string) string) error
 
 // serve runs the server until ctx ends, then shuts down gracefully: running requests
 // (launches included) get shutdown_timeout to finish.
-func serve(ctx context.Context, cfg *settings.Settings, log *slog.Logger, getenv func(string) string, stdout io.Writer) error {
+func serve(ctx context.Context, c *cli, _ []string) error {
+	cfg, log := c.cfg, c.log
 	a, err := build(ctx, cfg, log)
 	if err != nil {
 		return err
 	}
 	defer a.Close()
 	if startHook != nil {
-		if err := startHook(a, getenv); err != nil {
+		if err := startHook(a, c.getenv); err != nil {
 			return err
 		}
 	}
@@ -374,7 +64,7 @@ func serve(ctx context.Context, cfg *settings.Settings, log *slog.Logger, getenv
 		go a.saml.RefreshLoop(bg)
 	}
 
-	fmt.Fprintf(stdout, "calipso serving on http://%s%s (settings %s)\n", ln.Addr(), cfg.BasePath, cfg.Source)
+	fmt.Fprintf(c.stdout, "calipso serving on http://%s%s (settings %s)\n", ln.Addr(), cfg.BasePath, cfg.Source)
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	select {
@@ -409,7 +99,7 @@ func purgeSessions(ctx context.Context, db *store.Store, log *slog.Logger) {
 }
 
 // serveUserOffice runs the reference user office on its own.
-func serveUserOffice(ctx context.Context, cfg *settings.Settings, log *slog.Logger, args []string, stdout io.Writer) error {
+func serveUserOffice(ctx context.Context, c *cli, args []string) error {
 	fs := newFlagSet("useroffice")
 	listen := fs.String("listen", "127.0.0.1:8081", "listen address")
 	dataFile := fs.String("data", "", "data file (default: the demo data)")
@@ -424,9 +114,9 @@ func serveUserOffice(ctx context.Context, cfg *settings.Settings, log *slog.Logg
 	if err != nil {
 		return err
 	}
-	creds := useroffice.BasicCredentials{Username: cfg.UserOffice.Username, Password: cfg.UserOffice.Password}
-	srv := &http.Server{Handler: useroffice.NewServer(data, creds, useroffice.WithLogger(log)), ReadHeaderTimeout: 10 * time.Second}
-	fmt.Fprintf(stdout, "reference user office on http://%s\n", ln.Addr())
+	creds := useroffice.BasicCredentials{Username: c.cfg.UserOffice.Username, Password: c.cfg.UserOffice.Password}
+	srv := &http.Server{Handler: useroffice.NewServer(data, creds, useroffice.WithLogger(c.log)), ReadHeaderTimeout: 10 * time.Second}
+	fmt.Fprintf(c.stdout, "reference user office on http://%s\n", ln.Addr())
 	go func() {
 		<-ctx.Done()
 		srv.Close()
@@ -434,5 +124,32 @@ func serveUserOffice(ctx context.Context, cfg *settings.Settings, log *slog.Logg
 	if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
 		return err
 	}
+	return nil
+}
+
+// healthcheck asks the local server's /healthz.
+func healthcheck(ctx context.Context, listen string, stdout io.Writer) error {
+	host, port, err := net.SplitHostPort(listen)
+	if err != nil {
+		return fmt.Errorf("listen %q: %w", listen, err)
+	}
+	if ip := net.ParseIP(host); host == "" || (ip != nil && ip.IsUnspecified()) {
+		host = "127.0.0.1"
+	}
+	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+net.JoinHostPort(host, port)+"/healthz", nil)
+	if err != nil {
+		return err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return fmt.Errorf("healthcheck: %w", err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("healthcheck: %s", resp.Status)
+	}
+	fmt.Fprintln(stdout, "ok")
 	return nil
 }

@@ -1,0 +1,325 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/calipsoplus/calipso"
+	"github.com/calipsoplus/calipso/experiments"
+	"github.com/calipsoplus/calipso/experiments/useroffice"
+	"github.com/calipsoplus/calipso/federation"
+	"github.com/calipsoplus/calipso/guacamole"
+	"github.com/calipsoplus/calipso/internal/launch"
+	"github.com/calipsoplus/calipso/internal/server"
+	"github.com/calipsoplus/calipso/internal/store"
+	"github.com/calipsoplus/calipso/provisioner"
+	"github.com/calipsoplus/calipso/provisioner/docker"
+	"github.com/calipsoplus/calipso/provisioner/kubernetes"
+	"github.com/calipsoplus/calipso/provisioner/static"
+	"github.com/calipsoplus/calipso/settings"
+)
+
+// app is everything wired from the settings; cmd is the only place that does this.
+type app struct {
+	cfg      *settings.Settings
+	log      *slog.Logger
+	db       *store.Store
+	office   *experiments.Client
+	engines  map[calipso.ResourceType]provisioner.Provisioner
+	missing  map[calipso.ResourceType]string // why an engine kind is absent, for the users' error
+	desktops *guacamole.Store
+	launch   *launch.Service
+	saml     *federation.ServiceProvider
+	checks   []server.Check
+	closers  []func()
+}
+
+func (a *app) Close() {
+	for i := len(a.closers) - 1; i >= 0; i-- {
+		a.closers[i]()
+	}
+}
+
+// openStore opens and migrates the application database.
+func openStore(ctx context.Context, cfg *settings.Settings, log *slog.Logger) (*store.Store, error) {
+	db, err := store.Open(ctx, cfg.Database.Driver, cfg.Database.DSN)
+	if err != nil {
+		return nil, fmt.Errorf("application database: %w", err)
+	}
+	if err := db.Migrate(ctx, log); err != nil {
+		db.Close()
+		return nil, err
+	}
+	return db, nil
+}
+
+// build wires the application. Parts that are optional and down (the Docker engine on
+// a laptop) are logged clearly and left out; parts that are required fail the start.
+func build(ctx context.Context, cfg *settings.Settings, log *slog.Logger) (*app, error) {
+	if err := cfg.EnsureSecretKey(); err != nil {
+		return nil, err
+	}
+	a := &app{cfg: cfg, log: log, engines: map[calipso.ResourceType]provisioner.Provisioner{}, missing: map[calipso.ResourceType]string{}}
+	ok := false
+	defer func() {
+		if !ok {
+			a.Close()
+		}
+	}()
+
+	db, err := openStore(ctx, cfg, log)
+	if err != nil {
+		return nil, err
+	}
+	a.db = db
+	a.closers = append(a.closers, func() { db.Close() })
+	if err := db.SeedImages(ctx); err != nil {
+		return nil, fmt.Errorf("seed images: %w", err)
+	}
+	for _, name := range cfg.Auth.Admins {
+		if _, err := db.EnsureUser(ctx, name); err != nil {
+			return nil, fmt.Errorf("auth.admins: %w", err)
+		}
+		if err := db.SetAdmin(ctx, "settings", name, true); err != nil {
+			return nil, fmt.Errorf("auth.admins: %w", err)
+		}
+	}
+	a.checks = append(a.checks, server.Check{Name: "database", Fn: db.Ping})
+
+	if err := a.buildOffice(ctx); err != nil {
+		return nil, err
+	}
+	a.buildEngines(ctx)
+	if cfg.Guacamole.Enabled {
+		gdb, err := guacamole.Open(ctx, cfg.Guacamole.Driver, cfg.Guacamole.DSN)
+		if err != nil {
+			return nil, fmt.Errorf("guacamole database: %w", err)
+		}
+		a.closers = append(a.closers, func() { gdb.Close() })
+		dialect, err := guacamole.ParseDialect(cfg.Guacamole.Driver)
+		if err != nil {
+			return nil, err
+		}
+		a.desktops = guacamole.New(gdb, dialect, guacamole.Options{NamePrefix: "calipso-" + cfg.Instance + "-", Logger: log})
+		a.checks = append(a.checks, server.Check{Name: "guacamole", Fn: a.desktops.Ping})
+	}
+	var desktops launch.Desktops
+	if a.desktops != nil {
+		desktops = a.desktops
+	}
+	a.launch = launch.New(db, a.engines, desktops, launch.ConfigFrom(cfg), log)
+	for kind, why := range a.missing {
+		a.launch.ExplainMissing(kind, why)
+	}
+	if cfg.Umbrella.Enabled && cfg.Umbrella.Mode == "saml" {
+		sp, err := newServiceProvider(ctx, cfg, log)
+		if err != nil {
+			return nil, err
+		}
+		a.saml = sp
+	}
+	ok = true
+	return a, nil
+}
+
+func (a *app) buildOffice(ctx context.Context) error {
+	cfg := a.cfg
+	uo := cfg.UserOffice
+	clientCfg := experiments.ClientConfig{
+		LoginURL: uo.LoginURL, UmbrellaHashURL: uo.UmbrellaHashURL, IsAuthorizedURL: uo.IsAuthorizedURL,
+		ExperimentsURL: uo.ExperimentsURL, Username: uo.Username, Password: uo.Password,
+	}
+	if uo.Embedded {
+		data, err := officeData(uo.EmbeddedData)
+		if err != nil {
+			return err
+		}
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return fmt.Errorf("embedded user office: %w", err)
+		}
+		creds := useroffice.BasicCredentials{Username: uo.Username, Password: uo.Password}
+		srv := &http.Server{Handler: useroffice.NewServer(data, creds, useroffice.WithLogger(a.log.With("component", "useroffice"))), ReadHeaderTimeout: 10 * time.Second}
+		go srv.Serve(ln)
+		a.closers = append(a.closers, func() { srv.Close() })
+		clientCfg = useroffice.ClientConfig("http://"+ln.Addr().String(), creds)
+		a.log.Info("embedded reference user office started with demo users", "url", "http://"+ln.Addr().String())
+		a.makeDataDirs(data)
+	}
+	clientCfg.Timeout = uo.Timeout.Duration
+	clientCfg.Retries = 2
+	clientCfg.Logger = a.log
+	client, err := experiments.NewClient(clientCfg)
+	if err != nil {
+		return fmt.Errorf("user office: %w", err)
+	}
+	a.office = client
+	if u, err := url.Parse(clientCfg.LoginURL); err == nil {
+		host := u.Host
+		a.checks = append(a.checks, server.Check{Name: "user_office", Fn: func(ctx context.Context) error {
+			var d net.Dialer
+			c, err := d.DialContext(ctx, "tcp", hostPort(u.Scheme, host))
+			if err != nil {
+				return fmt.Errorf("user office unreachable")
+			}
+			return c.Close()
+		}})
+	}
+	return nil
+}
+
+// makeDataDirs creates the directories the embedded office's sessions mount, so that
+// the demo's launches find their datasets (a facility's exist already; a launch
+// refuses a dataset directory that does not).
+func (a *app) makeDataDirs(data *useroffice.Data) {
+	roots := experiments.Roots{Datasets: a.cfg.Workloads.DatasetsRoot, Output: a.cfg.Workloads.OutputRoot}
+	for _, e := range data.Experiments {
+		for _, s := range e.Sessions {
+			vols, err := experiments.ParseVolumes(s.DataSetPath, roots)
+			if err != nil {
+				a.log.Warn("embedded user office: session volumes", "session", s.SessionNumber, "err", err)
+				continue
+			}
+			for _, v := range vols {
+				if err := os.MkdirAll(v.HostPath, 0o755); err != nil {
+					a.log.Warn("embedded user office: dataset directory", "path", v.HostPath, "err", err)
+				}
+			}
+		}
+	}
+}
+
+func hostPort(scheme, host string) string {
+	if _, _, err := net.SplitHostPort(host); err == nil {
+		return host
+	}
+	if scheme == "https" {
+		return host + ":443"
+	}
+	return host + ":80"
+}
+
+func officeData(path string) (*useroffice.Data, error) {
+	if path == "" {
+		return useroffice.Demo()
+	}
+	return useroffice.Load(path)
+}
+
+// buildEngines sets up the configured engines. An engine that doesn't answer is kept
+// (it may come up later) and reported clearly: the server runs, launches need it.
+func (a *app) buildEngines(ctx context.Context) {
+	cfg := a.cfg
+	a.engines[calipso.StaticLink] = static.New()
+	if !cfg.Docker.Enabled {
+		a.missing[calipso.Docker] = "docker is disabled in the settings (docker.enabled)"
+	}
+	if !cfg.Kubernetes.Enabled {
+		a.missing[calipso.Kubernetes] = "kubernetes is disabled in the settings (kubernetes.enabled)"
+	}
+	if cfg.Docker.Enabled {
+		d, err := docker.New(ctx, docker.Config{
+			Host: cfg.Docker.URL, Instance: cfg.Instance, HostAddress: cfg.Docker.HostAddress,
+			PublishAddress: cfg.Docker.PublishAddress, Network: cfg.Docker.Network,
+			ReadyTimeout: cfg.Workloads.ReadyTimeout.Duration, Logger: a.log,
+		})
+		if err != nil {
+			a.log.Error("Docker engine not usable: launches of docker resources will fail", "err", err)
+			a.missing[calipso.Docker] = "the Docker engine could not be set up (the server log says why)"
+		} else {
+			a.engines[calipso.Docker] = d
+			a.closers = append(a.closers, func() { d.Close() })
+			a.checks = append(a.checks, server.Check{Name: "docker", Fn: d.Ping})
+			pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			if err := d.Ping(pctx); err != nil {
+				a.log.Warn("no Docker engine answers: the server runs, but launching docker resources needs an engine (start Docker, or set docker.url)", "err", err)
+			} else {
+				a.log.Info("Docker engine answers", "url", cfg.Docker.URL)
+			}
+			cancel()
+		}
+	}
+	if cfg.Kubernetes.Enabled {
+		k, err := kubernetes.New(ctx, kubernetes.Config{
+			Kubeconfig: cfg.Kubernetes.Kubeconfig, Namespace: cfg.Kubernetes.Namespace, Instance: cfg.Instance,
+			HostAddress: cfg.Kubernetes.HostAddress, ServiceType: cfg.Kubernetes.ServiceType,
+			ReadyTimeout: cfg.Workloads.ReadyTimeout.Duration,
+		})
+		if err != nil {
+			a.log.Error("Kubernetes not usable: launches of kubernetes resources will fail", "err", err)
+			a.missing[calipso.Kubernetes] = "the Kubernetes engine could not be set up (the server log says why)"
+		} else {
+			a.engines[calipso.Kubernetes] = k
+			a.checks = append(a.checks, server.Check{Name: "kubernetes", Fn: k.Ping})
+		}
+	}
+}
+
+func newServiceProvider(ctx context.Context, cfg *settings.Settings, log *slog.Logger) (*federation.ServiceProvider, error) {
+	u := cfg.Umbrella
+	key, err := os.ReadFile(u.SPKeyFile)
+	if err != nil {
+		return nil, fmt.Errorf("umbrella.sp_key_file: %w", err)
+	}
+	cert, err := os.ReadFile(u.SPCertFile)
+	if err != nil {
+		return nil, fmt.Errorf("umbrella.sp_cert_file: %w", err)
+	}
+	base, err := url.Parse(cfg.BackendURL)
+	if err != nil {
+		return nil, fmt.Errorf("backend_url: %w", err)
+	}
+	fc := federation.Config{
+		EntityID: u.EntityID, BaseURL: base, KeyPEM: key, CertPEM: cert,
+		IdPMetadataURL: u.IdPMetadataURL, ClockSkew: u.ClockSkew.Duration,
+		Attributes: federation.DefaultAttributeNames(), Logger: log.With("component", "federation"),
+	}
+	if u.HashAttribute != "" {
+		fc.Attributes.EAAHash = []string{u.HashAttribute}
+	}
+	if u.UIDAttribute != "" {
+		fc.Attributes.UID = []string{u.UIDAttribute}
+	}
+	if u.EmailAttribute != "" {
+		fc.Attributes.Email = []string{u.EmailAttribute}
+	}
+	if u.NameAttribute != "" {
+		fc.Attributes.Name = []string{u.NameAttribute}
+	}
+	if u.IdPMetadata != "" {
+		if fc.IdPMetadataXML, err = os.ReadFile(u.IdPMetadata); err != nil {
+			return nil, fmt.Errorf("umbrella.idp_metadata_file: %w", err)
+		}
+	}
+	sp, err := federation.New(ctx, fc)
+	if err != nil {
+		return nil, fmt.Errorf("umbrella: %w", err)
+	}
+	return sp, nil
+}
+
+// handler builds the HTTP handler of the app.
+func (a *app) handler() (http.Handler, error) {
+	deps := server.Deps{
+		Config: server.ConfigFrom(a.cfg), Store: a.db, Office: a.office, Resources: a.launch,
+		Checks: a.checks, Log: a.log, Metrics: prometheus.NewRegistry(),
+	}
+	if a.saml != nil {
+		deps.SAML = a.saml
+	}
+	if a.cfg.Umbrella.Enabled && a.cfg.Umbrella.Mode == "header" {
+		deps.Header = &federation.HeaderMode{
+			TrustedProxies: a.cfg.TrustedPrefixes, HashHeader: a.cfg.Umbrella.HashHeader,
+			UIDHeader: a.cfg.Umbrella.UIDHeader, EmailHeader: a.cfg.Umbrella.EmailHeader,
+		}
+	}
+	return server.New(deps)
+}

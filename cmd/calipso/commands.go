@@ -1,0 +1,172 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"strconv"
+	"strings"
+
+	"github.com/calipsoplus/calipso/internal/demo"
+	"github.com/calipsoplus/calipso/internal/store"
+	"github.com/calipsoplus/calipso/settings"
+)
+
+// need says what run gets ready before a command runs.
+type need int
+
+const (
+	needNothing  need = iota
+	needSettings      // the settings and the logger
+	needStore         // and the application database, migrated
+)
+
+// command is a command line's handler and what it needs.
+type command struct {
+	needs need
+	run   func(ctx context.Context, c *cli, args []string) error
+}
+
+// cli is what a command runs with: run's environment and output, and what its need
+// got ready.
+type cli struct {
+	getenv func(string) string
+	stdout io.Writer
+	cfg    *settings.Settings
+	log    *slog.Logger
+	db     *store.Store
+}
+
+// commands are keyed by their words: "user add" is the group user's add.
+var commands = map[string]command{
+	"help": {needNothing, help},
+	"-h":   {needNothing, help},
+	// Hidden: the demo images' entrypoint (a FROM scratch image has no settings).
+	demo.Subcommand: {needNothing, func(ctx context.Context, c *cli, args []string) error {
+		return demo.Run(ctx, args, c.getenv, c.stdout)
+	}},
+	"serve":          {needSettings, serve},
+	"settings show":  {needNothing, settingsShow},
+	"settings check": {needSettings, settingsCheck},
+	"useroffice":     {needSettings, serveUserOffice},
+	"healthcheck": {needSettings, func(ctx context.Context, c *cli, _ []string) error {
+		return healthcheck(ctx, c.cfg.Listen, c.stdout)
+	}},
+	"migrate":            {needSettings, migrate},
+	"reconcile":          {needSettings, reconcile},
+	"import-calipsoplus": {needStore, importCalipsoPlus},
+	"user add":           {needStore, userAdd},
+	"user remove":        {needStore, userRemove},
+	"user admin":         {needStore, userAdmin},
+	"user import":        {needStore, userImport},
+	"experiment add":     {needStore, experimentAdd},
+	"experiment remove":  {needStore, experimentRemove},
+	"experiment import":  {needStore, experimentImport},
+	"link":               {needStore, linking("link")},
+	"unlink":             {needStore, linking("unlink")},
+	"session add":        {needStore, sessionAdd},
+	"session import":     {needStore, sessionImport},
+	"quota set":          {needStore, quotaSet},
+}
+
+// lookup finds the command args start with and returns the arguments after its words.
+func lookup(args []string) (command, []string, error) {
+	name := args[0]
+	if cmd, ok := commands[name]; ok {
+		return cmd, args[1:], nil
+	}
+	if len(args) > 1 {
+		if cmd, ok := commands[name+" "+args[1]]; ok {
+			return cmd, args[2:], nil
+		}
+	}
+	isGroup := false
+	for words := range commands {
+		isGroup = isGroup || strings.HasPrefix(words, name+" ")
+	}
+	switch {
+	case name == "settings":
+		return command{}, nil, fmt.Errorf("settings: want `settings check` or `settings show [PROFILE]`")
+	case isGroup && len(args) == 1:
+		return command{}, nil, fmt.Errorf("%s: which one? (see `calipso help`)", name)
+	case isGroup:
+		name += " " + args[1]
+	}
+	return command{}, nil, fmt.Errorf("unknown command %q (see `calipso help`)", name)
+}
+
+func help(_ context.Context, c *cli, _ []string) error {
+	_, err := fmt.Fprint(c.stdout, usage)
+	return err
+}
+
+// actor names the CLI in the audit log.
+const actor = "cli"
+
+func newFlagSet(name string) *flag.FlagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	return fs
+}
+
+// parse parses fs's flags, which may follow the positional arguments (`user add bob
+// --admin`), and wants n of those (usage is the command's, for the error).
+func parse(fs *flag.FlagSet, args []string, n int, usage string) ([]string, error) {
+	pos, err := splitFlags(fs, args)
+	if err != nil {
+		return nil, err
+	}
+	return pos, want(pos, n, usage)
+}
+
+// splitFlags parses the flags among args and returns the rest.
+func splitFlags(fs *flag.FlagSet, args []string) ([]string, error) {
+	var pos []string
+	for len(args) > 0 {
+		if err := fs.Parse(args); err != nil {
+			return nil, err
+		}
+		args = fs.Args()
+		if len(args) == 0 {
+			break
+		}
+		pos = append(pos, args[0])
+		args = args[1:]
+	}
+	for _, p := range pos {
+		if strings.HasPrefix(p, "-") {
+			return nil, fmt.Errorf("flag %s after --", p)
+		}
+	}
+	return pos, nil
+}
+
+// want checks the number of positional arguments.
+func want(args []string, n int, usage string) error {
+	if len(args) != n {
+		return fmt.Errorf("usage: calipso %s", usage)
+	}
+	return nil
+}
+
+// idFlag defines a flag for a non-negative whole number that may be left unset (nil).
+func idFlag(fs *flag.FlagSet, name string) **int {
+	var v *int
+	fs.Func(name, "", func(s string) error {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 0 {
+			return errors.New("want a non-negative whole number")
+		}
+		v = &n
+		return nil
+	})
+	return &v
+}
+
+func (c *cli) printf(format string, args ...any) error {
+	_, err := fmt.Fprintf(c.stdout, format, args...)
+	return err
+}
