@@ -1,14 +1,18 @@
 package launch_test
 
 import (
+	"bytes"
 	"context"
 	"database/sql"
 	"errors"
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/calipsoplus/calipso"
 	"github.com/calipsoplus/calipso/experiments"
@@ -145,6 +149,97 @@ func TestEngineErrors(t *testing.T) {
 	}
 }
 
+// TestFailureMessages: a launch the engine fails is answered, and recorded, with the
+// kind of failure and the resource to quote to the facility's support, never with the
+// engine's own text (which holds host paths, image references, socket paths); that
+// text goes to the log. The error keeps the cause's code (the HTTP status) and its
+// sentinels.
+func TestFailureMessages(t *testing.T) {
+	missing := filepath.Join(t.TempDir(), "site-software")
+	tests := []struct {
+		name       string
+		opts       envOptions
+		image      string
+		code       string
+		cause      error
+		engineSays []string // in the log, never in the error nor the record
+		userSees   string
+	}{
+		{"image not on the engine", envOptions{}, missingImage, calipso.EUNLAUNCHABLE, provisioner.ErrInvalid,
+			[]string{"No such image", "calipso-test-no-such-image"}, "the image could not be started: ask the facility's support, quoting resource "},
+		{"bind source missing on the engine's host", envOptions{edit: func(s *settings.Settings) {
+			s.Workloads.Mounts = []provisioner.Mount{{Source: missing, Target: "/opt/site", ReadOnly: true}}
+		}}, desktopImage, calipso.EUNLAUNCHABLE, provisioner.ErrInvalid,
+			[]string{missing, "bind source path does not exist"}, "the image could not be started: ask the facility's support, quoting resource "},
+		{"engine unreachable", envOptions{dockerURL: "unix:///nonexistent.sock"}, desktopImage, calipso.EUNAVAILABLE, provisioner.ErrUnavailable,
+			[]string{"/nonexistent.sock"}, "the engine that runs docker resources is unavailable: try again later; if it keeps failing, ask the facility's support, quoting resource "},
+		{"never ready", envOptions{edit: func(s *settings.Settings) { s.Workloads.ReadyTimeout = settings.Duration{Duration: time.Second} }},
+			"silent", calipso.ETIMEOUT, provisioner.ErrNotReady,
+			[]string{"no log line matched", "never-printed"}, "the workload did not become ready in time: try again later; if it keeps failing, ask the facility's support, quoting resource "},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var logged lockedBuffer
+			tt.opts.noGuac = true
+			tt.opts.log = slog.New(slog.NewTextHandler(&logged, nil))
+			e := newEnv(t, tt.opts)
+			ctx := context.Background()
+			if _, err := e.db.PutImage(ctx, "test", calipso.Image{PublicName: "silent", Image: e.workload, Protocol: "http", CPU: 0.25, Memory: "32M", HDD: "1G",
+				ResourceType: "docker", LogRegex: "never-printed"}); err != nil {
+				t.Fatal(err)
+			}
+			_, err := e.svc.Launch(ctx, e.user, e.experiment(t, e.user, "p", nil, nil), tt.image)
+			if err == nil {
+				t.Fatal("Launch succeeded")
+			}
+			assertFailedRecord(t, e)
+			rec := e.records(t)[0]
+			want := "launch failed: " + tt.userSees + strconv.FormatInt(rec.ID, 10)
+			if err.Error() != want || rec.Error != want {
+				t.Errorf("Launch error = %q\nrecord error = %q\nwant          %q", err, rec.Error, want)
+			}
+			// What internal/server answers: the text of a 4xx, ErrorMessage of a 5xx.
+			if calipso.ErrorCode(err) != tt.code || calipso.ErrorMessage(err) != want {
+				t.Errorf("code %s, message %q; want %s, %q", calipso.ErrorCode(err), calipso.ErrorMessage(err), tt.code, want)
+			}
+			if !errors.Is(err, tt.cause) {
+				t.Errorf("Launch = %v, not %v", err, tt.cause)
+			}
+			var f *launch.Failure
+			if !errors.As(err, &f) || f.ResourceID != rec.ID || !errors.Is(f.Cause(), tt.cause) {
+				t.Errorf("Launch = %#v, want a launch.Failure of resource %d", err, rec.ID)
+			}
+			for _, text := range tt.engineSays {
+				if strings.Contains(err.Error(), text) || strings.Contains(rec.Error, text) {
+					t.Errorf("the user is shown the engine's %q: %q", text, err)
+				}
+				if !strings.Contains(logged.String(), text) {
+					t.Errorf("the log lacks the engine's %q:\n%s", text, logged.String())
+				}
+			}
+			e.assertNothingLeft(t, e.user)
+		})
+	}
+}
+
+// lockedBuffer is a log destination safe for the launch's goroutines.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
 // TestGuacamoleDown: a launch whose Guacamole record cannot be written is rolled
 // back: container removed, quota released, record in error.
 func TestGuacamoleDown(t *testing.T) {
@@ -163,6 +258,10 @@ func TestGuacamoleDown(t *testing.T) {
 		t.Fatalf("Launch = %v, want %v", err, guacamole.ErrUnavailable)
 	}
 	assertFailedRecord(t, e)
+	if rec := e.records(t)[0]; !strings.Contains(err.Error(), "the remote desktop connection could not be set up") || err.Error() != rec.Error ||
+		strings.Contains(rec.Error, "127.0.0.1:1") {
+		t.Errorf("Launch error %q, record error %q; want the kind of failure, not the database's address", err, rec.Error)
+	}
 	e.assertNothingLeft(t, e.user)
 }
 

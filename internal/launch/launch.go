@@ -236,7 +236,7 @@ func (s *Service) Launch(ctx context.Context, u calipso.User, ref, publicName st
 	s.reached(ctx, StageReserved, r)
 	wl, err := engine.Start(ctx, spec)
 	if err != nil {
-		return s.fail(ctx, engine, r, fmt.Errorf("start %s: %w", r.EngineName, err))
+		return s.fail(ctx, engine, r, failedStart, fmt.Errorf("start %s: %w", r.EngineName, err))
 	}
 	s.reached(ctx, StageStarted, r)
 	up := store.Update{EngineID: &wl.ID}
@@ -251,22 +251,25 @@ func (s *Service) Launch(ctx context.Context, u calipso.User, ref, publicName st
 	if calipso.IsDesktop(im.Protocol) && s.desktops != nil {
 		user, pass := r.EngineName, randomPassword()
 		if err := s.desktops.Create(ctx, s.connection(r, wl, user, pass)); err != nil {
-			return s.fail(ctx, engine, r, fmt.Errorf("guacamole record of %s: %w", r.EngineName, err))
+			return s.fail(ctx, engine, r, failedDesktop, fmt.Errorf("guacamole record of %s: %w", r.EngineName, err))
 		}
 		up.GuacamoleUsername, up.GuacamolePassword = &user, &pass
 	}
 	running, err := s.db.Move(ctx, r.ID, calipso.Running, up)
 	if err != nil {
 		// Removed or stopped while starting: take down what was made.
-		return s.fail(ctx, engine, r, fmt.Errorf("record %s: %w", r.EngineName, err))
+		return s.fail(ctx, engine, r, failedRecord, fmt.Errorf("record %s: %w", r.EngineName, err))
 	}
 	s.log.InfoContext(ctx, "launched", "resource", r.ID, "name", r.EngineName, "user", u.Username, "image", im.PublicName)
 	return running, nil
 }
 
 // fail rolls a launch back: workload and Guacamole record removed, record marked
-// failed (which releases the quota). Cleanup that fails is left to Reconcile.
-func (s *Service) fail(ctx context.Context, engine provisioner.Provisioner, r calipso.Resource, cause error) (calipso.Resource, error) {
+// failed (which releases the quota). Cleanup that fails is left to Reconcile. The
+// cause, with the engine's own words (which may hold host paths, runtime and
+// registry messages), is logged; the record and the error returned say only the kind
+// of failure and what the user can do (a Failure).
+func (s *Service) fail(ctx context.Context, engine provisioner.Provisioner, r calipso.Resource, step failedStep, cause error) (calipso.Resource, error) {
 	ctx = context.WithoutCancel(ctx)
 	if err := engine.Remove(ctx, r.EngineName); err != nil {
 		s.log.WarnContext(ctx, "launch rollback: remove workload (the reconciler retries)", "name", r.EngineName, "err", err)
@@ -276,21 +279,68 @@ func (s *Service) fail(ctx context.Context, engine provisioner.Provisioner, r ca
 			s.log.WarnContext(ctx, "launch rollback: guacamole (the reconciler retries)", "name", r.EngineName, "err", err)
 		}
 	}
-	msg := "launch failed: " + userMessage(cause)
+	f := newFailure(r, step, cause)
+	msg := f.Error()
 	if _, err := s.db.Move(ctx, r.ID, calipso.Failed, store.Update{Error: &msg}); err != nil && !errors.Is(err, store.ErrConflict) {
 		s.log.ErrorContext(ctx, "launch rollback: record (the reconciler retries)", "resource", r.ID, "err", err)
 	}
-	s.log.WarnContext(ctx, "launch failed", "resource", r.ID, "name", r.EngineName, "err", cause)
-	return calipso.Resource{}, cause
+	s.log.WarnContext(ctx, "launch failed", "resource", r.ID, "name", r.EngineName, "err", cause, "shown", msg)
+	return calipso.Resource{}, f
 }
 
-// userMessage is what a record shows of an error: the kind, not internal detail,
-// except for a workload that cannot run as defined, whose reason is the user's to fix.
-func userMessage(err error) string {
-	if calipso.ErrorCode(err) == calipso.EUNLAUNCHABLE {
-		return err.Error()
+// failedStep is where a launch failed after its quota was reserved.
+type failedStep int
+
+const (
+	failedStart   failedStep = iota // the engine's Start
+	failedDesktop                   // the Guacamole record
+	failedRecord                    // the resource record's move to running
+)
+
+// Failure is a launch that failed after its quota was reserved. Its text is what the
+// user reads, in the record's error (the compat API's container_logs) and in the HTTP
+// answer: the kind of failure, what to do, and the resource to quote to the
+// facility's support, never the engine's text. Its code is the cause's, so the HTTP
+// status is the cause's (calipso.ErrorCode and ErrorMessage find the user's text);
+// errors.Is and errors.As reach the cause, which fail logs in full.
+type Failure struct {
+	ResourceID int64
+	user       *calipso.Error
+	cause      error
+}
+
+func (f *Failure) Error() string { return f.user.Message }
+
+// Unwrap gives the user's error first, so that calipso.ErrorCode and ErrorMessage
+// find it, then the cause, for errors.Is.
+func (f *Failure) Unwrap() []error { return []error{f.user, f.cause} }
+
+// Cause is the error as the engine, Guacamole or the store reported it: for logs.
+func (f *Failure) Cause() error { return f.cause }
+
+// newFailure words the failure of resource r at step for its user.
+func newFailure(r calipso.Resource, step failedStep, cause error) *Failure {
+	code := calipso.ErrorCode(cause)
+	quote := fmt.Sprintf("ask the facility's support, quoting resource %d", r.ID)
+	retry := "try again later; if it keeps failing, " + quote
+	var what string
+	switch {
+	case step == failedDesktop:
+		what = "the remote desktop connection could not be set up: " + retry
+	case step == failedRecord && code == calipso.ECONFLICT:
+		what = "the resource was stopped or removed while it was starting"
+	case step == failedRecord:
+		what = "the launch could not be recorded: " + retry
+	case code == calipso.EUNLAUNCHABLE:
+		what = "the image could not be started: " + quote
+	case code == calipso.ETIMEOUT:
+		what = "the workload did not become ready in time: " + retry
+	case code == calipso.EUNAVAILABLE:
+		what = fmt.Sprintf("the engine that runs %s resources is unavailable: %s", r.ResourceType, retry)
+	default:
+		what = "the workload could not be started: " + quote
 	}
-	return calipso.ErrorMessage(err)
+	return &Failure{ResourceID: r.ID, user: calipso.NewError(code, "launch failed: "+what), cause: cause}
 }
 
 // identity is who a workload runs as: the experiment's uid and gid, else the user's,
@@ -528,10 +578,10 @@ func (s *Service) vanished(ctx context.Context, r calipso.Resource, note func(er
 	if !gone && wl.State != provisioner.StateError && wl.State != provisioner.StateStopped {
 		return false
 	}
-	why := "workload vanished from the engine"
-	if !gone {
-		why = "workload " + string(wl.State) + ": " + wl.Reason
-	}
+	// The engine's reason is logged, not recorded: users read the record's error, and
+	// the reason may be the runtime's or the kubelet's own text.
+	why := endedMessage(r, gone, wl)
+	s.log.WarnContext(ctx, "running workload ended", "resource", r.ID, "name", r.EngineName, "gone", gone, "state", wl.State, "reason", wl.Reason, "shown", why)
 	// Only from running: a Stop may have begun since the records were read (the
 	// workload is then stopped on purpose) and must not be failed.
 	if _, err := s.db.MoveFrom(ctx, r.ID, calipso.Running, calipso.Failed, store.Update{Error: &why}); err != nil {
@@ -544,6 +594,21 @@ func (s *Service) vanished(ctx context.Context, r calipso.Resource, note func(er
 		note(s.desktops.Delete(ctx, r.EngineName))
 	}
 	return true
+}
+
+// endedMessage is what the record of a running resource says once its workload is
+// gone, stopped or broken: the kind, and what the user can do.
+func endedMessage(r calipso.Resource, gone bool, wl provisioner.Workload) string {
+	switch {
+	case gone:
+		return "the workload vanished from the engine: relaunch it"
+	case wl.State == provisioner.StateStopped:
+		return "the workload ended by itself: relaunch it"
+	case strings.Contains(wl.Reason, "OOMKilled"):
+		return "the workload ran out of memory and was stopped: relaunch it (it may need an image with more memory)"
+	default:
+		return fmt.Sprintf("the workload failed: relaunch it; if it keeps failing, ask the facility's support, quoting resource %d", r.ID)
+	}
 }
 
 // removeOrphans is the orphan pass: workloads the records don't account for, and
