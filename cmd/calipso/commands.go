@@ -89,7 +89,7 @@ func lookup(args []string) (command, []string, error) {
 	}
 	switch {
 	case name == "settings":
-		return command{}, nil, fmt.Errorf("settings: want `settings check` or `settings show [PROFILE]`")
+		return command{}, nil, errors.New("settings: want `settings check` or `settings show [PROFILE]`")
 	case isGroup && len(args) == 1:
 		return command{}, nil, fmt.Errorf("%s: which one? (see `calipso help`)", name)
 	case isGroup:

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/calipsoplus/calipso/experiments/useroffice"
+	"github.com/calipsoplus/calipso/internal/apiclient"
 	"github.com/calipsoplus/calipso/internal/demo"
 	"github.com/calipsoplus/calipso/internal/server"
 	"github.com/calipsoplus/calipso/internal/store"
@@ -127,29 +128,11 @@ func serveUserOffice(ctx context.Context, c *cli, args []string) error {
 	return nil
 }
 
-// healthcheck asks the local server's /healthz.
+// healthcheck asks the local server's /healthz (for container HEALTHCHECKs).
 func healthcheck(ctx context.Context, listen string, stdout io.Writer) error {
-	host, port, err := net.SplitHostPort(listen)
-	if err != nil {
-		return fmt.Errorf("listen %q: %w", listen, err)
-	}
-	if ip := net.ParseIP(host); host == "" || (ip != nil && ip.IsUnspecified()) {
-		host = "127.0.0.1"
-	}
-	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+net.JoinHostPort(host, port)+"/healthz", nil)
-	if err != nil {
+	if err := apiclient.Healthy(ctx, listen); err != nil {
 		return err
 	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return fmt.Errorf("healthcheck: %w", err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("healthcheck: %s", resp.Status)
-	}
-	fmt.Fprintln(stdout, "ok")
-	return nil
+	_, err := fmt.Fprintln(stdout, "ok")
+	return err
 }

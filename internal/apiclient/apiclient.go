@@ -1,6 +1,7 @@
-// Package apiclient is one browser session of Calipso's compat API: a cookie jar,
-// Django's CSRF dance (the csrftoken cookie echoed as X-CSRFToken) and JSON bodies.
-// The load tool (cmd/calipso-load) and the end-to-end tests drive servers with it.
+// Package apiclient calls a Calipso server over HTTP: a Client is one browser session
+// of the compat API (a cookie jar, Django's CSRF dance: the csrftoken cookie echoed as
+// X-CSRFToken, JSON bodies), with which the load tool (cmd/calipso-load) and the
+// end-to-end tests drive servers; Healthy is `calipso healthcheck`'s question.
 package apiclient
 
 import (
@@ -9,6 +10,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/cookiejar"
 	"net/url"
@@ -142,4 +144,31 @@ func (c *Client) Remove(ctx context.Context, user string, rec Container) (int, e
 	}
 	status, _, err = c.Call(ctx, http.MethodGet, RemovePath(user, rec.Name, rec.PublicName), nil)
 	return status, err
+}
+
+// Healthy asks the server listening at listen (host:port, as the settings' listen
+// gives it; an unspecified host is asked on loopback) for /healthz, within 3s.
+func Healthy(ctx context.Context, listen string) error {
+	host, port, err := net.SplitHostPort(listen)
+	if err != nil {
+		return fmt.Errorf("listen %q: %w", listen, err)
+	}
+	if ip := net.ParseIP(host); host == "" || (ip != nil && ip.IsUnspecified()) {
+		host = "127.0.0.1"
+	}
+	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+net.JoinHostPort(host, port)+"/healthz", nil)
+	if err != nil {
+		return err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return fmt.Errorf("healthcheck: %w", err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("healthcheck: %s", resp.Status)
+	}
+	return nil
 }

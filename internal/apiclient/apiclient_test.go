@@ -3,11 +3,13 @@ package apiclient
 import (
 	"context"
 	"encoding/json"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -106,6 +108,38 @@ func TestSession(t *testing.T) {
 			defer api.mu.Unlock()
 			if err != nil || status != tt.wantStatus || !slices.Equal(api.calls, tt.wantCalls) {
 				t.Errorf("Remove = %d, %v after %q; want %d after %q", status, err, api.calls, tt.wantStatus, tt.wantCalls)
+			}
+		})
+	}
+}
+
+func TestHealthy(t *testing.T) {
+	var status atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/healthz" {
+			http.NotFound(w, r)
+			return
+		}
+		w.WriteHeader(int(status.Load()))
+	}))
+	defer srv.Close()
+	_, port, _ := net.SplitHostPort(srv.Listener.Addr().String())
+	tests := []struct {
+		name, listen string
+		status       int
+		want         string // in the error; "" for healthy
+	}{
+		{"unspecified host is asked on loopback", "0.0.0.0:" + port, http.StatusOK, ""},
+		{"no host", ":" + port, http.StatusOK, ""},
+		{"unhealthy", "127.0.0.1:" + port, http.StatusServiceUnavailable, "503"},
+		{"not host:port", "localhost", http.StatusOK, `listen "localhost"`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			status.Store(int64(tt.status))
+			err := Healthy(t.Context(), tt.listen)
+			if (tt.want == "") != (err == nil) || (err != nil && !strings.Contains(err.Error(), tt.want)) {
+				t.Errorf("Healthy(%q) = %v, want %q", tt.listen, err, tt.want)
 			}
 		})
 	}
