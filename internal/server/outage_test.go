@@ -47,8 +47,14 @@ func startPrivateMariaDB(t testing.TB) *privateMariaDB {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { os.RemoveAll(dir) })
-	data := filepath.Join(dir, "data")
-	install := exec.Command("mariadb-install-db", "--no-defaults", "--user=root", "--datadir="+data, "--auth-root-authentication-method=normal")
+	data, tmp := filepath.Join(dir, "data"), filepath.Join(dir, "tmp")
+	if err := os.Mkdir(tmp, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	// A temporary directory of its own: servers installed at once in a shared /tmp
+	// collide on their temporary tables' names.
+	install := exec.Command("mariadb-install-db", "--no-defaults", "--user=root", "--datadir="+data, "--tmpdir="+tmp,
+		"--auth-root-authentication-method=normal")
 	if out, err := install.CombinedOutput(); err != nil {
 		t.Fatalf("mariadb-install-db: %v\n%s", err, out)
 	}
@@ -57,7 +63,7 @@ func startPrivateMariaDB(t testing.TB) *privateMariaDB {
 	if _, err := exec.LookPath(bin); err != nil {
 		bin = "/usr/sbin/mariadbd"
 	}
-	m.cmd = exec.Command(bin, "--no-defaults", "--user=root", "--datadir="+data, "--socket="+m.sock, "--skip-networking",
+	m.cmd = exec.Command(bin, "--no-defaults", "--user=root", "--datadir="+data, "--tmpdir="+tmp, "--socket="+m.sock, "--skip-networking",
 		"--pid-file="+filepath.Join(dir, "m.pid"), "--log-error="+filepath.Join(dir, "m.err"), "--innodb-flush-log-at-trx-commit=2")
 	if err := m.cmd.Start(); err != nil {
 		t.Fatalf("mariadbd: %v", err)
