@@ -5,6 +5,37 @@
 // Everything the user office sends is treated as untrusted input: decoding is tolerant
 // of missing fields, strict on wrongly typed ones (errors name the field), and volume
 // definitions are checked before anything is mounted.
+//
+// # What a mounted volume is guaranteed to be
+//
+// ParseVolumes keeps a definition's host paths, as text, strictly under the datasets
+// root (read-only volumes) or the output root (read-write). ResolveHostPaths then
+// checks them where this host sees the roots, and hands the engine the real path it
+// checked. On a Docker engine that sees the same filesystems at the same paths (a local
+// engine), what the engine mounts is then:
+//
+//   - inside the proposal directory the definition names, the first component under the
+//     root (`/P/raw` stays inside root/P): a symbolic link may move within it, not into
+//     another proposal's directory, the rest of the root, or out of the root;
+//   - what was checked, however workloads race the engine: every directory from the root
+//     down to the source's parent belongs to root (or to the user Calipso runs as) and is
+//     not writable by group or others, so no workload can rename another entry into the
+//     source's place between the check and the engine's lookup. A mount below a directory
+//     that users can write (a proposal directory owned by the proposal's uid, as in
+//     `results/P/sub` while another session mounts `results/P` read-write) is refused:
+//     mount that directory itself, or give it to root with mode 0755 and the session
+//     directories below it to the proposal's uid.
+//
+// The guarantee rests on file modes, so it holds only against users other than root and
+// Calipso's own: a workload running as root (workloads.allow_root) overrides modes in
+// its read-write mounts, and so does one running as Calipso's uid; it also needs a
+// filesystem that enforces its modes (not one mounted with a fixed owner, or squashed
+// NFS uids that differ between hosts). The roots, and the directories above them, are
+// the operator's: they must not be writable by workloads either, and the configured
+// root paths themselves may be links. Where the roots are not on this host (a remote
+// Docker engine, Kubernetes nodes, or Calipso in a container that does not see them at
+// the same paths) only the textual checks are made: the engine's host must keep its
+// directories sealed the same way, and nothing checks that it does.
 package experiments
 
 import (

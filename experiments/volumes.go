@@ -7,9 +7,12 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"os"
 	"path"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"syscall"
 	"unicode/utf8"
 
 	"github.com/calipsoplus/calipso"
@@ -159,13 +162,25 @@ func (s volumeSpec) resolve(roots Roots) (Volume, error) {
 	return Volume{HostPath: host, ContainerPath: container, ReadOnly: s.mode == "ro"}, nil
 }
 
-// ResolveHostPaths follows symbolic links in the volumes' host paths, where this
-// host can see their roots, and refuses a volume whose real path leaves its root:
-// a link planted in a dataset directory must not mount /etc or another proposal's
-// data. It returns the volumes with their real paths, so that the engine mounts what
-// was checked. When a root does not exist here (a remote Docker engine or a
-// Kubernetes node holds the data), its volumes are returned as they are: the engine's
-// host is then trusted to hold no links out of the root.
+// ResolveHostPaths checks the volumes' host paths on this host, where it can see their
+// roots, and returns the volumes with their real paths (symbolic links resolved), so
+// that the engine mounts what was checked. A volume is refused (ErrInvalidVolume) when:
+//
+//   - it does not exist, or is neither a directory nor a regular file;
+//   - its real path leaves the proposal directory its text names: the first component
+//     under the root (`/P/raw` must stay inside root/P; a link from P's data into Q's
+//     is refused, and so is a proposal directory that is itself a link);
+//   - a directory on its real path, from the root down to the source's parent, can be
+//     changed by anyone but root or the user Calipso runs as (owned by another user,
+//     or writable by group or others): a workload that can write there could rename a
+//     link into the source's place between this check and the engine's mount.
+//
+// The last rule is what makes the check hold when the engine makes the mount: the
+// path handed to the engine has no symbolic link, and every name on it sits in a
+// directory no workload can change, so the engine's own lookup finds what was checked.
+// When a root does not exist here (a remote Docker engine or a Kubernetes node holds
+// the data), its volumes are returned as they are: the engine's host is then trusted
+// to keep its layout as safe (see the package documentation).
 func ResolveHostPaths(vols []Volume, roots Roots) ([]Volume, error) {
 	realRoots := map[string]string{} // root as configured → real path; "" when not here
 	realRoot := func(root string) (string, error) {
@@ -184,10 +199,15 @@ func ResolveHostPaths(vols []Volume, roots Roots) ([]Volume, error) {
 	}
 	out := make([]Volume, 0, len(vols))
 	for _, v := range vols {
-		root := path.Clean(roots.Output)
+		root, which := path.Clean(roots.Output), "output"
 		if v.ReadOnly {
-			root = path.Clean(roots.Datasets)
+			root, which = path.Clean(roots.Datasets), "datasets"
 		}
+		rel, ok := strings.CutPrefix(v.HostPath, root+"/")
+		if !ok || rel == "" || hasDotDot(rel) {
+			return nil, volErr(v.HostPath, "host path falls outside the %s directory", which)
+		}
+		shown := "/" + rel // what the definition said, without the host's root
 		rr, err := realRoot(root)
 		if err != nil {
 			return nil, err
@@ -196,24 +216,88 @@ func ResolveHostPaths(vols []Volume, roots Roots) ([]Volume, error) {
 			out = append(out, v)
 			continue
 		}
-		real, err := filepath.EvalSymlinks(v.HostPath)
-		which := "output"
-		if v.ReadOnly {
-			which = "datasets"
+		real, err := filepath.EvalSymlinks(rr + "/" + rel)
+		switch {
+		case errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ENOTDIR):
+			return nil, volErr(shown, "does not exist in the %s directory", which)
+		case errors.Is(err, fs.ErrPermission):
+			return nil, fmt.Errorf("volume %s: %w", v.HostPath, err) // this host's set-up, not the user's
+		case err != nil:
+			var pe *fs.PathError
+			if errors.As(err, &pe) {
+				err = pe.Err // without the host's path
+			}
+			return nil, volErr(shown, "cannot be resolved: %v", err)
 		}
-		if errors.Is(err, fs.ErrNotExist) {
-			return nil, volErr(strings.TrimPrefix(v.HostPath, root), "does not exist in the %s directory", which)
+		proposal, _, _ := strings.Cut(rel, "/")
+		proposalDir := rr + "/" + proposal
+		if real != proposalDir && !strings.HasPrefix(real, proposalDir+"/") {
+			if real != rr && !strings.HasPrefix(real, rr+"/") {
+				return nil, volErr(shown, "a symbolic link leads out of the %s directory", which)
+			}
+			return nil, volErr(shown, "a symbolic link leads out of the proposal directory /%s", proposal)
 		}
-		if err != nil {
-			return nil, fmt.Errorf("volume %s: %w", v.HostPath, err)
-		}
-		if !strings.HasPrefix(real, rr+string(filepath.Separator)) {
-			return nil, volErr(strings.TrimPrefix(v.HostPath, root), "a symbolic link leads out of the %s directory", which)
+		if err := checkSealed(rr, real, shown, which); err != nil {
+			return nil, err
 		}
 		v.HostPath = real
 		out = append(out, v)
 	}
 	return out, nil
+}
+
+// checkSealed walks real (a path below the real root rr) from rr down, without
+// following links, and refuses it unless every directory on the way, rr included,
+// can be changed only by a trusted user (see trustedOwner), and real itself is a
+// directory or a regular file. A directory nobody else can write keeps its entries:
+// the walk's lookups, and the engine's later, find the same files. A link or a
+// non-directory on the way means the path changed since it was resolved.
+func checkSealed(rr, real, shown, which string) error {
+	rest := strings.TrimPrefix(real, rr)
+	dir := rr
+	for {
+		fi, err := os.Lstat(dir)
+		if err != nil {
+			return volErr(shown, "changed while it was checked")
+		}
+		if dir == real {
+			if !fi.IsDir() && !fi.Mode().IsRegular() {
+				return volErr(shown, "is neither a directory nor a regular file")
+			}
+			return nil
+		}
+		if !fi.IsDir() {
+			return volErr(shown, "changed while it was checked")
+		}
+		if uid, ok := fileOwner(fi); !ok || !trustedOwner(uid) || fi.Mode().Perm()&0o022 != 0 {
+			where := "the " + which + " directory itself"
+			if dir != rr {
+				where = "directory " + strings.TrimPrefix(dir, rr)
+			}
+			owner := "unknown"
+			if ok {
+				owner = strconv.FormatUint(uint64(uid), 10)
+			}
+			return volErr(shown, "%s (owner %s, mode %04o) can be changed by users other than root: "+
+				"a workload writing there could swap what is mounted while the engine mounts it; the directories "+
+				"from the root down to a mount must belong to root and not be writable by group or others",
+				where, owner, fi.Mode().Perm())
+		}
+		next, after, _ := strings.Cut(strings.TrimPrefix(rest, "/"), "/")
+		dir += "/" + next
+		rest = after
+		if rest != "" {
+			rest = "/" + rest
+		}
+	}
+}
+
+// trustedOwner says whether uid may own the directories above a mount: root, and the
+// user Calipso runs as (who made the demo's directories, and can change the settings
+// anyway). Workloads must not run as either (workloads.allow_root, or a workload uid
+// equal to Calipso's, void the guarantee).
+func trustedOwner(uid uint32) bool {
+	return uid == 0 || int64(uid) == int64(os.Geteuid())
 }
 
 // checkPathText refuses path text that is unsafe whatever root it is joined to.
