@@ -142,7 +142,12 @@ func (s *server) startSession(w http.ResponseWriter, r *http.Request, username s
 	}
 	sess.Options.MaxAge = int(s.Config.Auth.SessionMaxAge.Seconds())
 	sess.Options.Secure = s.Config.Auth.SecureCookies || client(r).scheme == "https"
-	return sess.Save(r, w)
+	if err := sess.Save(r, w); err != nil {
+		return err
+	}
+	// The new session's CSRF token: the frontend reads the cookie for each call.
+	s.setCSRFCookie(w, r, s.csrfTokenFor(sess.ID))
+	return nil
 }
 
 func (s *server) handleLogin() http.HandlerFunc {
@@ -200,17 +205,23 @@ func (s *server) endSession(w http.ResponseWriter, r *http.Request) error {
 		http.SetCookie(w, sessions.NewCookie(sessionCookie, "", sess.Options))
 		return err
 	}
-	return sess.Save(r, w)
+	if err := sess.Save(r, w); err != nil {
+		return err
+	}
+	s.setCSRFCookie(w, r, rand32()) // the ended session's token is worth nothing now
+	return nil
 }
 
+// handleLogout ends the session; refused cross-site (stateChangingGET): another site
+// must not log the user out.
 func (s *server) handleLogout() http.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) {
+	return s.stateChangingGET(func(w http.ResponseWriter, r *http.Request) {
 		if err := s.endSession(w, r); err != nil {
 			writeError(w, r, s.Log, err)
 			return
 		}
 		writeJSON(w, http.StatusOK, "Logout OK")
-	}
+	})
 }
 
 func (s *server) handleAuthenticated() http.HandlerFunc {

@@ -3,6 +3,7 @@ package server_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/url"
@@ -215,4 +216,177 @@ func TestOperations(t *testing.T) {
 			t.Errorf("metrics lack %s", want)
 		}
 	}
+}
+
+// Accept headers as browsers send them.
+const (
+	acceptPage    = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8" // a navigation
+	acceptAngular = "application/json, text/plain, */*"                               // the frontend's HttpClient
+)
+
+// TestCrossSiteStateChangingGETs (security review, finding 6): the GETs that change
+// state (logout/, umbrella/logout/, resource/run|stop|rm) are refused to other sites
+// and to navigations (an old browser sends neither Sec-Fetch-Site nor Origin on a
+// top-level navigation, and SameSite=Lax gives it the cookies), and an Origin of this
+// host with another scheme is another site; the frontend's XHRs and scripts pass.
+func TestCrossSiteStateChangingGETs(t *testing.T) {
+	h := newHarness(t)
+	host := strings.TrimPrefix(h.srv.URL, "http://")
+	const run = "resource/run/alice/2019002~2019002-01/static_link/"
+	frontend := map[string]string{"Origin": frontendOrigin, "Accept": acceptAngular}
+	modernFrontend := map[string]string{"Origin": frontendOrigin, "Accept": acceptAngular, "Sec-Fetch-Site": "cross-site", "Sec-Fetch-Mode": "cors"}
+	rows := []struct {
+		name    string
+		path    string
+		headers map[string]string // exactly these
+		want    int
+	}{
+		{"logout from the frontend", "logout/", frontend, 200},
+		{"logout from a modern frontend", "logout/", modernFrontend, 200},
+		{"logout from a script", "logout/", nil, 200},
+		{"logout cross-site origin", "logout/", map[string]string{"Origin": "https://evil.example"}, 403},
+		{"logout cross-site fetch", "logout/", map[string]string{"Sec-Fetch-Site": "cross-site", "Sec-Fetch-Mode": "no-cors"}, 403},
+		{"logout cross-site navigation", "logout/", map[string]string{"Sec-Fetch-Site": "cross-site", "Sec-Fetch-Mode": "navigate", "Accept": acceptPage}, 403},
+		{"logout navigation, old browser", "logout/", map[string]string{"Accept": acceptPage}, 403},
+		{"logout other scheme", "logout/", map[string]string{"Origin": "https://" + host}, 403},
+		{"umbrella logout from the frontend", "umbrella/logout/", frontend, 200},
+		{"umbrella logout cross-site origin", "umbrella/logout/", map[string]string{"Origin": "https://evil.example"}, 403},
+		{"umbrella logout cross-site fetch", "umbrella/logout/", map[string]string{"Sec-Fetch-Site": "cross-site"}, 403},
+		{"umbrella logout navigation, old browser", "umbrella/logout/", map[string]string{"Accept": acceptPage}, 403},
+
+		{"run from the frontend", run, frontend, 201},
+		{"run from a modern frontend", run, modernFrontend, 201},
+		{"run from a script", run, nil, 201},
+		{"run from curl", run, map[string]string{"Accept": "*/*"}, 201},
+		{"run from this origin, old browser", run, map[string]string{"Origin": "http://" + host, "Accept": acceptAngular}, 201},
+		{"run navigation, old browser", run, map[string]string{"Accept": acceptPage}, 403},
+		{"run navigation asking HTML only", run, map[string]string{"Accept": "text/html"}, 403},
+		{"run typed in the address bar", run, map[string]string{"Sec-Fetch-Site": "none", "Sec-Fetch-Mode": "navigate", "Accept": acceptPage}, 403},
+		{"run navigation from this origin", run, map[string]string{"Sec-Fetch-Site": "same-origin", "Sec-Fetch-Mode": "navigate"}, 403},
+		{"run other scheme", run, map[string]string{"Origin": "https://" + host, "Accept": acceptAngular}, 403},
+		{"stop navigation, old browser", "resource/stop/alice/x/static_link/", map[string]string{"Accept": acceptPage}, 403},
+		{"stop other scheme", "resource/stop/alice/x/static_link/", map[string]string{"Origin": "https://" + host}, 403},
+		{"rm navigation, old browser", "resource/rm/alice/x/static_link/", map[string]string{"Accept": acceptPage}, 403},
+		{"rm other scheme", "resource/rm/alice/x/static_link/", map[string]string{"Origin": "https://" + host}, 403},
+	}
+	for _, row := range rows {
+		t.Run(row.name, func(t *testing.T) {
+			alice := h.loggedIn("alice").in(t)
+			wantStatus(t, alice.do(http.MethodGet, "users/alice/experiments/", nil), http.StatusOK) // fetched from the office
+			req, err := http.NewRequest(http.MethodGet, h.api(row.path), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for k, v := range row.headers {
+				req.Header.Set(k, v)
+			}
+			a := alice.send(req)
+			if row.want == 403 {
+				wantError(t, a, 403)
+			} else {
+				wantStatus(t, a, row.want)
+			}
+			// What a refusal did not do: the session lives on, nothing was launched.
+			loggedIn := alice.do(http.MethodGet, "users/alice/", nil).status == http.StatusOK
+			if loggedOut := strings.Contains(row.path, "logout/") && row.want == 200; loggedIn == loggedOut {
+				t.Fatalf("logged in %v after %s", loggedIn, row.name)
+			}
+			if !loggedIn {
+				return
+			}
+			var list []map[string]any
+			alice.do(http.MethodGet, "resource/list/alice/", nil).json(t, &list)
+			if launched := row.path == run && row.want == 201; launched != (len(list) == 1) {
+				t.Fatalf("%d resources after %s", len(list), row.name)
+			}
+			for _, m := range list { // the next row launches the same session
+				c := parseContainer(t, m)
+				wantStatus(t, alice.do(http.MethodGet, "resource/stop/alice/"+c.ContainerName+"/"+c.PublicName+"/", nil), 200)
+				wantStatus(t, alice.do(http.MethodGet, "resource/rm/alice/"+c.ContainerName+"/"+c.PublicName+"/", nil), 200)
+			}
+		})
+	}
+}
+
+// TestCrossOriginOtherScheme (finding 6): the standard library's cross-origin check
+// compares only Origin's host with Host; another scheme is another origin.
+func TestCrossOriginOtherScheme(t *testing.T) {
+	h := newHarness(t)
+	host := strings.TrimPrefix(h.srv.URL, "http://")
+	alice := h.loggedIn("alice")
+	for _, origin := range []string{"https://" + host, "ftp://" + host} {
+		alice.origin = origin
+		wantError(t, alice.do(http.MethodPut, "favorite/1/", map[string]string{"favorite": "1"}), http.StatusForbidden)
+		wantError(t, alice.do(http.MethodPost, "login/", map[string]string{"username": "alice", "password": "alice-demo"}), http.StatusForbidden)
+	}
+	alice.origin = "http://" + host // the API's own origin: an old browser on one of its pages
+	a := alice.do(http.MethodPut, "favorite/999999/", map[string]string{"favorite": "1"})
+	wantError(t, a, http.StatusNotFound) // past the checks
+}
+
+// TestCSRFTokenBoundToSession (security review, finding 10): the CSRF token is the
+// session's (a token of another session is refused, even with the cookie set to it
+// as a sibling site can), a new one is set at login and at logout, and anonymous
+// visitors still get one.
+func TestCSRFTokenBoundToSession(t *testing.T) {
+	h := newHarness(t)
+	base := mustURL(t, h.srv.URL+"/")
+	setToken := func(b *browser, token string) {
+		b.c.Jar.SetCookies(base, []*http.Cookie{{Name: "csrftoken", Value: token, Path: "/"}})
+	}
+
+	// Anonymous: the frontend's first calls get a token.
+	alice := h.browser()
+	anonymous := alice.csrfToken()
+	alice.login("alice")
+	own := alice.csrfToken()
+	if own == anonymous {
+		t.Fatal("login/ did not set a new csrftoken cookie")
+	}
+	var page struct {
+		Results []struct{ ID int64 } `json:"results"`
+	}
+	alice.do(http.MethodGet, "users/alice/experiments/", nil).json(t, &page)
+	if len(page.Results) == 0 {
+		t.Fatal("alice has no experiments")
+	}
+	favorite := func(b *browser, token string) answer {
+		req, _ := http.NewRequest(http.MethodPut, h.api(fmt.Sprintf("favorite/%d/", page.Results[0].ID)), strings.NewReader(`{"favorite":"1"}`))
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Origin", frontendOrigin)
+		req.Header.Set("X-CSRFToken", token)
+		return b.send(req)
+	}
+	wantStatus(t, favorite(alice, own), http.StatusOK)
+	if again := alice.csrfToken(); again != own {
+		t.Errorf("the token changed between two calls of one session: %s, then %s", own, again)
+	}
+
+	// The token from before the login (which an attacker may have read or planted).
+	setToken(alice, anonymous)
+	wantError(t, favorite(alice, anonymous), http.StatusForbidden)
+	if got := alice.csrfToken(); got != own {
+		t.Errorf("after a wrong cookie, csrftoken %s, want the session's %s again", got, own)
+	}
+
+	// Another session's valid token, planted in alice's cookie (double submit alone
+	// would pass: cookie and header agree).
+	bob := h.loggedIn("bob")
+	bobs := bob.csrfToken()
+	setToken(alice, bobs)
+	wantError(t, favorite(alice, bobs), http.StatusForbidden)
+	wantStatus(t, favorite(alice, alice.csrfToken()), http.StatusOK)
+
+	// A second login on the same browser rotates it again; so does logout.
+	alice.do(http.MethodGet, "logout/", nil)
+	afterLogout := alice.csrfToken()
+	if afterLogout == own {
+		t.Error("logout/ kept the ended session's token")
+	}
+	alice.login("alice")
+	if second := alice.csrfToken(); second == own || second == afterLogout {
+		t.Errorf("second login kept a token: %s", second)
+	}
+	wantError(t, favorite(alice, own), http.StatusForbidden)
+	wantStatus(t, favorite(alice, alice.csrfToken()), http.StatusOK)
 }

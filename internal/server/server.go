@@ -5,7 +5,10 @@ package server
 
 import (
 	"context"
+	"crypto/hmac"
+	"crypto/sha256"
 	"crypto/subtle"
+	"encoding/hex"
 	"fmt"
 	"log/slog"
 	"net"
@@ -14,6 +17,7 @@ import (
 	"net/url"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -95,10 +99,13 @@ type server struct {
 	sessions *dbSessionStore
 	metrics  *metrics
 	cop      *http.CrossOriginProtection
-	office   *officeCache
-	pages    *pageCache
-	images   *imageList
-	acsPath  string // the SAML assertion consumer's path, exempt from CSRF; "" without SAML
+	// trustedOrigin are the frontend origins (cors_origins), as cop has them.
+	trustedOrigin map[string]bool
+	csrfKey       []byte // csrfTokenFor's key
+	office        *officeCache
+	pages         *pageCache
+	images        *imageList
+	acsPath       string // the SAML assertion consumer's path, exempt from CSRF; "" without SAML
 	// anonymousPOST are the paths posted to by browsers not logged in yet: they need
 	// no CSRF token, only the cross-origin check.
 	anonymousPOST map[string]bool
@@ -128,6 +135,8 @@ func New(d Deps) (http.Handler, error) {
 		cop:      http.NewCrossOriginProtection(),
 	}
 	srv.federated = newFederatedCodec(s.SecretKey)
+	srv.csrfKey = deriveKey(s.SecretKey, "calipso csrf token")
+	srv.trustedOrigin = map[string]bool{}
 	srv.office = newOfficeCache(d.Store, d.Office, s.Experiments.Dynamic, s.Experiments.RefreshInterval, s.Experiments.Timeout, d.Log)
 	srv.pages = newPageCache(4096)
 	srv.images = &imageList{ttl: s.Server.CacheTTL.Duration}
@@ -139,6 +148,7 @@ func New(d Deps) (http.Handler, error) {
 		if err := srv.cop.AddTrustedOrigin(o); err != nil {
 			return nil, err
 		}
+		srv.trustedOrigin[o] = true
 	}
 	// Refusals answer JSON like every other error.
 	srv.cop.SetDenyHandler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -347,23 +357,40 @@ func (s *server) saneRequest(next http.Handler) http.Handler {
 // csrfCookie is the cookie the frontend reads and sends back as X-CSRFToken (Django's).
 const csrfCookie = "csrftoken"
 
-// csrf guards cookie-authenticated state changes twice: the standard library's
-// cross-origin protection (Sec-Fetch-Site / Origin against the trusted frontend
-// origins) and, for the existing frontend, Django's double-submit token: unsafe
-// methods must echo the csrftoken cookie in X-CSRFToken. gorilla/csrf can't serve
-// here: its header must carry a masked token, not the cookie's value.
+// csrf guards cookie-authenticated state changes twice: the cross-origin check
+// (crossOrigin: Sec-Fetch-Site / Origin against the trusted frontend origins) and,
+// for the existing frontend, Django's token: unsafe methods must send the csrftoken
+// cookie's value in X-CSRFToken. gorilla/csrf can't serve here: its header must
+// carry a masked token, not the cookie's value.
+//
+// The token is tied to the session (csrfTokenFor: an HMAC of the session's id), so a
+// token from another session, or one planted in the cookie by a sibling site, is
+// refused, and it changes with every login (startSession sets the new one). A
+// visitor without a session gets a random token, which only has to match its cookie:
+// such a visitor can change nothing that needs a login.
 func (s *server) csrf(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		token := ""
+		cookie := ""
 		if c, err := r.Cookie(csrfCookie); err == nil && len(c.Value) >= 32 && len(c.Value) <= 64 {
-			token = c.Value
-		} else {
+			cookie = c.Value
+		}
+		// The session, loaded once for the request (the handlers get the same one).
+		var sessErr error
+		token := cookie
+		if _, err := r.Cookie(sessionCookie); err == nil {
+			sess, err := s.sessions.Get(r, sessionCookie)
+			switch {
+			case err != nil:
+				sessErr = err
+			case sess.ID != "":
+				token = s.csrfTokenFor(sess.ID)
+			}
+		}
+		if token == "" {
 			token = rand32()
-			http.SetCookie(w, &http.Cookie{
-				// Path "/": the frontend's JavaScript, served outside the base path, must read it.
-				Name: csrfCookie, Value: token, Path: "/",
-				MaxAge: 365 * 24 * 3600, Secure: s.Config.Auth.SecureCookies, SameSite: http.SameSiteLaxMode,
-			})
+		}
+		if token != cookie && sessErr == nil {
+			s.setCSRFCookie(w, r, token)
 		}
 		switch {
 		case r.Method == http.MethodGet || r.Method == http.MethodHead || r.Method == http.MethodOptions:
@@ -375,13 +402,17 @@ func (s *server) csrf(next http.Handler) http.Handler {
 			// (the frontend sends none on login/ and "none" when it lost the cookie),
 			// as Django REST framework never checked anonymous requests. The
 			// cross-origin check is what stops login CSRF.
-			if err := s.cop.Check(r); err != nil {
-				writeError(w, r, s.Log, errCrossSite)
+			if err := s.crossOrigin(r); err != nil {
+				writeError(w, r, s.Log, err)
 				return
 			}
 		default:
-			if err := s.cop.Check(r); err != nil {
-				writeError(w, r, s.Log, errCrossSite)
+			if err := s.crossOrigin(r); err != nil {
+				writeError(w, r, s.Log, err)
+				return
+			}
+			if sessErr != nil { // the token can't be checked: the database is down
+				writeError(w, r, s.Log, sessErr)
 				return
 			}
 			sent := r.Header.Get("X-CSRFToken")
@@ -394,14 +425,114 @@ func (s *server) csrf(next http.Handler) http.Handler {
 	})
 }
 
+// csrfTokenFor is the CSRF token of the session with this id: 64 hex digits, an HMAC
+// of the id with a key of its own derived from the secret key. Only the server and
+// the session's browser know the id, so no one else can compute it.
+func (s *server) csrfTokenFor(sessionID string) string {
+	m := hmac.New(sha256.New, s.csrfKey)
+	m.Write([]byte(sessionID))
+	return hex.EncodeToString(m.Sum(nil))
+}
+
+// setCSRFCookie sets the csrftoken cookie, replacing one set earlier in this answer
+// (csrf() sets the visitor's before login/ sets the session's).
+func (s *server) setCSRFCookie(w http.ResponseWriter, r *http.Request, token string) {
+	h := w.Header()
+	kept := h.Values("Set-Cookie")[:0:0]
+	for _, c := range h.Values("Set-Cookie") {
+		if !strings.HasPrefix(c, csrfCookie+"=") {
+			kept = append(kept, c)
+		}
+	}
+	h.Del("Set-Cookie")
+	for _, c := range kept {
+		h.Add("Set-Cookie", c)
+	}
+	http.SetCookie(w, &http.Cookie{
+		// Path "/": the frontend's JavaScript, served outside the base path, must read
+		// it (so not HttpOnly either).
+		Name: csrfCookie, Value: token, Path: "/",
+		MaxAge: 365 * 24 * 3600, Secure: s.Config.Auth.SecureCookies || client(r).scheme == "https", SameSite: http.SameSiteLaxMode,
+	})
+}
+
+// crossOrigin refuses requests sent by pages of other sites: the standard library's
+// CrossOriginProtection (Sec-Fetch-Site; without it, Origin against Host; the trusted
+// frontend origins exempt), checked against the host the client asked for (a trusted
+// proxy's X-Forwarded-Host), and for every method (the state-changing GETs too).
+// CrossOriginProtection compares only the host of Origin with Host, so an old
+// browser's Origin https://host passed for an http Host: a request from another
+// origin (another scheme is another origin) is refused here.
+func (s *server) crossOrigin(r *http.Request) error {
+	c := client(r)
+	probe := r.WithContext(r.Context()) // a shallow copy: the headers are only read
+	probe.Method, probe.Host = http.MethodPost, c.host
+	if err := s.cop.Check(probe); err != nil {
+		return fmt.Errorf("%w: %w", errCrossSite, err)
+	}
+	if r.Header.Get("Sec-Fetch-Site") != "" {
+		return nil // the browser compared the whole origin
+	}
+	origin := r.Header.Get("Origin")
+	if origin == "" || s.trustedOrigin[origin] {
+		return nil
+	}
+	if u, err := url.Parse(origin); err != nil || !strings.EqualFold(u.Scheme, c.scheme) {
+		return fmt.Errorf("%w: Origin %s is not this site's %s origin", errCrossSite, origin, c.scheme)
+	}
+	return nil
+}
+
+// navigation reports a top-level navigation (a link, a form, a typed URL, a script
+// setting location): Sec-Fetch-Mode says so, and browsers too old to send it ask for
+// HTML first. The API's calls come from the frontend's XHRs (Accept: application/json,
+// text/plain, */*) or from scripts (curl: */*), never from navigations.
+func navigation(r *http.Request) bool {
+	if r.Header.Get("Sec-Fetch-Mode") == "navigate" {
+		return true
+	}
+	for _, accept := range r.Header.Values("Accept") {
+		for rng := range strings.SplitSeq(accept, ",") {
+			media, params, _ := strings.Cut(rng, ";")
+			media = strings.ToLower(strings.TrimSpace(media))
+			if media != "text/html" && media != "application/xhtml+xml" {
+				continue
+			}
+			if q, ok := qValue(params); !ok || q > 0 {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// qValue finds q= in a media range's parameters.
+func qValue(params string) (float64, bool) {
+	for p := range strings.SplitSeq(params, ";") {
+		k, v, _ := strings.Cut(strings.TrimSpace(p), "=")
+		if strings.EqualFold(strings.TrimSpace(k), "q") {
+			q, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+			return q, err == nil
+		}
+	}
+	return 0, false
+}
+
 // stateChangingGET protects the compat API's GETs that change state (resource/run,
-// stop, rm): they get the cross-origin check an unsafe method would.
+// stop, rm; logout/ and umbrella/logout/): they get the cross-origin check an unsafe
+// method would, and navigations are refused. A cross-site page can make the
+// browser navigate to a URL (a link, a form, window.location) with the session's
+// cookie (SameSite=Lax lets top-level navigations have it), and an old browser then
+// sends neither Sec-Fetch-Site nor Origin; the frontend only ever calls these by XHR.
+// Subresources (<img src>) of another site get no cookie (SameSite=Lax).
 func (s *server) stateChangingGET(next http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		probe := r.Clone(r.Context())
-		probe.Method = http.MethodPost
-		if err := s.cop.Check(probe); err != nil {
-			writeError(w, r, s.Log, errCrossSite)
+		if err := s.crossOrigin(r); err != nil {
+			writeError(w, r, s.Log, err)
+			return
+		}
+		if navigation(r) {
+			writeError(w, r, s.Log, fmt.Errorf("%w: this call changes state and is not a page: call it from the frontend or a script", errCrossSite))
 			return
 		}
 		next(w, r)

@@ -55,15 +55,17 @@ type federatedIdentity struct {
 // newFederatedCodec seals federatedCookie with keys of its own, derived from the
 // secret key.
 func newFederatedCodec(secret []byte) *securecookie.SecureCookie {
-	derive := func(label string) []byte {
-		m := hmac.New(sha256.New, secret)
-		m.Write([]byte("calipso federated identity " + label))
-		return m.Sum(nil)
-	}
-	c := securecookie.New(derive("hash"), derive("block"))
+	c := securecookie.New(deriveKey(secret, "calipso federated identity hash"), deriveKey(secret, "calipso federated identity block"))
 	c.MaxAge(int(federatedTTL.Seconds()))
 	c.SetSerializer(securecookie.JSONEncoder{})
 	return c
+}
+
+// deriveKey is a key of its own for one use of the secret key.
+func deriveKey(secret []byte, label string) []byte {
+	m := hmac.New(sha256.New, secret)
+	m.Write([]byte(label))
+	return m.Sum(nil)
 }
 
 // keepIdentity stores the federated identity in its own cookie.
@@ -256,13 +258,13 @@ func (s *server) handleUmbrellaWUO() http.HandlerFunc {
 // handleUmbrellaLogout ends the login session only: the autologin page calls it right
 // before umbrella/session/, which must still find the federated identity.
 func (s *server) handleUmbrellaLogout() http.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) {
+	return s.stateChangingGET(func(w http.ResponseWriter, r *http.Request) {
 		if err := s.endSession(w, r); err != nil {
 			writeError(w, r, s.Log, err)
 			return
 		}
 		writeJSON(w, http.StatusOK, "ok logout")
-	}
+	})
 }
 
 // handleShibbolethLogout stands in for mod_shib's logout handler in native SAML mode:
