@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net/http"
+	"net"
 	"net/url"
 	"strconv"
 	"strings"
@@ -460,4 +461,26 @@ func statusError(call string, status int) error {
 		kind = ErrBadAnswer
 	}
 	return fmt.Errorf("%s: %w (status %d)", call, kind, status)
+}
+
+// Ping reports whether the user office's host accepts connections (readiness: no
+// call is made, so no credentials travel).
+func (c *Client) Ping(ctx context.Context) error {
+	u, err := url.Parse(c.cfg.LoginURL)
+	if err != nil {
+		return fmt.Errorf("%w: login URL", ErrUnavailable)
+	}
+	port := u.Port()
+	if port == "" {
+		port = "80"
+		if u.Scheme == "https" {
+			port = "443"
+		}
+	}
+	var d net.Dialer
+	conn, err := d.DialContext(ctx, "tcp", net.JoinHostPort(u.Hostname(), port))
+	if err != nil {
+		return fmt.Errorf("%w: unreachable", ErrUnavailable)
+	}
+	return conn.Close()
 }

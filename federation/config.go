@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+	"os"
 	"strings"
 	"time"
 )
@@ -154,4 +155,36 @@ func (c *Config) resolve(rel string) (url.URL, error) {
 		return url.URL{}, fmt.Errorf("federation: path %q: %w", rel, err)
 	}
 	return *c.BaseURL.ResolveReference(ref), nil
+}
+
+// Only returns a copy of a in which each non-empty name replaces the defaults of its
+// attribute (the settings' umbrella.*_attribute): hash, uid, email, name.
+func (a AttributeNames) Only(hash, uid, email, name string) AttributeNames {
+	for _, o := range []struct {
+		name string
+		dst  *[]string
+	}{{hash, &a.EAAHash}, {uid, &a.UID}, {email, &a.Email}, {name, &a.Name}} {
+		if o.name != "" {
+			*o.dst = []string{o.name}
+		}
+	}
+	return a
+}
+
+// ReadFiles reads the SP's key and certificate, and the IdP's metadata when
+// idpMetadataFile is set, into c.
+func (c *Config) ReadFiles(keyFile, certFile, idpMetadataFile string) error {
+	var err error
+	if c.KeyPEM, err = os.ReadFile(keyFile); err != nil {
+		return fmt.Errorf("sp key: %w", err)
+	}
+	if c.CertPEM, err = os.ReadFile(certFile); err != nil {
+		return fmt.Errorf("sp certificate: %w", err)
+	}
+	if idpMetadataFile != "" {
+		if c.IdPMetadataXML, err = os.ReadFile(idpMetadataFile); err != nil {
+			return fmt.Errorf("idp metadata: %w", err)
+		}
+	}
+	return nil
 }

@@ -295,3 +295,17 @@ func TestConsumeAssertionBadRequests(t *testing.T) {
 		})
 	}
 }
+
+func TestAttributeNamesOnly(t *testing.T) {
+	def := DefaultAttributeNames()
+	got := def.Only("urn:hash", "", "mail", "")
+	if len(got.EAAHash) != 1 || got.EAAHash[0] != "urn:hash" || len(got.Email) != 1 || got.Email[0] != "mail" {
+		t.Errorf("Only: %+v", got)
+	}
+	if fmt.Sprint(got.UID) != fmt.Sprint(def.UID) || fmt.Sprint(got.Name) != fmt.Sprint(def.Name) {
+		t.Errorf("Only changed the attributes left empty: %+v", got)
+	}
+	if fmt.Sprint(DefaultAttributeNames().EAAHash) != fmt.Sprint(def.EAAHash) {
+		t.Error("Only changed its receiver's defaults")
+	}
+}

@@ -221,3 +221,17 @@ func (s *Store) Validate(c Connection) error {
 }
 
 func runeLen(s string) int { return utf8.RuneCountInString(s) }
+
+// OpenStore opens Guacamole's database (see Open) and returns its Store; closing the
+// returned *sql.DB is the caller's.
+func OpenStore(ctx context.Context, driver, dsn string, opts Options) (*Store, *sql.DB, error) {
+	dialect, err := ParseDialect(driver)
+	if err != nil {
+		return nil, nil, err
+	}
+	db, err := Open(ctx, driver, dsn)
+	if err != nil {
+		return nil, nil, err
+	}
+	return New(db, dialect, opts), db, nil
+}

@@ -7,7 +7,6 @@ import (
 	"net"
 	"net/http"
 	"net/url"
-	"os"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -84,13 +83,8 @@ func build(ctx context.Context, cfg *settings.Settings, log *slog.Logger) (*app,
 	if err := db.SeedImages(ctx); err != nil {
 		return nil, fmt.Errorf("seed images: %w", err)
 	}
-	for _, name := range cfg.Auth.Admins {
-		if _, err := db.EnsureUser(ctx, name); err != nil {
-			return nil, fmt.Errorf("auth.admins: %w", err)
-		}
-		if err := db.SetAdmin(ctx, "settings", name, true); err != nil {
-			return nil, fmt.Errorf("auth.admins: %w", err)
-		}
+	if err := db.EnsureAdmins(ctx, "settings", cfg.Auth.Admins); err != nil {
+		return nil, fmt.Errorf("auth.admins: %w", err)
 	}
 	a.checks = append(a.checks, server.Check{Name: "database", Fn: db.Ping})
 
@@ -98,22 +92,15 @@ func build(ctx context.Context, cfg *settings.Settings, log *slog.Logger) (*app,
 		return nil, err
 	}
 	a.buildEngines(ctx)
-	if cfg.Guacamole.Enabled {
-		gdb, err := guacamole.Open(ctx, cfg.Guacamole.Driver, cfg.Guacamole.DSN)
+	var desktops launch.Desktops // stays nil without Guacamole (a nil *guacamole.Store would not be)
+	if g := cfg.Guacamole; g.Enabled {
+		store, gdb, err := guacamole.OpenStore(ctx, g.Driver, g.DSN, guacamole.Options{NamePrefix: "calipso-" + cfg.Instance + "-", Logger: log})
 		if err != nil {
 			return nil, fmt.Errorf("guacamole database: %w", err)
 		}
 		a.closers = append(a.closers, func() { gdb.Close() })
-		dialect, err := guacamole.ParseDialect(cfg.Guacamole.Driver)
-		if err != nil {
-			return nil, err
-		}
-		a.desktops = guacamole.New(gdb, dialect, guacamole.Options{NamePrefix: "calipso-" + cfg.Instance + "-", Logger: log})
-		a.checks = append(a.checks, server.Check{Name: "guacamole", Fn: a.desktops.Ping})
-	}
-	var desktops launch.Desktops
-	if a.desktops != nil {
-		desktops = a.desktops
+		a.desktops, desktops = store, store
+		a.checks = append(a.checks, server.Check{Name: "guacamole", Fn: store.Ping})
 	}
 	a.launch = launch.New(db, a.engines, desktops, launch.ConfigFrom(cfg), log)
 	for kind, why := range a.missing {
@@ -138,7 +125,7 @@ func (a *app) buildOffice(ctx context.Context) error {
 		ExperimentsURL: uo.ExperimentsURL, Username: uo.Username, Password: uo.Password,
 	}
 	if uo.Embedded {
-		data, err := officeData(uo.EmbeddedData)
+		data, err := useroffice.Open(uo.EmbeddedData)
 		if err != nil {
 			return err
 		}
@@ -147,12 +134,14 @@ func (a *app) buildOffice(ctx context.Context) error {
 			return fmt.Errorf("embedded user office: %w", err)
 		}
 		creds := useroffice.BasicCredentials{Username: uo.Username, Password: uo.Password}
-		srv := &http.Server{Handler: useroffice.NewServer(data, creds, useroffice.WithLogger(a.log.With("component", "useroffice"))), ReadHeaderTimeout: 10 * time.Second}
-		go srv.Serve(ln)
-		a.closers = append(a.closers, func() { srv.Close() })
+		octx, stop := context.WithCancel(context.WithoutCancel(ctx))
+		go useroffice.Serve(octx, ln, data, creds, a.log.With("component", "useroffice"))
+		a.closers = append(a.closers, stop)
 		clientCfg = useroffice.ClientConfig("http://"+ln.Addr().String(), creds)
 		a.log.Info("embedded reference user office started with demo users", "url", "http://"+ln.Addr().String())
-		a.makeDataDirs(data)
+		for _, err := range data.MakeDatasetDirs(experiments.Roots{Datasets: cfg.Workloads.DatasetsRoot, Output: cfg.Workloads.OutputRoot}) {
+			a.log.Warn("embedded user office: dataset directory", "err", err)
+		}
 	}
 	clientCfg.Timeout = uo.Timeout.Duration
 	clientCfg.Retries = 2
@@ -162,56 +151,8 @@ func (a *app) buildOffice(ctx context.Context) error {
 		return fmt.Errorf("user office: %w", err)
 	}
 	a.office = client
-	if u, err := url.Parse(clientCfg.LoginURL); err == nil {
-		host := u.Host
-		a.checks = append(a.checks, server.Check{Name: "user_office", Fn: func(ctx context.Context) error {
-			var d net.Dialer
-			c, err := d.DialContext(ctx, "tcp", hostPort(u.Scheme, host))
-			if err != nil {
-				return fmt.Errorf("user office unreachable")
-			}
-			return c.Close()
-		}})
-	}
+	a.checks = append(a.checks, server.Check{Name: "user_office", Fn: client.Ping})
 	return nil
-}
-
-// makeDataDirs creates the directories the embedded office's sessions mount, so that
-// the demo's launches find their datasets (a facility's exist already; a launch
-// refuses a dataset directory that does not).
-func (a *app) makeDataDirs(data *useroffice.Data) {
-	roots := experiments.Roots{Datasets: a.cfg.Workloads.DatasetsRoot, Output: a.cfg.Workloads.OutputRoot}
-	for _, e := range data.Experiments {
-		for _, s := range e.Sessions {
-			vols, err := experiments.ParseVolumes(s.DataSetPath, roots)
-			if err != nil {
-				a.log.Warn("embedded user office: session volumes", "session", s.SessionNumber, "err", err)
-				continue
-			}
-			for _, v := range vols {
-				if err := os.MkdirAll(v.HostPath, 0o755); err != nil {
-					a.log.Warn("embedded user office: dataset directory", "path", v.HostPath, "err", err)
-				}
-			}
-		}
-	}
-}
-
-func hostPort(scheme, host string) string {
-	if _, _, err := net.SplitHostPort(host); err == nil {
-		return host
-	}
-	if scheme == "https" {
-		return host + ":443"
-	}
-	return host + ":80"
-}
-
-func officeData(path string) (*useroffice.Data, error) {
-	if path == "" {
-		return useroffice.Demo()
-	}
-	return useroffice.Load(path)
 }
 
 // buildEngines sets up the configured engines. An engine that doesn't answer is kept
@@ -221,11 +162,7 @@ func (a *app) buildEngines(ctx context.Context) {
 	a.engines[calipso.StaticLink] = static.New()
 	if !cfg.Docker.Enabled {
 		a.missing[calipso.Docker] = "docker is disabled in the settings (docker.enabled)"
-	}
-	if !cfg.Kubernetes.Enabled {
-		a.missing[calipso.Kubernetes] = "kubernetes is disabled in the settings (kubernetes.enabled)"
-	}
-	if cfg.Docker.Enabled {
+	} else {
 		d, err := docker.New(ctx, docker.Config{
 			Host: cfg.Docker.URL, Instance: cfg.Instance, HostAddress: cfg.Docker.HostAddress,
 			PublishAddress: cfg.Docker.PublishAddress, Network: cfg.Docker.Network,
@@ -247,7 +184,9 @@ func (a *app) buildEngines(ctx context.Context) {
 			cancel()
 		}
 	}
-	if cfg.Kubernetes.Enabled {
+	if !cfg.Kubernetes.Enabled {
+		a.missing[calipso.Kubernetes] = "kubernetes is disabled in the settings (kubernetes.enabled)"
+	} else {
 		k, err := kubernetes.New(ctx, kubernetes.Config{
 			Kubeconfig: cfg.Kubernetes.Kubeconfig, Namespace: cfg.Kubernetes.Namespace, Instance: cfg.Instance,
 			HostAddress: cfg.Kubernetes.HostAddress, ServiceType: cfg.Kubernetes.ServiceType,
@@ -265,39 +204,17 @@ func (a *app) buildEngines(ctx context.Context) {
 
 func newServiceProvider(ctx context.Context, cfg *settings.Settings, log *slog.Logger) (*federation.ServiceProvider, error) {
 	u := cfg.Umbrella
-	key, err := os.ReadFile(u.SPKeyFile)
-	if err != nil {
-		return nil, fmt.Errorf("umbrella.sp_key_file: %w", err)
-	}
-	cert, err := os.ReadFile(u.SPCertFile)
-	if err != nil {
-		return nil, fmt.Errorf("umbrella.sp_cert_file: %w", err)
-	}
 	base, err := url.Parse(cfg.BackendURL)
 	if err != nil {
 		return nil, fmt.Errorf("backend_url: %w", err)
 	}
 	fc := federation.Config{
-		EntityID: u.EntityID, BaseURL: base, KeyPEM: key, CertPEM: cert,
-		IdPMetadataURL: u.IdPMetadataURL, ClockSkew: u.ClockSkew.Duration,
-		Attributes: federation.DefaultAttributeNames(), Logger: log.With("component", "federation"),
+		EntityID: u.EntityID, BaseURL: base, IdPMetadataURL: u.IdPMetadataURL, ClockSkew: u.ClockSkew.Duration,
+		Attributes: federation.DefaultAttributeNames().Only(u.HashAttribute, u.UIDAttribute, u.EmailAttribute, u.NameAttribute),
+		Logger:     log.With("component", "federation"),
 	}
-	if u.HashAttribute != "" {
-		fc.Attributes.EAAHash = []string{u.HashAttribute}
-	}
-	if u.UIDAttribute != "" {
-		fc.Attributes.UID = []string{u.UIDAttribute}
-	}
-	if u.EmailAttribute != "" {
-		fc.Attributes.Email = []string{u.EmailAttribute}
-	}
-	if u.NameAttribute != "" {
-		fc.Attributes.Name = []string{u.NameAttribute}
-	}
-	if u.IdPMetadata != "" {
-		if fc.IdPMetadataXML, err = os.ReadFile(u.IdPMetadata); err != nil {
-			return nil, fmt.Errorf("umbrella.idp_metadata_file: %w", err)
-		}
+	if err := fc.ReadFiles(u.SPKeyFile, u.SPCertFile, u.IdPMetadata); err != nil {
+		return nil, fmt.Errorf("umbrella: %w", err)
 	}
 	sp, err := federation.New(ctx, fc)
 	if err != nil {

@@ -3,11 +3,9 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
-	"strconv"
 	"strings"
 
 	"github.com/calipsoplus/calipso/internal/demo"
@@ -105,66 +103,6 @@ func help(_ context.Context, c *cli, _ []string) error {
 
 // actor names the CLI in the audit log.
 const actor = "cli"
-
-func newFlagSet(name string) *flag.FlagSet {
-	fs := flag.NewFlagSet(name, flag.ContinueOnError)
-	fs.SetOutput(io.Discard)
-	return fs
-}
-
-// parse parses fs's flags, which may follow the positional arguments (`user add bob
-// --admin`), and wants n of those (usage is the command's, for the error).
-func parse(fs *flag.FlagSet, args []string, n int, usage string) ([]string, error) {
-	pos, err := splitFlags(fs, args)
-	if err != nil {
-		return nil, err
-	}
-	return pos, want(pos, n, usage)
-}
-
-// splitFlags parses the flags among args and returns the rest.
-func splitFlags(fs *flag.FlagSet, args []string) ([]string, error) {
-	var pos []string
-	for len(args) > 0 {
-		if err := fs.Parse(args); err != nil {
-			return nil, err
-		}
-		args = fs.Args()
-		if len(args) == 0 {
-			break
-		}
-		pos = append(pos, args[0])
-		args = args[1:]
-	}
-	for _, p := range pos {
-		if strings.HasPrefix(p, "-") {
-			return nil, fmt.Errorf("flag %s after --", p)
-		}
-	}
-	return pos, nil
-}
-
-// want checks the number of positional arguments.
-func want(args []string, n int, usage string) error {
-	if len(args) != n {
-		return fmt.Errorf("usage: calipso %s", usage)
-	}
-	return nil
-}
-
-// idFlag defines a flag for a non-negative whole number that may be left unset (nil).
-func idFlag(fs *flag.FlagSet, name string) **int {
-	var v *int
-	fs.Func(name, "", func(s string) error {
-		n, err := strconv.Atoi(s)
-		if err != nil || n < 0 {
-			return errors.New("want a non-negative whole number")
-		}
-		v = &n
-		return nil
-	})
-	return &v
-}
 
 func (c *cli) printf(format string, args ...any) error {
 	_, err := fmt.Fprintf(c.stdout, format, args...)

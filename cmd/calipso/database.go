@@ -10,6 +10,7 @@ import (
 	"github.com/go-sql-driver/mysql"
 
 	"github.com/calipsoplus/calipso/internal/calipsoplus"
+	"github.com/calipsoplus/calipso/internal/cliflags"
 	"github.com/calipsoplus/calipso/internal/store"
 )
 
@@ -51,9 +52,9 @@ func reconcile(ctx context.Context, c *cli, _ []string) error {
 // importCalipsoPlus is `import-calipsoplus --dsn DSN` (internal/calipsoplus says what
 // is copied and what is not).
 func importCalipsoPlus(ctx context.Context, c *cli, args []string) error {
-	fs := newFlagSet("import-calipsoplus")
+	fs := cliflags.New("import-calipsoplus")
 	dsn := fs.String("dsn", "", "")
-	pos, err := splitFlags(fs, args)
+	pos, err := cliflags.Split(fs, args)
 	if err != nil {
 		return fmt.Errorf("import-calipsoplus: %w", err)
 	}

@@ -5,14 +5,15 @@ import (
 
 	"github.com/calipsoplus/calipso"
 	"github.com/calipsoplus/calipso/experiments"
+	"github.com/calipsoplus/calipso/internal/cliflags"
 	"github.com/calipsoplus/calipso/internal/csvimport"
 )
 
 func experimentAdd(ctx context.Context, c *cli, args []string) error {
-	fs := newFlagSet("experiment add")
+	fs := cliflags.New("experiment add")
 	subject, body, beamline := fs.String("subject", "", ""), fs.String("body", "", ""), fs.String("beamline", "", "")
-	uid, gid := idFlag(fs, "uid"), idFlag(fs, "gid")
-	pos, err := parse(fs, args, 1, "experiment add PROPOSAL [--subject S] [--body B] [--beamline L] [--uid N --gid N]")
+	uid, gid := cliflags.ID(fs, "uid"), cliflags.ID(fs, "gid")
+	pos, err := cliflags.Parse(fs, args, 1, "experiment add PROPOSAL [--subject S] [--body B] [--beamline L] [--uid N --gid N]")
 	if err != nil {
 		return err
 	}
@@ -24,7 +25,7 @@ func experimentAdd(ctx context.Context, c *cli, args []string) error {
 }
 
 func experimentRemove(ctx context.Context, c *cli, args []string) error {
-	if err := want(args, 1, "experiment remove PROPOSAL"); err != nil {
+	if err := cliflags.Want(args, 1, "experiment remove PROPOSAL"); err != nil {
 		return err
 	}
 	if err := c.db.RemoveExperiment(ctx, actor, args[0]); err != nil {
@@ -34,7 +35,7 @@ func experimentRemove(ctx context.Context, c *cli, args []string) error {
 }
 
 func experimentImport(ctx context.Context, c *cli, args []string) error {
-	if err := want(args, 1, "experiment import FILE.csv"); err != nil {
+	if err := cliflags.Want(args, 1, "experiment import FILE.csv"); err != nil {
 		return err
 	}
 	rows, err := csvimport.Experiments(args[0])
@@ -50,7 +51,7 @@ func experimentImport(ctx context.Context, c *cli, args []string) error {
 // linking is `link USER PROPOSAL` or `unlink USER PROPOSAL`: the user's participation.
 func linking(name string) func(context.Context, *cli, []string) error {
 	return func(ctx context.Context, c *cli, args []string) error {
-		if err := want(args, 2, name+" USER PROPOSAL"); err != nil {
+		if err := cliflags.Want(args, 2, name+" USER PROPOSAL"); err != nil {
 			return err
 		}
 		f := c.db.Link
@@ -65,10 +66,10 @@ func linking(name string) func(context.Context, *cli, []string) error {
 }
 
 func sessionAdd(ctx context.Context, c *cli, args []string) error {
-	fs := newFlagSet("session add")
+	fs := cliflags.New("session add")
 	subject, body, start, end := fs.String("subject", "", ""), fs.String("body", "", ""), fs.String("start", "", ""), fs.String("end", "", "")
 	dsp := fs.String("data-set-path", "[]", "")
-	pos, err := parse(fs, args, 2, "session add PROPOSAL SESSION [--subject S] [--body B] [--start DATE] [--end DATE] [--data-set-path JSON]")
+	pos, err := cliflags.Parse(fs, args, 2, "session add PROPOSAL SESSION [--subject S] [--body B] [--start DATE] [--end DATE] [--data-set-path JSON]")
 	if err != nil {
 		return err
 	}
@@ -83,7 +84,7 @@ func sessionAdd(ctx context.Context, c *cli, args []string) error {
 }
 
 func sessionImport(ctx context.Context, c *cli, args []string) error {
-	if err := want(args, 1, "session import FILE.csv"); err != nil {
+	if err := cliflags.Want(args, 1, "session import FILE.csv"); err != nil {
 		return err
 	}
 	rows, err := csvimport.Sessions(args[0], roots(c))

@@ -5,16 +5,15 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	"time"
 
 	"github.com/calipsoplus/calipso/experiments/useroffice"
 	"github.com/calipsoplus/calipso/internal/apiclient"
+	"github.com/calipsoplus/calipso/internal/cliflags"
 	"github.com/calipsoplus/calipso/internal/demo"
 	"github.com/calipsoplus/calipso/internal/server"
-	"github.com/calipsoplus/calipso/internal/store"
 )
 
 // startHook, when set, arms a test hook on the built app before it serves; only the
@@ -48,18 +47,10 @@ func serve(ctx context.Context, c *cli, _ []string) error {
 	bg, stopBG := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopBG()
 	go a.launch.Loop(bg)
-	go purgeSessions(bg, a.db, log)
+	go a.db.PurgeLoop(bg, time.Hour, log)
 	if cfg.Docker.Enabled && cfg.Docker.DemoImages {
-		// In the background: the first build sends the executable to the engine.
-		demoDone := make(chan struct{})
-		go func() {
-			defer close(demoDone)
-			err := demo.Provide(bg, demo.Config{DockerHost: cfg.Docker.URL, Logger: log}, a.db)
-			if err != nil && bg.Err() == nil {
-				log.Warn("demo images not made: demo_notebook and demo_desktop cannot be launched", "err", err)
-			}
-		}()
-		defer func() { stopBG(); <-demoDone }() // before the store closes
+		wait := demo.Start(bg, demo.Config{DockerHost: cfg.Docker.URL, Logger: log}, a.db)
+		defer func() { stopBG(); wait() }() // before the store closes
 	}
 	if a.saml != nil {
 		go a.saml.RefreshLoop(bg)
@@ -82,32 +73,15 @@ func serve(ctx context.Context, c *cli, _ []string) error {
 	return nil
 }
 
-func purgeSessions(ctx context.Context, db *store.Store, log *slog.Logger) {
-	t := time.NewTicker(time.Hour)
-	defer t.Stop()
-	for {
-		if n, err := db.PurgeHTTPSessions(ctx); err != nil {
-			log.Warn("purge sessions", "err", err)
-		} else if n > 0 {
-			log.Debug("expired sessions purged", "count", n)
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-	}
-}
-
 // serveUserOffice runs the reference user office on its own.
 func serveUserOffice(ctx context.Context, c *cli, args []string) error {
-	fs := newFlagSet("useroffice")
+	fs := cliflags.New("useroffice")
 	listen := fs.String("listen", "127.0.0.1:8081", "listen address")
 	dataFile := fs.String("data", "", "data file (default: the demo data)")
-	if _, err := splitFlags(fs, args); err != nil {
+	if _, err := cliflags.Split(fs, args); err != nil {
 		return err
 	}
-	data, err := officeData(*dataFile)
+	data, err := useroffice.Open(*dataFile)
 	if err != nil {
 		return err
 	}
@@ -116,16 +90,8 @@ func serveUserOffice(ctx context.Context, c *cli, args []string) error {
 		return err
 	}
 	creds := useroffice.BasicCredentials{Username: c.cfg.UserOffice.Username, Password: c.cfg.UserOffice.Password}
-	srv := &http.Server{Handler: useroffice.NewServer(data, creds, useroffice.WithLogger(c.log)), ReadHeaderTimeout: 10 * time.Second}
 	fmt.Fprintf(c.stdout, "reference user office on http://%s\n", ln.Addr())
-	go func() {
-		<-ctx.Done()
-		srv.Close()
-	}()
-	if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
-		return err
-	}
-	return nil
+	return useroffice.Serve(ctx, ln, data, creds, c.log)
 }
 
 // healthcheck asks the local server's /healthz (for container HEALTHCHECKs).

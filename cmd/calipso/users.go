@@ -7,15 +7,16 @@ import (
 	"io"
 
 	"github.com/calipsoplus/calipso"
+	"github.com/calipsoplus/calipso/internal/cliflags"
 	"github.com/calipsoplus/calipso/internal/csvimport"
 	"github.com/calipsoplus/calipso/internal/store"
 	"github.com/calipsoplus/calipso/quotas"
 )
 
 func userAdd(ctx context.Context, c *cli, args []string) error {
-	fs := newFlagSet("user add")
-	admin, uid, gid, home := fs.Bool("admin", false, ""), idFlag(fs, "uid"), idFlag(fs, "gid"), fs.String("home", "", "")
-	pos, err := parse(fs, args, 1, "user add NAME [--admin] [--uid N --gid N] [--home DIR]")
+	fs := cliflags.New("user add")
+	admin, uid, gid, home := fs.Bool("admin", false, ""), cliflags.ID(fs, "uid"), cliflags.ID(fs, "gid"), fs.String("home", "", "")
+	pos, err := cliflags.Parse(fs, args, 1, "user add NAME [--admin] [--uid N --gid N] [--home DIR]")
 	if err != nil {
 		return err
 	}
@@ -23,7 +24,7 @@ func userAdd(ctx context.Context, c *cli, args []string) error {
 }
 
 func userRemove(ctx context.Context, c *cli, args []string) error {
-	if err := want(args, 1, "user remove NAME"); err != nil {
+	if err := cliflags.Want(args, 1, "user remove NAME"); err != nil {
 		return err
 	}
 	if err := c.db.RemoveUser(ctx, actor, args[0]); err != nil {
@@ -33,9 +34,9 @@ func userRemove(ctx context.Context, c *cli, args []string) error {
 }
 
 func userAdmin(ctx context.Context, c *cli, args []string) error {
-	fs := newFlagSet("user admin")
+	fs := cliflags.New("user admin")
 	revoke := fs.Bool("revoke", false, "")
-	pos, err := parse(fs, args, 1, "user admin NAME [--revoke]")
+	pos, err := cliflags.Parse(fs, args, 1, "user admin NAME [--revoke]")
 	if err != nil {
 		return err
 	}
@@ -46,7 +47,7 @@ func userAdmin(ctx context.Context, c *cli, args []string) error {
 }
 
 func userImport(ctx context.Context, c *cli, args []string) error {
-	if err := want(args, 1, "user import FILE.csv"); err != nil {
+	if err := cliflags.Want(args, 1, "user import FILE.csv"); err != nil {
 		return err
 	}
 	rows, err := csvimport.Users(args[0])
@@ -87,9 +88,9 @@ func imported(c *cli, path string, n int, err error) error {
 }
 
 func quotaSet(ctx context.Context, c *cli, args []string) error {
-	fs := newFlagSet("quota set")
-	cpu, mem, hdd, max := fs.String("cpu", "", ""), fs.String("memory", "", ""), fs.String("hdd", "", ""), idFlag(fs, "max")
-	pos, err := parse(fs, args, 1, "quota set USER --cpu N --memory SIZE --hdd SIZE --max N")
+	fs := cliflags.New("quota set")
+	cpu, mem, hdd, max := fs.String("cpu", "", ""), fs.String("memory", "", ""), fs.String("hdd", "", ""), cliflags.ID(fs, "max")
+	pos, err := cliflags.Parse(fs, args, 1, "quota set USER --cpu N --memory SIZE --hdd SIZE --max N")
 	if err != nil {
 		return err
 	}

@@ -218,3 +218,25 @@ func checkName(name string) error {
 func invalid(where, format string, args ...any) error {
 	return fmt.Errorf("%w: %s: %s", ErrInvalidData, where, fmt.Sprintf(format, args...))
 }
+
+// MakeDatasetDirs creates the directories d's sessions mount under roots, so that
+// the demo's launches find their datasets (a facility's exist already, and a launch
+// refuses a dataset directory that does not). It returns what it could not make.
+func (d *Data) MakeDatasetDirs(roots experiments.Roots) []error {
+	var errs []error
+	for _, e := range d.Experiments {
+		for _, s := range e.Sessions {
+			vols, err := experiments.ParseVolumes(s.DataSetPath, roots)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("session %s: %w", s.SessionNumber, err))
+				continue
+			}
+			for _, v := range vols {
+				if err := os.MkdirAll(v.HostPath, 0o755); err != nil {
+					errs = append(errs, fmt.Errorf("session %s: %w", s.SessionNumber, err))
+				}
+			}
+		}
+	}
+	return errs
+}

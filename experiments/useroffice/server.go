@@ -2,6 +2,7 @@ package useroffice
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/json"
@@ -9,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/url"
 	"slices"
@@ -367,4 +369,25 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
 	_ = json.NewEncoder(w).Encode(v) // the client went away: nothing to do
+}
+
+// Open loads the office's data from path, or the embedded demo data when path is "".
+func Open(path string) (*Data, error) {
+	if path == "" {
+		return Demo()
+	}
+	return Load(path)
+}
+
+// Serve serves data on ln until ctx ends.
+func Serve(ctx context.Context, ln net.Listener, data *Data, creds BasicCredentials, log *slog.Logger) error {
+	srv := &http.Server{Handler: NewServer(data, creds, WithLogger(log)), ReadHeaderTimeout: 10 * time.Second}
+	go func() {
+		<-ctx.Done()
+		srv.Close()
+	}()
+	if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
 }

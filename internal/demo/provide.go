@@ -146,3 +146,17 @@ func EnsureRecord(ctx context.Context, images ImageStore, want calipso.Image) (s
 	}
 	return RecordUpdated, nil
 }
+
+// Start runs Provide in the background (the first build sends the executable to the
+// engine), logging why the demo images could not be made. wait returns once it has
+// ended; cancel ctx first to cut it short.
+func Start(ctx context.Context, cfg Config, images ImageStore) (wait func()) {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if err := Provide(ctx, cfg, images); err != nil && ctx.Err() == nil && cfg.Logger != nil {
+			cfg.Logger.Warn("demo images not made: demo_notebook and demo_desktop cannot be launched", "err", err)
+		}
+	}()
+	return func() { <-done }
+}

@@ -6,6 +6,7 @@ import (
 	"database/sql"
 	"encoding/hex"
 	"fmt"
+	"log/slog"
 	"time"
 
 	"github.com/calipsoplus/calipso"
@@ -111,4 +112,22 @@ func (s *Store) PurgeHTTPSessions(ctx context.Context) (int64, error) {
 		return 0, s.wrap(err)
 	}
 	return res.RowsAffected()
+}
+
+// PurgeLoop deletes expired sessions now and every interval until ctx ends.
+func (s *Store) PurgeLoop(ctx context.Context, interval time.Duration, log *slog.Logger) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		if n, err := s.PurgeHTTPSessions(ctx); err != nil {
+			log.Warn("purge sessions", "err", err)
+		} else if n > 0 {
+			log.Debug("expired sessions purged", "count", n)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
 }

@@ -321,3 +321,17 @@ func (s *Store) Audit(ctx context.Context, objectType, objectID string, limit in
 }
 
 func isNotFound(err error) bool { return errors.Is(err, ErrNotFound) }
+
+// EnsureAdmins makes each named account exist and be an admin (settings
+// auth.admins), audited as actor.
+func (s *Store) EnsureAdmins(ctx context.Context, actor string, names []string) error {
+	for _, name := range names {
+		if _, err := s.EnsureUser(ctx, name); err != nil {
+			return err
+		}
+		if err := s.SetAdmin(ctx, actor, name, true); err != nil {
+			return err
+		}
+	}
+	return nil
+}
