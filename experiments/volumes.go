@@ -220,6 +220,8 @@ func ResolveHostPaths(vols []Volume, roots Roots) ([]Volume, error) {
 		switch {
 		case errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ENOTDIR):
 			return nil, volErr(shown, "does not exist in the %s directory", which)
+		case errors.Is(err, syscall.EINVAL): // a link read as it was replaced by a directory
+			return nil, volErr(shown, "changed while it was checked")
 		case errors.Is(err, fs.ErrPermission):
 			return nil, fmt.Errorf("volume %s: %w", v.HostPath, err) // this host's set-up, not the user's
 		case err != nil:

@@ -14,6 +14,8 @@
 //	                              "fork test: started k of n" and the cgroup's pids.max and
 //	                              pids.current, then end the children
 //	READ_TEST=/a/file,/b/file     print each file's mode, owner and content ("read <path>: ...")
+//	SWAP_LOOP=/a,/b               exchange /a and /b (renameat2 RENAME_EXCHANGE) in a tight loop
+//	                              until terminated: a workload racing another's mount of /a
 package main
 
 import (
@@ -30,6 +32,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // forkChild is the environment variable that makes the program one of FORK_TEST's
@@ -74,6 +78,10 @@ func main() {
 			continue
 		}
 		readTest(path)
+	}
+
+	if a, b, ok := strings.Cut(os.Getenv("SWAP_LOOP"), ","); ok {
+		go swapLoop(ctx, a, b)
 	}
 
 	if n, err := strconv.Atoi(os.Getenv("FORK_TEST")); err == nil && n > 0 {
@@ -177,6 +185,22 @@ func pidsCgroup() (max, current string) {
 		return strings.TrimSpace(string(m)), strings.TrimSpace(string(c))
 	}
 	return "unknown", "unknown"
+}
+
+// swapLoop exchanges the names a and b atomically, again and again, until ctx ends
+// or an exchange fails (printed: "swap loop: ..."). Against a directory and a link
+// out of the roots, it is the race a mount check must withstand.
+func swapLoop(ctx context.Context, a, b string) {
+	fmt.Printf("swap loop: exchanging %s and %s\n", a, b)
+	for n := 0; ; n++ {
+		if n%1024 == 0 && ctx.Err() != nil {
+			return
+		}
+		if err := unix.Renameat2(unix.AT_FDCWD, a, unix.AT_FDCWD, b, unix.RENAME_EXCHANGE); err != nil {
+			fmt.Printf("swap loop: error after %d exchanges: %v\n", n, err)
+			return
+		}
+	}
 }
 
 // serveTCP accepts connections on addr, writes banner to each and closes it.
