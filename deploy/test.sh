@@ -70,3 +70,14 @@ if [ $# -gt 0 ]; then
 else
   go test -race -count=1 -timeout 30m ./...
 fi
+
+# --- Short fuzzing of what parses and resolves untrusted volume definitions (full runs
+# only; about 30 s). A failing input is kept under experiments/testdata/fuzz/ and then
+# runs with every plain `go test`. Minimizing is capped: it would otherwise stall the
+# workers for up to a minute on each new input.
+if [ $# -eq 0 ]; then
+  for target in FuzzParseVolumes FuzzResolveHostPaths; do
+    log "fuzz $target"
+    go test -run '^$' -fuzz "^${target}\$" -fuzztime 10s -fuzzminimizetime 1s ./experiments/
+  done
+fi
