@@ -16,6 +16,7 @@ const (
 	ENOTFOUND     = "not_found"    // no such thing (or not the caller's): 404
 	ECONFLICT     = "conflict"     // a quota, or the thing's state, forbids it now: 409
 	ETOOLARGE     = "too_large"    // a request body past the limit: 413
+	ETHROTTLED    = "throttled"    // too many attempts (failed logins): 429, try again later
 	EUNLAUNCHABLE = "unlaunchable" // valid, but cannot run as defined (volumes, image): 422
 	EUPSTREAM     = "upstream"     // a remote service answered nonsense or refused us: 502
 	EUNAVAILABLE  = "unavailable"  // a part (database, engine, user office) is down: 503
@@ -24,7 +25,7 @@ const (
 )
 
 // Codes lists every code, for the tables that must cover them all.
-var Codes = []string{EINVALID, EUNAUTHORIZED, EFORBIDDEN, ENOTFOUND, ECONFLICT, ETOOLARGE, EUNLAUNCHABLE,
+var Codes = []string{EINVALID, EUNAUTHORIZED, EFORBIDDEN, ENOTFOUND, ECONFLICT, ETOOLARGE, ETHROTTLED, EUNLAUNCHABLE,
 	EUPSTREAM, EUNAVAILABLE, ETIMEOUT, EINTERNAL}
 
 // Error is a failure of a known kind. Packages declare their sentinel errors with

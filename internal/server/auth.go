@@ -169,7 +169,15 @@ func (s *server) handleLogin() http.HandlerFunc {
 			writeError(w, r, s.Log, fmt.Errorf("%w: username and password are required", errBadRequest))
 			return
 		}
+		attempt, wait, limit := s.throttle.begin(client(r).addr, *req.Username)
+		if attempt == nil {
+			s.throttled(w, r, "local", limit, wait)
+			return
+		}
+		failed := false
+		defer func() { attempt.end(failed) }()
 		if !store.ValidUsername(*req.Username) {
+			failed = true
 			s.metrics.login("local", "refused")
 			writeJSON(w, http.StatusUnauthorized, "Unable to authenticate")
 			return
@@ -177,6 +185,7 @@ func (s *server) handleLogin() http.HandlerFunc {
 		err := s.Office.Login(r.Context(), *req.Username, *req.Password)
 		switch {
 		case errors.Is(err, experiments.ErrBadCredentials), errors.Is(err, experiments.ErrNotFound), errors.Is(err, experiments.ErrBadRequest):
+			failed = true
 			s.metrics.login("local", "refused")
 			writeJSON(w, http.StatusUnauthorized, "Unable to authenticate")
 			return

@@ -19,6 +19,7 @@ var (
 	errNotFound     = calipso.NewError(calipso.ENOTFOUND, "not found")
 	errCrossSite    = calipso.NewError(calipso.EFORBIDDEN, "cross-site request refused")
 	errTooLarge     = calipso.NewError(calipso.ETOOLARGE, "request body too large")
+	errThrottled    = calipso.NewError(calipso.ETHROTTLED, "too many failed logins")
 )
 
 // statusOf is the one table from error codes to HTTP statuses (TestEveryCodeHasAStatus
@@ -30,6 +31,7 @@ var statusOf = map[string]int{
 	calipso.ENOTFOUND:     http.StatusNotFound,
 	calipso.ECONFLICT:     http.StatusConflict,
 	calipso.ETOOLARGE:     http.StatusRequestEntityTooLarge,
+	calipso.ETHROTTLED:    http.StatusTooManyRequests,
 	calipso.EUNLAUNCHABLE: http.StatusUnprocessableEntity,
 	calipso.EUPSTREAM:     http.StatusBadGateway,
 	calipso.EUNAVAILABLE:  http.StatusServiceUnavailable,

@@ -14,7 +14,9 @@ type metrics struct {
 	requests *prometheus.CounterVec
 	duration *prometheus.HistogramVec
 	logins   *prometheus.CounterVec
-	handler  http.Handler
+	// throttled counts logins answered 429, by method and the limit that refused them.
+	throttled *prometheus.CounterVec
+	handler   http.Handler
 }
 
 func newMetrics(reg *prometheus.Registry) *metrics {
@@ -30,7 +32,10 @@ func newMetrics(reg *prometheus.Registry) *metrics {
 			Name: "calipso_logins_total", Help: "Logins by method (local, umbrella) and result (ok, refused, error).",
 		}, []string{"method", "result"}),
 	}
-	for _, c := range []prometheus.Collector{m.requests, m.duration, m.logins} {
+	m.throttled = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "calipso_login_throttled_total", Help: "Login attempts refused (429) by method (local, umbrella) and limit (address, account).",
+	}, []string{"method", "limit"})
+	for _, c := range []prometheus.Collector{m.requests, m.duration, m.logins, m.throttled} {
 		_ = reg.Register(c)
 	}
 	_ = reg.Register(collectors.NewGoCollector())
@@ -46,4 +51,19 @@ func (m *metrics) observe(route, method string, status int, took time.Duration) 
 
 func (m *metrics) login(method, result string) {
 	m.logins.WithLabelValues(method, result).Inc()
+}
+
+func (m *metrics) throttledLogin(method, limit string) {
+	m.throttled.WithLabelValues(method, limit).Inc()
+}
+
+// watchThrottle exports how many addresses and accounts the login throttle tracks
+// (its memory; each table holds at most throttleEntries).
+func (m *metrics) watchThrottle(reg *prometheus.Registry, t *throttle) {
+	for table, c := range map[string]interface{ Len() int }{"address": t.addresses, "account": t.accounts} {
+		_ = reg.Register(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "calipso_login_throttle_entries", Help: "Keys the login throttle tracks, by table (address, account).",
+			ConstLabels: prometheus.Labels{"table": table},
+		}, func() float64 { return float64(c.Len()) }))
+	}
 }

@@ -99,6 +99,7 @@ type server struct {
 	sessions *dbSessionStore
 	metrics  *metrics
 	cop      *http.CrossOriginProtection
+	throttle *throttle // failed logins (throttle.go)
 	// trustedOrigin are the frontend origins (cors_origins), as cop has them.
 	trustedOrigin map[string]bool
 	csrfKey       []byte // csrfTokenFor's key
@@ -135,6 +136,8 @@ func New(d Deps) (http.Handler, error) {
 		cop:      http.NewCrossOriginProtection(),
 	}
 	srv.federated = newFederatedCodec(s.SecretKey)
+	srv.throttle = newThrottle(time.Now)
+	srv.metrics.watchThrottle(d.Metrics, srv.throttle)
 	srv.csrfKey = deriveKey(s.SecretKey, "calipso csrf token")
 	srv.trustedOrigin = map[string]bool{}
 	srv.office = newOfficeCache(d.Store, d.Office, s.Experiments.Dynamic, s.Experiments.RefreshInterval, s.Experiments.Timeout, d.Log)

@@ -221,9 +221,19 @@ func (s *server) handleUmbrellaWUO() http.HandlerFunc {
 			writeError(w, r, s.Log, fmt.Errorf("%w: EAAHash and uid are required", errBadRequest))
 			return
 		}
+		attempt, wait, limit := s.throttle.begin(client(r).addr, req.UID)
+		if attempt == nil {
+			s.throttled(w, r, "umbrella", limit, wait)
+			return
+		}
+		// Refusals are failures; "user not found" (an identity not linked to an account
+		// yet) is the normal way to the user office, not one.
+		failed := false
+		defer func() { attempt.end(failed) }()
 		id, ok := s.identity(r)
 		if !ok || subtle.ConstantTimeCompare([]byte(id.Hash), []byte(req.EAAHash)) != 1 {
 			// Only the hash the IdP gave this browser counts: a posted one proves nothing.
+			failed = true
 			s.metrics.login("umbrella", "refused")
 			writeJSON(w, http.StatusForbidden, map[string]string{"msg": "no federated session for this EAAHash"})
 			return
@@ -240,6 +250,7 @@ func (s *server) handleUmbrellaWUO() http.HandlerFunc {
 			return
 		}
 		if req.UID != username {
+			failed = true
 			s.metrics.login("umbrella", "refused")
 			writeJSON(w, http.StatusForbidden, map[string]string{"msg": "uid is not the account of this Umbrella identity: use the uid umbrella/session/ answers"})
 			return
