@@ -14,8 +14,11 @@ import (
 	"fmt"
 	"net"
 	"net/url"
+	"path"
+	"regexp"
 	"slices"
 	"strconv"
+	"strings"
 
 	"github.com/calipsoplus/calipso"
 )
@@ -120,7 +123,13 @@ type Spec struct {
 
 	WorkDir string            // working directory inside the workload
 	Mounts  []Mount           // datasets (ro), results (rw), home, extra mounts
-	Env     map[string]string // e.g. VNC_PASSWORD
+	Env     map[string]string // e.g. VNC_PASSWORD_FILE; never a secret (see Secrets)
+	// Secrets are handed to the workload as files, SecretPath(name) holding the value,
+	// not in Env: the environment is shown to whoever may inspect workloads (docker
+	// inspect, reading the pod) and is inherited by every process the user starts.
+	// Names are SecretName's; engines say how they keep the files in
+	// Capabilities.SecretFiles.
+	Secrets map[string]string
 
 	// LogRegex, when set, is followed in the workload's log after start until it
 	// matches (Jupyter prints its token this way); the first submatch, or the whole
@@ -130,6 +139,20 @@ type Spec struct {
 
 // Name is the workload's engine name.
 func (s Spec) Name() string { return Name(s.Instance, s.ResourceID) }
+
+// SecretsDir is the directory a workload finds its Spec.Secrets in, one file each. A
+// mount may not hide it.
+const SecretsDir = "/run/calipso"
+
+// SecretPath is the file a workload reads the secret name from.
+func SecretPath(name string) string { return SecretsDir + "/" + name }
+
+// SecretName is what a secret's name may be: a file name, and a key of a Kubernetes
+// Secret.
+var SecretName = regexp.MustCompile(`^[a-z0-9][a-z0-9_.-]{0,62}$`)
+
+// maxSecretBytes bounds the secrets of one workload (a Kubernetes Secret holds 1 MiB).
+const maxSecretBytes = 64 << 10
 
 // Labels is the label set every object of this workload carries. Values are free
 // text (usernames hold "@", experiments "~"): an engine whose label values are
@@ -170,6 +193,21 @@ func (s Spec) Validate() error {
 	}
 	if s.UID < 0 || s.GID < 0 {
 		errs = append(errs, errors.New("uid and gid must not be negative"))
+	}
+	size := 0
+	for name, value := range s.Secrets {
+		if !SecretName.MatchString(name) {
+			errs = append(errs, fmt.Errorf("secret name %q: want lowercase letters, digits, '_', '-' or '.'", name))
+		}
+		size += len(value)
+	}
+	if size > maxSecretBytes {
+		errs = append(errs, fmt.Errorf("secrets of %d bytes: at most %d", size, maxSecretBytes))
+	}
+	for _, m := range s.Mounts {
+		if t := path.Clean(m.Target); t == SecretsDir || strings.HasPrefix(t, SecretsDir+"/") || strings.HasPrefix(SecretsDir, t+"/") || t == "/" {
+			errs = append(errs, fmt.Errorf("mount target %q would hide or hold %s, where the workload's secrets are", m.Target, SecretsDir))
+		}
 	}
 	if s.CPUs < 0 || s.MemoryBytes < 0 || s.DiskBytes < 0 || s.PidsLimit < 0 {
 		errs = append(errs, errors.New("limits must not be negative"))
@@ -220,6 +258,10 @@ type Capabilities struct {
 
 	RunAsUser      bool // the process runs as Spec.UID:Spec.GID with Spec.ExtraGroups
 	ReadOnlyMounts bool // Spec.Mounts are bound, and the ReadOnly ones cannot be written
+	// SecretFiles: Spec.Secrets are files at SecretPath in the workload, readable by
+	// its uid, and neither in its environment nor in what the engine's API shows of
+	// the workload (they may be in an object of their own, as a Kubernetes Secret).
+	SecretFiles bool
 
 	Restart bool // Start of a stopped workload runs it again, under the same name
 	Logs    bool // the engine keeps the workload's log, so Spec.LogRegex is waited for

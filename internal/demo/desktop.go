@@ -71,7 +71,7 @@ func Desktop(ctx context.Context, ln net.Listener, password string, stdout io.Wr
 	out := &lockedWriter{w: stdout}
 	auth := "VNC authentication"
 	if password == "" {
-		auth = "no authentication (VNC_PASSWORD is empty)"
+		auth = "no authentication (no VNC password)"
 	}
 	fmt.Fprintf(out, "Calipso demo desktop: VNC server on %s, %s\n", ln.Addr(), auth)
 	// Whatever ends the loop ends the connections too, before waiting for them.

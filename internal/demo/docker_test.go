@@ -85,16 +85,19 @@ func TestDemoWorkloadsOnDocker(t *testing.T) {
 	}
 	defer p.Close()
 
+	passwordFile := map[string]string{"VNC_PASSWORD_FILE": provisioner.SecretPath("vnc_password")}
 	cases := []struct {
 		name     string
 		kind     Kind
 		uid, gid int
 		env      map[string]string
+		password string // the VNC password, a secret file when env names it
 	}{
-		{"notebook, random token", KindNotebook, 4242, 4343, nil},
-		{"notebook, JUPYTER_TOKEN", KindNotebook, 2001, 2000, map[string]string{"JUPYTER_TOKEN": testToken}},
-		{"desktop, VNC password", KindDesktop, 2001, 2000, map[string]string{"VNC_PASSWORD": "pw-4-demo"}},
-		{"desktop, no password", KindDesktop, 31337, 31337, map[string]string{"VNC_PASSWORD": ""}},
+		{"notebook, random token", KindNotebook, 4242, 4343, nil, ""},
+		{"notebook, JUPYTER_TOKEN", KindNotebook, 2001, 2000, map[string]string{"JUPYTER_TOKEN": testToken}, ""},
+		{"desktop, VNC password file (as Calipso launches it)", KindDesktop, 2001, 2000, passwordFile, "pw-4-demo"},
+		{"desktop, VNC_PASSWORD", KindDesktop, 2002, 2000, map[string]string{"VNC_PASSWORD": "pw-in-env"}, "pw-in-env"},
+		{"desktop, no password", KindDesktop, 31337, 31337, map[string]string{"VNC_PASSWORD": ""}, ""},
 	}
 	for i, c := range cases {
 		t.Run("provisioner/"+c.name, func(t *testing.T) {
@@ -103,6 +106,9 @@ func TestDemoWorkloadsOnDocker(t *testing.T) {
 				Instance: instance, ResourceID: int64(i + 1), Owner: "alice", Experiment: "2019001~2019001-01",
 				Image: im.Image, Protocol: im.Protocol, CPUs: 0.5, MemoryBytes: 256 << 20,
 				UID: c.uid, GID: c.gid, ExtraGroups: []int{100}, Env: c.env, LogRegex: im.LogRegex,
+			}
+			if c.env["VNC_PASSWORD_FILE"] != "" {
+				spec.Secrets = map[string]string{"vnc_password": c.password}
 			}
 			inst, err := p.Start(ctx, spec)
 			t.Cleanup(func() { p.Remove(context.Background(), spec.Name()) })
@@ -130,7 +136,7 @@ func TestDemoWorkloadsOnDocker(t *testing.T) {
 					}
 				}
 			case KindDesktop:
-				client, err := dialVNC(t, "127.0.0.1:"+strconv.Itoa(inst.Port), 8, c.env["VNC_PASSWORD"])
+				client, err := dialVNC(t, "127.0.0.1:"+strconv.Itoa(inst.Port), 8, c.password)
 				if err != nil {
 					t.Fatalf("VNC handshake: %v", err)
 				}
@@ -138,7 +144,7 @@ func TestDemoWorkloadsOnDocker(t *testing.T) {
 					t.Errorf("desktop name %q", client.name)
 				}
 				client.update(t, 0, 0, 16, 16, 4)
-				if c.env["VNC_PASSWORD"] != "" {
+				if c.password != "" {
 					if _, err := dialVNC(t, "127.0.0.1:"+strconv.Itoa(inst.Port), 8, "wrong"); err == nil {
 						t.Error("a wrong VNC password was accepted")
 					}

@@ -36,6 +36,11 @@ var ErrUnenforced = calipso.NewError(calipso.EUNLAUNCHABLE, "share not enforced 
 // settings do not allow (workloads.allow_root).
 var ErrRootIdentity = calipso.NewError(calipso.EUNLAUNCHABLE, "root identity refused")
 
+// VNCPasswordSecret is the secret of every workload holding its VNC password: the
+// file provisioner.SecretPath(VNCPasswordSecret), which VNC_PASSWORD_FILE names in
+// the workload's environment.
+const VNCPasswordSecret = "vnc_password"
+
 // ErrNoEngine: no engine is configured (or answering) for the image's resource type.
 var ErrNoEngine = calipso.NewError(calipso.EUNAVAILABLE, "no engine for this resource type")
 
@@ -387,9 +392,12 @@ func (s *Service) spec(r calipso.Resource, im calipso.Image, u calipso.User, e c
 		Instance: s.cfg.Instance, ResourceID: r.ID, Owner: u.Username, Experiment: r.Experiment,
 		Image: im.Image, Protocol: im.Protocol, CPUs: r.CPU, MemoryBytes: r.MemoryBytes, DiskBytes: r.DiskBytes, PidsLimit: cmp.Or(im.PidsLimit, w.PidsLimit),
 		UID: uid, GID: gid, AllowRoot: w.AllowRoot, ExtraGroups: append([]int{100}, w.ExtraGroups...),
+		// The VNC password is a file (the engine shows the environment to whoever may
+		// inspect workloads): images read VNC_PASSWORD_FILE.
 		Env: map[string]string{
-			"VNC_PASSWORD": r.VNCPassword, "CALIPSO_USER": u.Username, "CALIPSO_EXPERIMENT": r.Experiment,
+			"VNC_PASSWORD_FILE": provisioner.SecretPath(VNCPasswordSecret), "CALIPSO_USER": u.Username, "CALIPSO_EXPERIMENT": r.Experiment,
 		},
+		Secrets:  map[string]string{VNCPasswordSecret: r.VNCPassword},
 		LogRegex: im.LogRegex,
 	}
 	for _, v := range vols {

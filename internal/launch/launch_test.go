@@ -1,8 +1,10 @@
 package launch_test
 
 import (
+	"archive/tar"
 	"bufio"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -10,6 +12,7 @@ import (
 	"net/http"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -193,6 +196,50 @@ func TestIdentity(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestVNCPasswordByFile: the VNC password reaches the desktop as a file only its uid
+// reads, named by VNC_PASSWORD_FILE, and is nowhere in what the engine shows of the
+// container (docker inspect), its environment included.
+func TestVNCPasswordByFile(t *testing.T) {
+	e := newEnv(t, envOptions{noGuac: true})
+	ctx := context.Background()
+	ref := e.experiment(t, e.user, "pw", intp(4242), intp(4343))
+	r, err := e.svc.Launch(ctx, e.user, ref, desktopImage)
+	if err != nil {
+		t.Fatalf("Launch: %v", err)
+	}
+	if r.VNCPassword == "" {
+		t.Fatal("no VNC password")
+	}
+	info, ok := e.inspect(t, r.EngineName)
+	if !ok {
+		t.Fatal("no container")
+	}
+	if shown, _ := json.Marshal(info); strings.Contains(string(shown), r.VNCPassword) {
+		t.Errorf("docker inspect shows the VNC password: %v", info.Config.Env)
+	}
+	if !slices.Contains(info.Config.Env, "VNC_PASSWORD_FILE=/run/calipso/vnc_password") {
+		t.Errorf("env = %v, want VNC_PASSWORD_FILE", info.Config.Env)
+	}
+	rc, _, err := e.cli.CopyFromContainer(ctx, r.EngineName, "/run/calipso/vnc_password")
+	if err != nil {
+		t.Fatalf("copy the password file out: %v", err)
+	}
+	defer rc.Close()
+	tr := tar.NewReader(rc)
+	hdr, err := tr.Next()
+	if err != nil {
+		t.Fatal(err)
+	}
+	content, _ := io.ReadAll(tr)
+	if string(content) != r.VNCPassword || hdr.Uid != 4242 || hdr.Gid != 4343 || hdr.Mode&0o777 != 0o400 {
+		t.Errorf("password file: %q, owner %d:%d, mode %o; want the password, 4242:4343, 0400", content, hdr.Uid, hdr.Gid, hdr.Mode&0o777)
+	}
+	if _, err := e.svc.Remove(ctx, r); err != nil {
+		t.Fatal(err)
+	}
+	e.assertNothingLeft(t, e.user)
 }
 
 // TestPidsLimit: every workload is held to a number of processes (a fork bomb in a

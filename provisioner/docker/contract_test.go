@@ -1,9 +1,18 @@
 package docker_test
 
 import (
+	"archive/tar"
+	"encoding/json"
+	"errors"
+	"io"
+	"io/fs"
+	"path"
 	"strconv"
 	"strings"
 	"testing"
+
+	cerrdefs "github.com/containerd/errdefs"
+	"github.com/docker/docker/client"
 
 	"github.com/calipsoplus/calipso/internal/testenv"
 	"github.com/calipsoplus/calipso/provisioner"
@@ -54,8 +63,46 @@ func TestContract(t *testing.T) {
 				for _, m := range info.Mounts {
 					applied.ReadOnly[m.Destination] = !m.RW
 				}
+				shown, err := json.Marshal(info)
+				if err != nil {
+					t.Fatal(err)
+				}
+				applied.Shown = string(shown)
+				applied.Secrets = secretFiles(t, cli, name)
 				return applied
 			},
 		}
 	})
+}
+
+// secretFiles reads provisioner.SecretsDir out of the container (none: nil).
+func secretFiles(t *testing.T, cli *client.Client, name string) map[string]provisionertest.SecretFile {
+	t.Helper()
+	rc, _, err := cli.CopyFromContainer(t.Context(), name, provisioner.SecretsDir)
+	if cerrdefs.IsNotFound(err) {
+		return nil
+	}
+	if err != nil {
+		t.Fatalf("copy %s out of %s: %v", provisioner.SecretsDir, name, err)
+	}
+	defer rc.Close()
+	files := map[string]provisionertest.SecretFile{}
+	tr := tar.NewReader(rc)
+	for {
+		hdr, err := tr.Next()
+		if errors.Is(err, io.EOF) {
+			return files
+		}
+		if err != nil {
+			t.Fatalf("read %s of %s: %v", provisioner.SecretsDir, name, err)
+		}
+		if hdr.Typeflag != tar.TypeReg {
+			continue
+		}
+		content, err := io.ReadAll(tr)
+		if err != nil {
+			t.Fatalf("read %s of %s: %v", hdr.Name, name, err)
+		}
+		files[path.Base(hdr.Name)] = provisionertest.SecretFile{Content: string(content), UID: hdr.Uid, GID: hdr.Gid, Mode: fs.FileMode(hdr.Mode).Perm()}
+	}
 }

@@ -7,6 +7,16 @@
 // Spec.DiskBytes is ignored: a per-container disk quota needs overlay2 on xfs with
 // project quotas, which engines rarely have.
 //
+// Secrets (Spec.Secrets, the VNC password) are not in the container's environment,
+// which `docker inspect` shows and every process of the desktop inherits: Start
+// copies them into the created container, before it starts, as files of
+// provisioner.SecretsDir owned by the workload's uid and gid, mode 0400, in a
+// directory of root's. They live in the container's writable layer, so they go with
+// the container, and the copy (the engine's archive API) works with a remote engine
+// too: nothing is written on Calipso's host, nor needs Calipso to be root to give the
+// file to the workload's uid, as a bind-mounted file would. Whoever may use the
+// engine can still read them (docker cp, exec): that is root on the host anyway.
+//
 // Hardening: no privileged mode, no-new-privileges, and every capability dropped. A
 // non-root process (the normal case: Spec refuses uid and gid 0 unless allowed)
 // cannot use capabilities anyway once no-new-privileges stops setuid binaries and
@@ -16,12 +26,15 @@
 package docker
 
 import (
+	"archive/tar"
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net"
 	"path"
 	"regexp"
@@ -132,7 +145,8 @@ func (p *Provisioner) Close() error { return p.cli.Close() }
 // Capabilities: CPU, memory (without swap) and the number of processes and threads
 // (the pids controller: a fork bomb fails inside the container) are cgroup limits, the
 // process runs as the spec's uid, gid and groups, read-only binds are read-only, a
-// stopped container starts again and the engine keeps its log. The disk share is NOT enforced:
+// stopped container starts again and the engine keeps its log. Secrets are files the
+// workload's uid owns (see the package comment). The disk share is NOT enforced:
 // Spec.DiskBytes is ignored (see the package comment).
 func (p *Provisioner) Capabilities() provisioner.Capabilities {
 	return provisioner.Capabilities{
@@ -141,6 +155,7 @@ func (p *Provisioner) Capabilities() provisioner.Capabilities {
 		DiskLimit:      false,
 		PidsLimit:      true,
 		RunAsUser:      true,
+		SecretFiles:    true,
 		ReadOnlyMounts: true,
 		Restart:        true,
 		Logs:           true,
@@ -168,6 +183,9 @@ func (p *Provisioner) Start(ctx context.Context, spec provisioner.Spec) (provisi
 	id, err := p.create(ctx, name, spec, config, hostConfig)
 	if err != nil {
 		return provisioner.Workload{}, fmt.Errorf("start %s: %w", name, err)
+	}
+	if err := p.copySecrets(ctx, id, spec); err != nil {
+		return provisioner.Workload{Name: name, ID: id}, fmt.Errorf("start %s: %w", name, err)
 	}
 	if err := p.cli.ContainerStart(ctx, id, container.StartOptions{}); err != nil {
 		return provisioner.Workload{Name: name, ID: id}, engineError("start "+name, err)
@@ -310,6 +328,44 @@ func (p *Provisioner) create(ctx context.Context, name string, spec provisioner.
 	default:
 		return "", engineError("create", err)
 	}
+}
+
+// copySecrets writes the spec's secrets into the container, before it starts, as
+// files owned by the workload's uid and gid with mode 0400, in a directory of root's
+// (so that the workload cannot replace them). They are in the container's writable
+// layer: removed with the container, kept across Stop and Start. Copied on every
+// Start, so that an adopted container made by an interrupted Start has them too.
+func (p *Provisioner) copySecrets(ctx context.Context, id string, spec provisioner.Spec) error {
+	if len(spec.Secrets) == 0 {
+		return nil
+	}
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	dir := strings.TrimPrefix(provisioner.SecretsDir, "/") + "/"
+	now := time.Now()
+	// Only the directory itself: an entry for /run would reset the image's own.
+	if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeDir, Name: dir, Mode: 0o755, ModTime: now}); err != nil {
+		return fmt.Errorf("secrets: %w", err)
+	}
+	for _, name := range slices.Sorted(maps.Keys(spec.Secrets)) {
+		value := spec.Secrets[name]
+		hdr := &tar.Header{Typeflag: tar.TypeReg, Name: dir + name, Mode: 0o400, Uid: spec.UID, Gid: spec.GID,
+			Size: int64(len(value)), ModTime: now}
+		if err := tw.WriteHeader(hdr); err != nil {
+			return fmt.Errorf("secrets: %w", err)
+		}
+		if _, err := io.WriteString(tw, value); err != nil {
+			return fmt.Errorf("secrets: %w", err)
+		}
+	}
+	if err := tw.Close(); err != nil {
+		return fmt.Errorf("secrets: %w", err)
+	}
+	// Ownership as the headers say (CopyUIDGID would give the directory to the user).
+	if err := p.cli.CopyToContainer(ctx, id, "/", &buf, container.CopyToContainerOptions{}); err != nil {
+		return engineError("copy secrets into the container", err)
+	}
+	return nil
 }
 
 // waitForLog follows the container's log (from its start, so that an adopted

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -189,7 +190,7 @@ func TestContainerConfiguration(t *testing.T) {
 	spec.UID, spec.GID = 1234, 2345
 	spec.ExtraGroups = []int{3000, 3001}
 	spec.WorkDir = "/work/dir"
-	spec.Env = map[string]string{"VNC_PASSWORD": "s3cret", "LANG": "C.UTF-8"}
+	spec.Env = map[string]string{"CALIPSO_USER": "ana", "LANG": "C.UTF-8"}
 
 	if _, err := p.Start(ctx, spec); err != nil {
 		t.Fatalf("Start: %v", err)
@@ -214,7 +215,7 @@ func TestContainerConfiguration(t *testing.T) {
 		{"capabilities dropped", strings.Join(hc.CapDrop, ","), "ALL"},
 		{"capabilities added", len(hc.CapAdd), 0},
 		{"restart policy", string(hc.RestartPolicy.Name), "no"},
-		{"env has VNC_PASSWORD", slices.Contains(info.Config.Env, "VNC_PASSWORD=s3cret"), true},
+		{"env has CALIPSO_USER", slices.Contains(info.Config.Env, "CALIPSO_USER=ana"), true},
 		{"env has LANG", slices.Contains(info.Config.Env, "LANG=C.UTF-8"), true},
 	}
 	for _, c := range checks {
@@ -453,6 +454,60 @@ func TestOutOfMemoryIsAnError(t *testing.T) {
 	}
 }
 
+// TestSecretFiles: the spec's secrets reach the workload as files of
+// provisioner.SecretsDir that its uid owns and only it may read, and appear nowhere in
+// what the engine shows of the container (docker inspect: its environment, labels,
+// command); they stay across Stop and Start and go with the container.
+func TestSecretFiles(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	cli := testenv.DockerClient(t)
+	p := newProvisioner(t, nil)
+	secret := "vnc-" + testenv.RandomHex(8)
+	spec := workloadSpec(t, p.Instance(), 1)
+	spec.UID, spec.GID = 1234, 2345
+	spec.Secrets = map[string]string{"vnc_password": secret}
+	file := provisioner.SecretPath("vnc_password")
+	spec.Env = map[string]string{"VNC_PASSWORD_FILE": file, "READ_TEST": file + "," + provisioner.SecretsDir}
+	if _, err := p.Start(ctx, spec); err != nil {
+		t.Fatalf("Start: %v", err)
+	}
+	want := fmt.Sprintf("read %s: mode=-r-------- uid=1234 gid=2345 content=%q", file, secret)
+	// The directory is root's: the workload cannot put another file in its place.
+	dir := "read /run/calipso: mode=-rwxr-xr-x uid=0 gid=0"
+	waitLog(t, cli, spec.Name(), 1, want, dir)
+	info, err := cli.ContainerInspect(ctx, spec.Name())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if shown, _ := json.Marshal(info); strings.Contains(string(shown), secret) {
+		t.Errorf("docker inspect shows the secret:\n%s", shown)
+	}
+
+	if err := p.Stop(ctx, spec.Name()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.Start(ctx, spec); err != nil {
+		t.Fatalf("Start after Stop: %v", err)
+	}
+	waitLog(t, cli, spec.Name(), 2, want) // the second run's probe
+}
+
+// waitLog waits until each of lines is n times in the container's log. Start returns
+// once the token line (stderr) is logged, and the engine copies stdout apart: what the
+// workload printed before may be logged just after.
+func waitLog(t *testing.T, cli *client.Client, name string, n int, lines ...string) {
+	t.Helper()
+	var log string
+	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		log = containerLog(t, cli, name)
+		if !slices.ContainsFunc(lines, func(l string) bool { return strings.Count(log, l) < n }) {
+			return
+		}
+	}
+	t.Errorf("the log of %s lacks %d of each of %q:\n%s", name, n, lines, log)
+}
+
 // TestPidsLimit: a fork bomb in the workload is held to Spec.PidsLimit. The workload
 // starts child processes until the kernel refuses one; under the limit it gets fewer
 // than the limit (the pids controller counts threads too), and the container's pids
@@ -485,8 +540,13 @@ func TestPidsLimit(t *testing.T) {
 			if err != nil {
 				t.Fatalf("inspect: %v", err)
 			}
-			log := containerLog(t, cli, spec.Name())
-			m := report.FindStringSubmatch(log)
+			// Printed before the token line, but on stdout, which the engine logs apart.
+			var m []string
+			var log string
+			for deadline := time.Now().Add(20 * time.Second); m == nil && time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+				log = containerLog(t, cli, spec.Name())
+				m = report.FindStringSubmatch(log)
+			}
 			if m == nil {
 				t.Fatalf("no fork test report in the log:\n%s", log)
 			}

@@ -173,6 +173,29 @@ func buildService(cfg Config, spec provisioner.Spec) *corev1.Service {
 	return svc
 }
 
+// secretsVolume is the pod's volume of its Secret, mounted at provisioner.SecretsDir.
+const secretsVolume = "calipso-secrets"
+
+// secretMode is the mode of the secret files: the kubelet writes a Secret volume's
+// files as root's, and could give them to a group only through the pod's fsGroup,
+// which would also re-own every volume that supports it (the pvc mode's claim, with
+// every dataset on it) at each start. Readable by all, then: the pod's processes are
+// all the workload's own uid, and the directory is the volume's, read-only.
+const secretMode int32 = 0o444
+
+// buildSecret is the Secret holding the spec's secrets, or nil when it has none. spec
+// must have passed validateSpec.
+func buildSecret(cfg Config, spec provisioner.Spec) *corev1.Secret {
+	if len(spec.Secrets) == 0 {
+		return nil
+	}
+	data := make(map[string][]byte, len(spec.Secrets))
+	for k, v := range spec.Secrets {
+		data[k] = []byte(v)
+	}
+	return &corev1.Secret{ObjectMeta: objectMeta(cfg, spec), Type: corev1.SecretTypeOpaque, Data: data}
+}
+
 // buildPod is the workload's pod. spec must have passed validateSpec.
 func buildPod(cfg Config, spec provisioner.Spec) *corev1.Pod {
 	uid, gid := int64(spec.UID), int64(spec.GID)
@@ -186,6 +209,15 @@ func buildPod(cfg Config, spec provisioner.Spec) *corev1.Pod {
 		caps.Add = rootCapabilities
 	}
 	volumes, mounts := buildVolumes(cfg, spec)
+	if len(spec.Secrets) > 0 {
+		volumes = append(volumes, corev1.Volume{
+			Name: secretsVolume,
+			VolumeSource: corev1.VolumeSource{
+				Secret: &corev1.SecretVolumeSource{SecretName: spec.Name(), DefaultMode: new(secretMode)},
+			},
+		})
+		mounts = append(mounts, corev1.VolumeMount{Name: secretsVolume, MountPath: provisioner.SecretsDir, ReadOnly: true})
+	}
 
 	container := corev1.Container{
 		Name:            containerName,

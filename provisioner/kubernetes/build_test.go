@@ -1,6 +1,7 @@
 package kubernetes
 
 import (
+	"encoding/json"
 	"errors"
 	"reflect"
 	"strings"
@@ -29,7 +30,8 @@ func testSpec() provisioner.Spec {
 			{Source: "/data/visitor/ih-ls3000", Target: "/data", ReadOnly: true},
 			{Source: "/results/jane", Target: "/results"},
 		},
-		Env: map[string]string{"VNC_PASSWORD": "s3cret", "A_FIRST": "1"},
+		Env:     map[string]string{"VNC_PASSWORD_FILE": provisioner.SecretPath("vnc_password"), "A_FIRST": "1"},
+		Secrets: map[string]string{"vnc_password": "s3cret"},
 	}
 }
 
@@ -97,6 +99,8 @@ func TestValidateSpecRefuses(t *testing.T) {
 		{"bad env name", nil, func(s *provisioner.Spec) { s.Env["1BAD"] = "x" }, "environment variable"},
 		{"bad regex", nil, func(s *provisioner.Spec) { s.LogRegex = "token=(" }, "log regex"},
 		{"relative workdir", nil, func(s *provisioner.Spec) { s.WorkDir = "home" }, "working directory"},
+		{"bad secret name", nil, func(s *provisioner.Spec) { s.Secrets["VNC/password"] = "x" }, "secret name"},
+		{"mount over the secrets", nil, func(s *provisioner.Spec) { s.Mounts[1].Target = "/run" }, "secrets"},
 		{"source outside claim", func(c *Config) { c.Volumes, c.Claim, c.ClaimRoot = VolumesPVC, "data", "/data" },
 			func(s *provisioner.Spec) { s.Mounts[1].Source = "/database/x" }, "not under the claim root"},
 	}
@@ -157,6 +161,7 @@ func TestBuildVolumes(t *testing.T) {
 			if tt.cfg != nil {
 				tt.cfg(&cfg)
 			}
+			spec.Secrets = nil // their volume: TestBuildSecret
 			if tt.wantVolumes == nil {
 				spec.Mounts = spec.Mounts[:1]
 			}
@@ -246,7 +251,7 @@ func TestBuildLabelsNamesEnv(t *testing.T) {
 		t.Errorf("service %s ports %v", svc.Spec.Type, ports)
 	}
 	c := pod.Spec.Containers[0]
-	if !reflect.DeepEqual(c.Env, []corev1.EnvVar{{Name: "A_FIRST", Value: "1"}, {Name: "VNC_PASSWORD", Value: "s3cret"}}) {
+	if !reflect.DeepEqual(c.Env, []corev1.EnvVar{{Name: "A_FIRST", Value: "1"}, {Name: "VNC_PASSWORD_FILE", Value: "/run/calipso/vnc_password"}}) {
 		t.Errorf("env = %v, want sorted", c.Env)
 	}
 	if c.WorkingDir != "/home/jane" || c.Image != "calipso/desktop:1" || pod.Spec.RestartPolicy != corev1.RestartPolicyOnFailure {
@@ -254,6 +259,40 @@ func TestBuildLabelsNamesEnv(t *testing.T) {
 	}
 	if !reflect.DeepEqual(buildPod(cfg, spec), pod) {
 		t.Error("the same spec built a different pod")
+	}
+}
+
+// TestBuildSecret: the spec's secrets are a Secret of the workload's name, labelled as
+// its other objects, mounted read-only at provisioner.SecretsDir; the pod itself holds
+// no secret (whoever may read pods would read it).
+func TestBuildSecret(t *testing.T) {
+	cfg, spec := testConfig(), testSpec()
+	secret, pod := buildSecret(cfg, spec), buildPod(cfg, spec)
+	if secret == nil || secret.Name != "calipso-esrf-42" || !reflect.DeepEqual(secret.Labels, pod.Labels) ||
+		secret.Type != corev1.SecretTypeOpaque || !reflect.DeepEqual(secret.Data, map[string][]byte{"vnc_password": []byte("s3cret")}) {
+		t.Fatalf("secret = %+v", secret)
+	}
+	var mounted bool
+	for _, m := range pod.Spec.Containers[0].VolumeMounts {
+		if m.Name == secretsVolume {
+			mounted = m.MountPath == "/run/calipso" && m.ReadOnly
+		}
+	}
+	var volume *corev1.SecretVolumeSource
+	for _, v := range pod.Spec.Volumes {
+		if v.Name == secretsVolume {
+			volume = v.Secret
+		}
+	}
+	if !mounted || volume == nil || volume.SecretName != secret.Name || volume.DefaultMode == nil || *volume.DefaultMode != 0o444 {
+		t.Errorf("pod volumes %+v, mounts %+v; want the secret read-only at /run/calipso", pod.Spec.Volumes, pod.Spec.Containers[0].VolumeMounts)
+	}
+	if shown, _ := json.Marshal(pod); strings.Contains(string(shown), "s3cret") {
+		t.Errorf("the pod holds the secret: %s", shown)
+	}
+	spec.Secrets = nil
+	if secret, pod := buildSecret(cfg, spec), buildPod(cfg, spec); secret != nil || len(pod.Spec.Volumes) != 2 {
+		t.Errorf("without secrets: secret %+v, volumes %+v; want none of them", secret, pod.Spec.Volumes)
 	}
 }
 

@@ -1,9 +1,12 @@
 package kubernetes
 
 import (
+	"encoding/json"
+	"io/fs"
 	"log/slog"
 	"testing"
 
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/calipsoplus/calipso/provisioner"
@@ -45,8 +48,17 @@ func TestContract(t *testing.T) {
 					applied.UID, applied.GID = int(*sc.RunAsUser), int(*sc.RunAsGroup)
 				}
 				for _, m := range c.VolumeMounts {
+					if m.MountPath == provisioner.SecretsDir {
+						applied.Secrets = secretFiles(t, ns, pod, m)
+						continue
+					}
 					applied.ReadOnly[m.MountPath] = m.ReadOnly
 				}
+				shown, err := json.Marshal(pod)
+				if err != nil {
+					t.Fatal(err)
+				}
+				applied.Shown = string(shown)
 				return applied
 			},
 			Exceptions: provisionertest.Exceptions{
@@ -55,4 +67,33 @@ func TestContract(t *testing.T) {
 			},
 		}
 	})
+}
+
+// secretFiles is what the kubelet would write at provisioner.SecretsDir from the
+// pod's volume m: its Secret's keys, files of root's with the volume's mode.
+func secretFiles(t *testing.T, ns string, pod *corev1.Pod, m corev1.VolumeMount) map[string]provisionertest.SecretFile {
+	t.Helper()
+	if !m.ReadOnly {
+		t.Errorf("%s is mounted read-write", m.MountPath)
+	}
+	for _, v := range pod.Spec.Volumes {
+		if v.Name != m.Name || v.Secret == nil {
+			continue
+		}
+		secret, err := kubeClient.CoreV1().Secrets(ns).Get(t.Context(), v.Secret.SecretName, metav1.GetOptions{})
+		if err != nil {
+			t.Fatalf("get secret %s: %v", v.Secret.SecretName, err)
+		}
+		mode := fs.FileMode(0o644) // the kubelet's default
+		if v.Secret.DefaultMode != nil {
+			mode = fs.FileMode(*v.Secret.DefaultMode).Perm()
+		}
+		files := map[string]provisionertest.SecretFile{}
+		for k, data := range secret.Data {
+			files[k] = provisionertest.SecretFile{Content: string(data), Mode: mode}
+		}
+		return files
+	}
+	t.Errorf("%s is not a Secret volume", m.MountPath)
+	return nil
 }

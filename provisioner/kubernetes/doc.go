@@ -32,6 +32,19 @@
 //   - pvc: one PersistentVolumeClaim (Config.Claim) holds the data; each Mount.Source
 //     must lie under Config.ClaimRoot and is mounted as a subPath of the claim.
 //
+// Secrets (Spec.Secrets: the VNC password) are not in the pod, whose spec whoever may
+// read pods sees, but in a Secret of the workload's name, labelled as its pod and
+// Service, mounted read-only at provisioner.SecretsDir. It lives as long as the pod:
+// Start creates it before the pod (the kubelet waits for it), Stop and Remove delete
+// it with the pod. Its files are root's with mode 0444: a Secret volume's files can
+// be given to a group only through the pod's fsGroup, which would also re-own every
+// volume that supports it (the pvc mode's claim, with all its datasets) at each start;
+// the pod's processes are all the workload's uid anyway. The provisioner's Role needs
+// get, create and delete on Secrets (deploy/kubernetes/calipso-provisioner-role.yaml);
+// RBAC cannot narrow those to the names Calipso makes, so the workloads' namespace
+// should hold no other Secrets. A Role without them still stops and removes
+// workloads (there can be no Secret to delete), but Start of one with secrets fails.
+//
 // Requests equal limits (Guaranteed QoS): Calipso's quotas count limits, so the
 // scheduler must reserve what the quota granted. Spec.DiskBytes becomes an
 // ephemeral-storage limit, which the kubelet enforces by evicting the pod.

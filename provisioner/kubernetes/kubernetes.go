@@ -2,10 +2,12 @@ package kubernetes
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"os"
 	"regexp"
 	"sort"
@@ -207,7 +209,9 @@ func classify(err error) error {
 // share, which is an ephemeral-storage limit: the kubelet evicts a pod whose writable
 // layer, logs and scratch space outgrow it (mounted volumes do not count). The pod
 // runs as the spec's uid, gid and groups, read-only mounts are read-only, Start after
-// Stop makes the pod again, and the kubelet keeps the log.
+// Stop makes the pod again, and the kubelet keeps the log. Secrets are a Secret of the
+// workload's name, mounted read-only at provisioner.SecretsDir (files of root's, mode
+// 0444: see secretMode), not in the pod's environment.
 //
 // The number of processes is NOT limited by the pod: Kubernetes has no per-pod pids
 // limit, only the kubelet's node-wide podPidsLimit (KubeletConfiguration, or
@@ -220,6 +224,7 @@ func (p *Provisioner) Capabilities() provisioner.Capabilities {
 		DiskLimit:      true,
 		PidsLimit:      false,
 		RunAsUser:      true,
+		SecretFiles:    true,
 		ReadOnlyMounts: true,
 		Restart:        true,
 		Logs:           true,
@@ -251,12 +256,16 @@ func (p *Provisioner) Start(ctx context.Context, spec provisioner.Spec) (provisi
 	if err != nil {
 		return provisioner.Workload{}, fmt.Errorf("start %s: %w", name, err)
 	}
+	if err := p.ensureSecret(ctx, spec); err != nil {
+		return provisioner.Workload{}, fmt.Errorf("start %s: %w", name, err)
+	}
 	pod, err := p.ensurePod(ctx, spec)
 	if err != nil {
 		if created && errors.Is(err, provisioner.ErrInvalid) {
-			// The pod can never be made: do not leave a Service holding a NodePort.
-			if derr := p.deleteOwned(ctx, name, servicesAPI{p}); derr != nil {
-				p.log.WarnContext(ctx, "service of a refused pod not deleted", "name", name, "error", derr)
+			// The pod can never be made: do not leave a Service holding a NodePort, nor
+			// its secrets.
+			if derr := errors.Join(p.deleteOwned(ctx, name, servicesAPI{p}), p.deleteSecret(ctx, name)); derr != nil {
+				p.log.WarnContext(ctx, "service or secret of a refused pod not deleted", "name", name, "error", derr)
 			}
 		}
 		return provisioner.Workload{}, fmt.Errorf("start %s: %w", name, err)
@@ -303,6 +312,44 @@ func (p *Provisioner) ensureService(ctx context.Context, spec provisioner.Spec) 
 		return nil, false, fmt.Errorf("%w: service %s exists and is not this installation's", provisioner.ErrInvalid, svc.Name)
 	}
 	return svc, false, nil
+}
+
+// ensureSecret creates the Secret of the spec's secrets, which the pod mounts at
+// provisioner.SecretsDir, or adopts this installation's one of that name; one that
+// holds other values (it should not: a resource's secrets do not change) is made
+// again. Nothing when the spec has no secrets.
+func (p *Provisioner) ensureSecret(ctx context.Context, spec provisioner.Spec) error {
+	want := buildSecret(p.cfg, spec)
+	if want == nil {
+		return nil
+	}
+	secrets := p.client.CoreV1().Secrets(p.cfg.Namespace)
+	for attempt := 0; ; attempt++ {
+		_, err := secrets.Create(ctx, want, metav1.CreateOptions{})
+		if err == nil {
+			return nil
+		}
+		if !apierrors.IsAlreadyExists(err) || attempt > 0 {
+			return fmt.Errorf("create secret: %w", classify(err))
+		}
+		got, err := secrets.Get(ctx, want.Name, metav1.GetOptions{})
+		if apierrors.IsNotFound(err) {
+			continue // deleted meanwhile
+		}
+		if err != nil {
+			return fmt.Errorf("adopt secret: %w", classify(err))
+		}
+		if !p.owns(got.ObjectMeta) {
+			return fmt.Errorf("%w: secret %s exists and is not this installation's", provisioner.ErrInvalid, got.Name)
+		}
+		if maps.EqualFunc(got.Data, want.Data, bytes.Equal) && got.DeletionTimestamp == nil {
+			return nil
+		}
+		err = secrets.Delete(ctx, got.Name, metav1.DeleteOptions{Preconditions: &metav1.Preconditions{UID: &got.UID}})
+		if err != nil && !apierrors.IsNotFound(err) {
+			return fmt.Errorf("replace secret: %w", classify(err))
+		}
+	}
 }
 
 // ensurePod creates the pod, adopts a live one of the same name, and replaces one
@@ -429,18 +476,19 @@ func (p *Provisioner) followLog(ctx context.Context, name string, re *regexp.Reg
 	return "", fmt.Errorf("%w: log ended without matching %q", provisioner.ErrNotReady, re)
 }
 
-// Stop deletes the pod and keeps the Service, so that the NodePort (and the
-// Guacamole record using it) survives; a missing workload is already stopped.
+// Stop deletes the pod, and the Secret it mounted, and keeps the Service, so that the
+// NodePort (and the Guacamole record using it) survives; a missing workload is
+// already stopped. Start makes the Secret again.
 func (p *Provisioner) Stop(ctx context.Context, name string) error {
-	if err := p.deleteOwned(ctx, name, podsAPI{p}); err != nil {
+	if err := errors.Join(p.deleteOwned(ctx, name, podsAPI{p}), p.deleteSecret(ctx, name)); err != nil {
 		return fmt.Errorf("stop %s: %w", name, err)
 	}
 	return nil
 }
 
-// Remove deletes the pod and the Service; what is already gone is success.
+// Remove deletes the pod, the Secret and the Service; what is already gone is success.
 func (p *Provisioner) Remove(ctx context.Context, name string) error {
-	err := errors.Join(p.deleteOwned(ctx, name, podsAPI{p}), p.deleteOwned(ctx, name, servicesAPI{p}))
+	err := errors.Join(p.deleteOwned(ctx, name, podsAPI{p}), p.deleteSecret(ctx, name), p.deleteOwned(ctx, name, servicesAPI{p}))
 	if err != nil {
 		return fmt.Errorf("remove %s: %w", name, err)
 	}
@@ -480,6 +528,33 @@ func (a servicesAPI) get(ctx context.Context, name string) (metav1.ObjectMeta, e
 }
 func (a servicesAPI) delete(ctx context.Context, name string, opts metav1.DeleteOptions) error {
 	return a.p.client.CoreV1().Services(a.p.cfg.Namespace).Delete(ctx, name, opts)
+}
+
+// deleteSecret deletes the workload's Secret. Where the provisioner may not read
+// Secrets (a Role from before they were used), it cannot have made one either: that
+// is logged, not an error, so that such an installation still stops and removes its
+// workloads (Start of one with secrets fails there until the Role is updated).
+func (p *Provisioner) deleteSecret(ctx context.Context, name string) error {
+	err := p.deleteOwned(ctx, name, secretsAPI{p})
+	if apierrors.IsForbidden(err) {
+		p.log.WarnContext(ctx, "secrets not deleted: the provisioner may not read Secrets (update its Role: deploy/kubernetes/calipso-provisioner-role.yaml)", "name", name, "error", err)
+		return nil
+	}
+	return err
+}
+
+type secretsAPI struct{ p *Provisioner }
+
+func (secretsAPI) kind() string { return "secret" }
+func (a secretsAPI) get(ctx context.Context, name string) (metav1.ObjectMeta, error) {
+	o, err := a.p.client.CoreV1().Secrets(a.p.cfg.Namespace).Get(ctx, name, metav1.GetOptions{})
+	if err != nil {
+		return metav1.ObjectMeta{}, err
+	}
+	return o.ObjectMeta, nil
+}
+func (a secretsAPI) delete(ctx context.Context, name string, opts metav1.DeleteOptions) error {
+	return a.p.client.CoreV1().Secrets(a.p.cfg.Namespace).Delete(ctx, name, opts)
 }
 
 // deleteOwned deletes the named object if it is this installation's: an object of

@@ -2,6 +2,7 @@ package kubernetes
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -256,6 +257,64 @@ func TestStopRemoveList(t *testing.T) {
 	}
 }
 
+// TestSecretLifecycle: a workload's secrets are a Secret that lives as long as its
+// pod: made by Start (and again by Start after Stop), deleted by Stop and Remove;
+// another installation's Secret of the name is refused, not adopted nor deleted.
+func TestSecretLifecycle(t *testing.T) {
+	ctx := context.Background()
+	p, ns := newProvisioner(t, nil)
+	secrets := kubeClient.CoreV1().Secrets(ns)
+	spec := specFor(1)
+	hasSecret := func(when string, want bool) {
+		t.Helper()
+		got, err := secrets.Get(ctx, spec.Name(), metav1.GetOptions{})
+		switch {
+		case want && err != nil:
+			t.Errorf("%s: secret: %v", when, err)
+		case want && string(got.Data["vnc_password"]) != "s3cret":
+			t.Errorf("%s: secret data %v", when, got.Data)
+		case !want && !apierrors.IsNotFound(err):
+			t.Errorf("%s: secret %v, %v; want none", when, got.Name, err)
+		}
+	}
+	start(t, p, spec)
+	hasSecret("after Start", true)
+	pod, err := kubeClient.CoreV1().Pods(ns).Get(ctx, spec.Name(), metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if shown, _ := json.Marshal(pod); strings.Contains(string(shown), "s3cret") {
+		t.Errorf("the stored pod holds the secret: %s", shown)
+	}
+	start(t, p, spec) // adopts it
+	hasSecret("after a second Start", true)
+	if err := p.Stop(ctx, spec.Name()); err != nil {
+		t.Fatal(err)
+	}
+	hasSecret("after Stop", false)
+	start(t, p, spec)
+	hasSecret("after Start after Stop", true)
+	if err := p.Remove(ctx, spec.Name()); err != nil {
+		t.Fatal(err)
+	}
+	hasSecret("after Remove", false)
+
+	// Someone else's Secret of the workload's name.
+	other := specFor(2)
+	if _, err := secrets.Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: other.Name()}, StringData: map[string]string{"x": "theirs"}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.Start(ctx, other); !errors.Is(err, provisioner.ErrInvalid) {
+		t.Errorf("Start over another's secret: %v, want ErrInvalid", err)
+	}
+	if err := p.Remove(ctx, other.Name()); err != nil {
+		t.Errorf("Remove: %v", err)
+	}
+	if got, err := secrets.Get(ctx, other.Name(), metav1.GetOptions{}); err != nil || string(got.Data["x"]) != "theirs" {
+		t.Errorf("another's secret after our Start and Remove: %v, %v; want it untouched", got.Data, err)
+	}
+}
+
 // setStatus writes a pod status through the API, as a kubelet would.
 func setStatus(t *testing.T, ns, name string, status corev1.PodStatus) {
 	t.Helper()
@@ -472,7 +531,11 @@ func TestRoleIsSufficient(t *testing.T) {
 		name string
 		do   func() error
 	}{
-		{"read secrets", func() error { _, err := saClient.CoreV1().Secrets(ns).List(ctx, metav1.ListOptions{}); return err }},
+		{"list secrets", func() error { _, err := saClient.CoreV1().Secrets(ns).List(ctx, metav1.ListOptions{}); return err }},
+		{"update secrets", func() error {
+			_, err := saClient.CoreV1().Secrets(ns).Update(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "x"}}, metav1.UpdateOptions{})
+			return err
+		}},
 		{"update pods", func() error {
 			_, err := saClient.CoreV1().Pods(ns).Update(ctx, &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "x"}}, metav1.UpdateOptions{})
 			return err

@@ -18,8 +18,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"maps"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -73,6 +75,30 @@ type Applied struct {
 	PidsLimit   int64           // any bound on the workload's processes
 	UID, GID    int             // identity the process is set to run as
 	ReadOnly    map[string]bool // mount target: mounted read-only
+	// Secrets are the files the workload finds in provisioner.SecretsDir, by name.
+	Secrets map[string]SecretFile
+	// Shown is everything the engine's API shows of the workload itself (docker
+	// inspect, the pod object), where no secret may appear.
+	Shown string
+}
+
+// SecretFile is a file of provisioner.SecretsDir as the workload finds it.
+type SecretFile struct {
+	Content  string
+	UID, GID int         // its owner
+	Mode     fs.FileMode // its permission bits
+}
+
+// readableBy says whether uid:gid may read the file (and, without it, whoever else).
+func (f SecretFile) readableBy(uid, gid int) bool {
+	switch {
+	case f.UID == uid:
+		return f.Mode&0o400 != 0
+	case f.GID == gid:
+		return f.Mode&0o040 != 0
+	default:
+		return f.Mode&0o004 != 0
+	}
 }
 
 // Exceptions are engine-specific departures from the contract, each given as the
@@ -300,7 +326,7 @@ func testCapabilities(t *testing.T, h Harness) {
 	if again := h.Engine.Capabilities(); again != caps {
 		t.Errorf("Capabilities changed from %+v to %+v", caps, again)
 	}
-	enforces := caps.CPULimit || caps.MemoryLimit || caps.DiskLimit || caps.PidsLimit || caps.RunAsUser || caps.ReadOnlyMounts
+	enforces := caps.CPULimit || caps.MemoryLimit || caps.DiskLimit || caps.PidsLimit || caps.RunAsUser || caps.ReadOnlyMounts || caps.SecretFiles
 	if h.Applied == nil {
 		if enforces {
 			t.Fatalf("the engine claims to enforce parts of a spec (%+v), but the harness has no Applied to observe them", caps)
@@ -312,6 +338,8 @@ func testCapabilities(t *testing.T, h Harness) {
 	spec := h.spec(1)
 	spec.CPUs, spec.MemoryBytes, spec.DiskBytes, spec.PidsLimit = 0.5, 64<<20, 1<<30, 100
 	spec.UID, spec.GID = 1234, 2345
+	secret := "calipso-contract-secret-" + strconv.FormatInt(time.Now().UnixNano(), 36)
+	spec.Secrets = map[string]string{"probe": secret}
 	spec.Mounts = []provisioner.Mount{
 		{Source: t.TempDir(), Target: "/data", ReadOnly: true},
 		{Source: t.TempDir(), Target: "/results"},
@@ -345,6 +373,22 @@ func testCapabilities(t *testing.T, h Harness) {
 			}
 		})
 	}
+
+	t.Run("secret files", func(t *testing.T) {
+		file, ok := applied.Secrets["probe"]
+		switch {
+		case !caps.SecretFiles:
+			t.Logf("not claimed: not checked")
+		case !ok || file.Content != secret:
+			t.Errorf("the engine claims secret files, but %s holds %+v; want the secret", provisioner.SecretPath("probe"), applied.Secrets)
+		case !file.readableBy(spec.UID, spec.GID):
+			t.Errorf("the secret file %+v is not readable by the workload's %d:%d", file, spec.UID, spec.GID)
+		case applied.Shown == "":
+			t.Errorf("the harness shows nothing of what the engine reports of the workload")
+		case strings.Contains(applied.Shown, secret):
+			t.Errorf("the engine claims secret files, yet shows the secret with the workload:\n%s", applied.Shown)
+		}
+	})
 
 	t.Run("logs", func(t *testing.T) {
 		switch {
