@@ -915,3 +915,21 @@ func vncBanner(addr string, patience time.Duration) (string, error) {
 		time.Sleep(100 * time.Millisecond)
 	}
 }
+
+// TestImagePidsLimitKept: an admin sets an image's process limit through the API; the
+// frontend's Add Image form, which knows no such field, replaces the image without
+// losing it.
+func TestImagePidsLimitKept(t *testing.T) {
+	h := newHarness(t)
+	f := h.frontend()
+	wantJSONText(t, f.login("carol", "carol-demo"), http.StatusOK, "Login OK")
+	withPids := `{"public_name":"xfce","image":"calipso/xfce:1","protocol":"vnc","cpu":2,"memory":"4G","hdd":"8G","resource_type":"docker","pids_limit":64}`
+	wantStatus(t, f.call(http.MethodPost, "images/xfce/", withPids, f.withToken()), http.StatusCreated)
+	form := `{"public_name":"xfce","image":"calipso/xfce:2","protocol":"VNC","cpu":"2","memory":"4G","hdd":"8G","resource_type":"docker"}`
+	wantStatus(t, f.call(http.MethodPost, "images/xfce/", form, f.withToken()), http.StatusOK)
+	a := f.get("images/xfce/")
+	wantStatus(t, a, http.StatusOK)
+	if m := a.object(t); m["pids_limit"] != float64(64) || m["image"] != "calipso/xfce:2" {
+		t.Fatalf("after the form: %s, want pids_limit 64 kept and the new image", a.body)
+	}
+}

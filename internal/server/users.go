@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math"
 	"net/http"
@@ -288,13 +289,14 @@ func toImageJSON(im calipso.Image, admin bool) any {
 	if !admin {
 		return out
 	}
-	return adminImageJSON{imageJSON: out, LogRegex: im.LogRegex}
+	return adminImageJSON{imageJSON: out, LogRegex: im.LogRegex, PidsLimit: im.PidsLimit}
 }
 
 // adminImageJSON adds the site configuration admins set.
 type adminImageJSON struct {
 	imageJSON
-	LogRegex string `json:"log_regex,omitempty"`
+	LogRegex  string `json:"log_regex,omitempty"`
+	PidsLimit int64  `json:"pids_limit,omitempty"` // 0: the settings' workloads.pids_limit
 }
 
 // imageRequest is what POST and PUT images/<public_name>/ take: the admin forms'
@@ -309,6 +311,8 @@ type imageRequest struct {
 	HDD          string      `json:"hdd"`
 	ResourceType string      `json:"resource_type"`
 	LogRegex     string      `json:"log_regex"`
+	// PidsLimit is kept as it is when absent: the frontend's forms do not send it.
+	PidsLimit *int64 `json:"pids_limit"`
 }
 
 // toImage checks the request, naming every problem.
@@ -440,6 +444,14 @@ func (s *server) handleImage() http.HandlerFunc {
 		}
 		if im.PublicName != name {
 			writeError(w, r, s.Log, fmt.Errorf("%w: public_name %q differs from the path's %q", errBadRequest, im.PublicName, name))
+			return
+		}
+		if req.PidsLimit != nil {
+			im.PidsLimit = *req.PidsLimit
+		} else if old, err := s.Store.Image(r.Context(), name); err == nil {
+			im.PidsLimit = old.PidsLimit
+		} else if !errors.Is(err, store.ErrNotFound) {
+			writeError(w, r, s.Log, err)
 			return
 		}
 		created, err := s.Store.PutImage(r.Context(), me.Username, im)
