@@ -95,6 +95,11 @@ type Server struct {
 	ShutdownTimeout Duration `toml:"shutdown_timeout"`
 	MaxBodyBytes    int64    `toml:"max_body_bytes"`
 	Metrics         bool     `toml:"metrics"` // serve /metrics
+	// MetricsToken, when set, is the bearer token /metrics asks for (Authorization:
+	// Bearer <token>, Prometheus' authorization.credentials); CALIPSO_METRICS_TOKEN or
+	// MetricsTokenFile may hold it instead. Empty: /metrics is open (not in prod).
+	MetricsToken     string `toml:"metrics_token"`
+	MetricsTokenFile string `toml:"metrics_token_file"`
 	// CacheTTL is how long a server keeps a login session and the image list in
 	// memory. Changes made through the API show at once; changes another process makes
 	// (the CLI, a second server) show within CacheTTL. 0 reads the database every time.
@@ -458,6 +463,9 @@ func (s *Settings) resolveSecrets(getenv func(string) string) []error {
 	if s.UserOffice.Password, err = secret(getenv, "CALIPSO_USER_OFFICE_PASSWORD", s.UserOffice.PasswordFile, s.UserOffice.Password); err != nil {
 		problems = append(problems, fmt.Errorf("user_office.password_file: %w", err))
 	}
+	if s.Server.MetricsToken, err = secret(getenv, "CALIPSO_METRICS_TOKEN", s.Server.MetricsTokenFile, s.Server.MetricsToken); err != nil {
+		problems = append(problems, fmt.Errorf("server.metrics_token_file: %w", err))
+	}
 	if key := getenv("CALIPSO_SECRET_KEY"); key != "" {
 		s.SecretKey = []byte(key)
 	} else if s.SecretKeyFile != "" {
@@ -570,6 +578,9 @@ func (s *Settings) validate() []error {
 	}
 	if d := s.Server.CacheTTL.Duration; d < 0 || d > time.Minute {
 		bad("server.cache_ttl", "must be between 0 and 1m")
+	}
+	if t := s.Server.MetricsToken; t != "" && (len(t) < 16 || strings.ContainsAny(t, " \t\r\n")) {
+		bad("server.metrics_token", "must be at least 16 characters, without spaces")
 	}
 	if s.Auth.SessionMaxAge.Duration <= 0 {
 		bad("auth.session_max_age", "must be positive")
@@ -710,6 +721,9 @@ func (s *Settings) validate() []error {
 		}
 		if !s.Auth.SecureCookies {
 			bad("auth.secure_cookies", "prod serves over https: cookies must be Secure")
+		}
+		if s.Server.Metrics && s.Server.MetricsToken == "" {
+			bad("server.metrics_token", "prod serves /metrics only with a bearer token (CALIPSO_METRICS_TOKEN or server.metrics_token_file), or set server.metrics = false")
 		}
 		if s.UserOffice.Embedded {
 			bad("user_office.embedded", "the demo user office is not for prod: set the facility's user-office URLs")

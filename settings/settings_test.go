@@ -2,8 +2,10 @@ package settings_test
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -55,7 +57,7 @@ func TestProdRefusesWithoutSecrets(t *testing.T) {
 	if !errors.As(err, &se) {
 		t.Fatalf("prod example loaded without secrets: %v", err)
 	}
-	for _, key := range []string{"secret_key_file", "database.dsn_file", "user_office.password_file"} {
+	for _, key := range []string{"secret_key_file", "database.dsn_file", "user_office.password_file", "server.metrics_token_file"} {
 		if !strings.Contains(err.Error(), key) {
 			t.Errorf("error does not name %s:\n%v", key, err)
 		}
@@ -116,9 +118,13 @@ func TestProdStrictness(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	if err := os.WriteFile(filepath.Join(dir, "metrics.token"), []byte(strings.Repeat("m", 32)+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	text := strings.NewReplacer("/etc/calipso/database.dsn", filepath.Join(dir, "database.dsn"),
 		"/etc/calipso/guacamole.dsn", filepath.Join(dir, "guacamole.dsn"),
 		"/etc/calipso/user_office.password", filepath.Join(dir, "user_office.password"),
+		"/etc/calipso/metrics.token", filepath.Join(dir, "metrics.token"),
 		`umbrella.psi.ch/idp/shibboleth"`, `umbrella.example/idp"`).Replace(string(prod))
 	env := func(k string) string {
 		if k == "CALIPSO_SECRET_KEY" {
@@ -137,6 +143,10 @@ func TestProdStrictness(t *testing.T) {
 		"insecure cookies": func(s string) string { return strings.Replace(s, "secure_cookies = true", "secure_cookies = false", 1) },
 		"demo office":      func(s string) string { return strings.Replace(s, "embedded = false", "embedded = true", 1) },
 		"demo images":      func(s string) string { return strings.Replace(s, "demo_images = false", "demo_images = true", 1) },
+		// /metrics, anonymous, names every route and counts logins.
+		"metrics without a token": func(s string) string {
+			return regexp.MustCompile(`(?m)^metrics_token_file = .*$`).ReplaceAllString(s, "")
+		},
 	} {
 		t.Run(name, func(t *testing.T) {
 			if _, err := settings.Parse([]byte(edit(text)), "prod", env); err == nil {
@@ -209,5 +219,48 @@ func TestPidsLimitByDefault(t *testing.T) {
 	}
 	if s.Workloads.PidsLimit != settings.DefaultPidsLimit || settings.DefaultPidsLimit != 1024 {
 		t.Errorf("workloads.pids_limit left out = %d, want the default 1024", s.Workloads.PidsLimit)
+	}
+}
+
+// TestMetricsToken (security review, finding 7): server.metrics_token comes from
+// CALIPSO_METRICS_TOKEN, server.metrics_token_file or the file itself, in that
+// order; a short one is refused; prod needs one while metrics are served.
+func TestMetricsToken(t *testing.T) {
+	local, _ := settings.Embedded("local")
+	file := filepath.Join(t.TempDir(), "token")
+	if err := os.WriteFile(file, []byte("from-the-file-0123456789\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	withToken := func(literal, path string) string {
+		return strings.Replace(string(local), `metrics_token = ""`, fmt.Sprintf("metrics_token = %q\nmetrics_token_file = %q", literal, path), 1)
+	}
+	env := func(k string) string {
+		if k == "CALIPSO_METRICS_TOKEN" {
+			return "from-the-environment-0123"
+		}
+		return ""
+	}
+	for _, c := range []struct {
+		name, text string
+		getenv     func(string) string
+		want       string
+	}{
+		{"none", string(local), noenv, ""},
+		{"literal", withToken("literal-token-0123456789", ""), noenv, "literal-token-0123456789"},
+		{"file", withToken("literal-token-0123456789", file), noenv, "from-the-file-0123456789"},
+		{"environment", withToken("literal-token-0123456789", file), env, "from-the-environment-0123"},
+	} {
+		s, err := settings.Parse([]byte(c.text), c.name, c.getenv)
+		if err != nil {
+			t.Fatalf("%s: %v", c.name, err)
+		}
+		if s.Server.MetricsToken != c.want {
+			t.Errorf("%s: token %q, want %q", c.name, s.Server.MetricsToken, c.want)
+		}
+	}
+	for _, bad := range []string{withToken("short", ""), withToken("with spaces 0123456789", ""), withToken("", "/nonexistent/token")} {
+		if _, err := settings.Parse([]byte(bad), "bad", noenv); err == nil || !strings.Contains(err.Error(), "server.metrics_token") {
+			t.Errorf("accepted, or the error does not name server.metrics_token: %v", err)
+		}
 	}
 }

@@ -48,6 +48,7 @@ type harnessConfig struct {
 	tweak  []func(*settings.Settings)
 	checks []server.Check
 	docker bool
+	log    io.Writer // the server's log (text, debug level); nil: discarded
 }
 
 type harnessOption func(*harnessConfig)
@@ -72,6 +73,9 @@ func withSettings(f func(*settings.Settings)) harnessOption {
 	return func(c *harnessConfig) { c.tweak = append(c.tweak, f) }
 }
 
+// withLogTo sends the server's log (not the other parts') to w.
+func withLogTo(w io.Writer) harnessOption { return func(c *harnessConfig) { c.log = w } }
+
 func withChecks(cs ...server.Check) harnessOption {
 	return func(c *harnessConfig) { c.checks = append(c.checks, cs...) }
 }
@@ -89,6 +93,7 @@ func trustLoopback() harnessOption {
 type harness struct {
 	t        testing.TB
 	srv      *httptest.Server
+	handler  http.Handler // what srv serves (tests that need a client address of their own call it)
 	db       *store.Store
 	cfg      *settings.Settings
 	office   *httptest.Server
@@ -184,10 +189,15 @@ func newHarness(t testing.TB, opts ...harnessOption) *harness {
 	}
 	resources := launch.New(db, engines, desktops, launch.ConfigFrom(cfg), quiet)
 	checks := append([]server.Check{{Name: "database", Fn: db.Ping}}, hc.checks...)
-	handler, err := server.New(server.Deps{Config: server.ConfigFrom(cfg), Store: db, Office: client, Resources: resources, Checks: checks, Log: quiet})
+	serverLog := quiet
+	if hc.log != nil {
+		serverLog = slog.New(slog.NewTextHandler(hc.log, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	handler, err := server.New(server.Deps{Config: server.ConfigFrom(cfg), Store: db, Office: client, Resources: resources, Checks: checks, Log: serverLog})
 	if err != nil {
 		t.Fatalf("server.New: %v", err)
 	}
+	h.handler = handler
 	h.srv = httptest.NewServer(handler)
 	t.Cleanup(h.srv.Close)
 	return h

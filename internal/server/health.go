@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"crypto/subtle"
 	"net/http"
 	"net/url"
 	"sync"
@@ -18,7 +19,9 @@ func handleHealthz() http.HandlerFunc {
 }
 
 // handleReadyz runs every check (database, user office, engines) in parallel and
-// answers 503 naming what fails, so an operator sees which part is down.
+// answers 503 when one fails. The answer names each part with its state only, "ok" or
+// "unavailable": the checks' errors name hosts, users and paths, so they go to the
+// log (where the operator looks next), not to whoever asks.
 func (s *server) handleReadyz() http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		ctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
@@ -30,7 +33,8 @@ func (s *server) handleReadyz() http.HandlerFunc {
 			wg.Go(func() {
 				status := "ok"
 				if err := c.Fn(ctx); err != nil {
-					status = err.Error()
+					status = "unavailable"
+					s.Log.WarnContext(ctx, "readiness check failed", "check", c.Name, "err", err)
 				}
 				mu.Lock()
 				results[c.Name] = status
@@ -46,4 +50,22 @@ func (s *server) handleReadyz() http.HandlerFunc {
 		}
 		writeJSON(w, code, results)
 	}
+}
+
+// metricsHandler serves /metrics, behind server.metrics_token when one is set: the
+// metrics name every route and count logins and their refusals.
+func (s *server) metricsHandler() http.Handler {
+	token := s.Config.Server.MetricsToken
+	if token == "" {
+		return s.metrics.handler
+	}
+	want := []byte("Bearer " + token)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if subtle.ConstantTimeCompare([]byte(r.Header.Get("Authorization")), want) != 1 {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="metrics"`)
+			writeJSON(w, http.StatusUnauthorized, map[string]string{"error": "metrics need the bearer token (server.metrics_token)"})
+			return
+		}
+		s.metrics.handler.ServeHTTP(w, r)
+	})
 }

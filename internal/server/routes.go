@@ -17,7 +17,7 @@ func (s *server) routes(root *mux.Router) (api *mux.Router) {
 	root.Handle("/healthz", handleHealthz()).Methods(http.MethodGet, http.MethodHead)
 	root.Handle("/readyz", s.handleReadyz()).Methods(http.MethodGet, http.MethodHead)
 	if s.Config.Server.Metrics {
-		root.Handle("/metrics", s.metrics.handler).Methods(http.MethodGet)
+		root.Handle("/metrics", s.metricsHandler()).Methods(http.MethodGet)
 	}
 
 	get := []string{http.MethodGet, http.MethodHead}

@@ -183,7 +183,7 @@ func TestOperations(t *testing.T) {
 	a := get("/readyz")
 	wantStatus(t, a, http.StatusServiceUnavailable)
 	m := a.object(t)
-	if m["database"] != "ok" || m["user_office"] != "user office unreachable" {
+	if m["database"] != "ok" || m["user_office"] != "unavailable" {
 		t.Errorf("readyz: %v, want database ok and user_office named as failing", m)
 	}
 

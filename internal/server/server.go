@@ -313,7 +313,7 @@ func (s *server) allowedHosts(next http.Handler) http.Handler {
 		if h, _, err := net.SplitHostPort(host); err == nil {
 			host = h
 		}
-		if !slices.Contains(allowed, strings.ToLower(host)) && !isProbe(r) {
+		if !slices.Contains(allowed, strings.ToLower(host)) && !s.anyHost(r) {
 			writeJSON(w, http.StatusBadRequest, map[string]string{"error": "host not allowed"})
 			return
 		}
@@ -321,7 +321,33 @@ func (s *server) allowedHosts(next http.Handler) http.Handler {
 	})
 }
 
-// isProbe: health checks come from load balancers and kubelets by IP.
+// anyHost: the operations paths that answer whatever the Host. Load balancers and
+// kubelets probe by IP. /healthz tells only that the process serves; /metrics has its
+// bearer token (server.metrics_token, required in prod); /readyz, which names the
+// parts and their state, answers other hosts only on the loopback and to trusted
+// proxies (the load balancer): a kubelet probing the pod's IP from its node sends
+// an allowed Host (httpHeaders) or its node is a trusted proxy.
+func (s *server) anyHost(r *http.Request) bool {
+	switch r.URL.Path {
+	case "/healthz", "/metrics":
+		return true
+	case "/readyz":
+		return loopback(r.RemoteAddr) || s.trusted(r.RemoteAddr)
+	}
+	return false
+}
+
+// loopback reports a connection from this host.
+func loopback(remoteAddr string) bool {
+	host, _, err := net.SplitHostPort(remoteAddr)
+	if err != nil {
+		host = remoteAddr
+	}
+	a, err := netip.ParseAddr(host)
+	return err == nil && a.Unmap().IsLoopback()
+}
+
+// isProbe: the operations paths, logged at debug level (probes come every few seconds).
 func isProbe(r *http.Request) bool {
 	return r.URL.Path == "/healthz" || r.URL.Path == "/readyz" || r.URL.Path == "/metrics"
 }
