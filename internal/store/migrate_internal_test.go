@@ -12,15 +12,15 @@ import (
 	"github.com/calipsoplus/calipso"
 )
 
-// TestFailedStateMigrated: records failed before migration 3 (state "error") read
-// back as calipso.Failed after it.
-func TestFailedStateMigrated(t *testing.T) {
-	ctx := context.Background()
-	s, err := Open(ctx, "sqlite", filepath.Join(t.TempDir(), "calipso.db"))
+// migratedTo opens a fresh SQLite store migrated up to version, and the migration
+// provider to go on with.
+func migratedTo(t *testing.T, version int64) (*Store, *goose.Provider) {
+	t.Helper()
+	s, err := Open(context.Background(), "sqlite", filepath.Join(t.TempDir(), "calipso.db"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer s.Close()
+	t.Cleanup(func() { s.Close() })
 	fsys, err := s.dialect.migrationsFS()
 	if err != nil {
 		t.Fatal(err)
@@ -29,9 +29,17 @@ func TestFailedStateMigrated(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := p.UpTo(ctx, 2); err != nil {
+	if _, err := p.UpTo(context.Background(), version); err != nil {
 		t.Fatal(err)
 	}
+	return s, p
+}
+
+// TestFailedStateMigrated: records failed before migration 3 (state "error") read
+// back as calipso.Failed after it.
+func TestFailedStateMigrated(t *testing.T) {
+	ctx := context.Background()
+	s, _ := migratedTo(t, 2)
 	u, err := s.EnsureUser(ctx, "alice")
 	if err != nil {
 		t.Fatal(err)
@@ -54,22 +62,7 @@ func TestFailedStateMigrated(t *testing.T) {
 // limit of their own (the settings' applies), and migration 4 goes down again.
 func TestImagesPidsLimitMigrated(t *testing.T) {
 	ctx := context.Background()
-	s, err := Open(ctx, "sqlite", filepath.Join(t.TempDir(), "calipso.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	fsys, err := s.dialect.migrationsFS()
-	if err != nil {
-		t.Fatal(err)
-	}
-	p, err := goose.NewProvider(goose.DialectSQLite3, s.db, fsys)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := p.UpTo(ctx, 3); err != nil {
-		t.Fatal(err)
-	}
+	s, p := migratedTo(t, 3)
 	if _, err := s.db.ExecContext(ctx, `INSERT INTO images (public_name, image, protocol, cpu, memory, hdd, resource_type, log_regex)
 		VALUES ('old', 'x', 'vnc', 1, '1G', '1G', 'docker', '')`); err != nil {
 		t.Fatal(err)
