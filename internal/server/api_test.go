@@ -27,17 +27,7 @@ var (
 
 // TestFrontendWalk makes the frontend's calls in the order it makes them.
 func TestFrontendWalk(t *testing.T) {
-	for _, driver := range []string{"sqlite", "mysql"} {
-		t.Run(driver, func(t *testing.T) {
-			var opts []harnessOption
-			if driver == "mysql" {
-				opts = append(opts, withMySQL())
-			}
-			h := newHarness(t, opts...)
-			b := h.browser()
-			walkFrontend(t, h, b)
-		})
-	}
+	onBothDatabases(t, func(t *testing.T, h *harness) { walkFrontend(t, h, h.browser()) })
 }
 
 func walkFrontend(t *testing.T, h *harness, b *browser) {

@@ -367,29 +367,22 @@ func proposalIDs(p expPageJSON) []string {
 // TestFrontendContract walks the frontend's pages in the order it calls the API,
 // for a scientist and then an admin, checking every [parsed] field of compat-api.md.
 func TestFrontendContract(t *testing.T) {
-	for _, driver := range []string{"sqlite", "mysql"} {
-		t.Run(driver, func(t *testing.T) {
-			var opts []harnessOption
-			if driver == "mysql" {
-				opts = append(opts, withMySQL())
+	onBothDatabases(t, func(t *testing.T, h *harness) {
+		f := h.frontend()
+		t.Run("login page", func(t *testing.T) { frontendLogin(t, h, f.in(t)) })
+		t.Run("home", func(t *testing.T) { frontendHome(t, f.in(t)) })
+		t.Run("proposals", func(t *testing.T) { frontendProposals(t, f.in(t)) })
+		t.Run("launch a static link", func(t *testing.T) { frontendLaunch(t, f.in(t), "2019002~2019002-01", "static_link") })
+		t.Run("failed launch", func(t *testing.T) { frontendFailedLaunch(t, h, f.in(t)) })
+		t.Run("admin pages", func(t *testing.T) { frontendAdmin(t, h) })
+		t.Run("logout", func(t *testing.T) {
+			f := f.in(t)
+			wantJSONText(t, f.call(http.MethodGet, "logout/", "", jsonHeader), http.StatusOK, "Logout OK")
+			if a := f.get("users/alice/"); a.status != http.StatusUnauthorized && a.status != http.StatusForbidden {
+				t.Fatalf("users/alice/ after logout: %d", a.status)
 			}
-			h := newHarness(t, opts...)
-			f := h.frontend()
-			t.Run("login page", func(t *testing.T) { frontendLogin(t, h, f.in(t)) })
-			t.Run("home", func(t *testing.T) { frontendHome(t, f.in(t)) })
-			t.Run("proposals", func(t *testing.T) { frontendProposals(t, f.in(t)) })
-			t.Run("launch a static link", func(t *testing.T) { frontendLaunch(t, f.in(t), "2019002~2019002-01", "static_link") })
-			t.Run("failed launch", func(t *testing.T) { frontendFailedLaunch(t, h, f.in(t)) })
-			t.Run("admin pages", func(t *testing.T) { frontendAdmin(t, h) })
-			t.Run("logout", func(t *testing.T) {
-				f := f.in(t)
-				wantJSONText(t, f.call(http.MethodGet, "logout/", "", jsonHeader), http.StatusOK, "Logout OK")
-				if a := f.get("users/alice/"); a.status != http.StatusUnauthorized && a.status != http.StatusForbidden {
-					t.Fatalf("users/alice/ after logout: %d", a.status)
-				}
-			})
 		})
-	}
+	})
 }
 
 // in points f at a subtest's t; the subtests of one walk run one after the other and

@@ -55,6 +55,20 @@ type harnessOption func(*harnessConfig)
 
 func withMySQL() harnessOption { return func(c *harnessConfig) { c.driver = "mysql" } }
 
+// onBothDatabases runs test as subtests "sqlite" and "mysql", each with a fresh
+// harness on that application database.
+func onBothDatabases(t *testing.T, test func(t *testing.T, h *harness)) {
+	for _, driver := range []string{"sqlite", "mysql"} {
+		t.Run(driver, func(t *testing.T) {
+			var opts []harnessOption
+			if driver == "mysql" {
+				opts = append(opts, withMySQL())
+			}
+			test(t, newHarness(t, opts...))
+		})
+	}
+}
+
 // withMySQLAt uses the MySQL database at dsn (a private server the test may stop).
 func withMySQLAt(dsn string) harnessOption {
 	return func(c *harnessConfig) { c.driver, c.dsn = "mysql", dsn }
