@@ -321,3 +321,40 @@ type Provisioner interface {
 	// at any time: at startup and for health checks.
 	Ping(ctx context.Context) error
 }
+
+// Watcher is an engine that tells of changes to its workloads as they happen
+// (Docker's events API), so that the reconciler acts on a workload that died or
+// appeared without waiting for its next pass.
+type Watcher interface {
+	// Watch calls changed with the name of each workload of this installation that is
+	// created, started, dies or is destroyed, until ctx ends or the stream breaks: its
+	// error, ErrUnavailable when the engine cannot be reached. Read-only; changed is
+	// called from one goroutine and must not block.
+	Watch(ctx context.Context, changed func(name string)) error
+}
+
+// Stage is a step of Start that an engine reports to the progress function of its
+// context (WithProgress), for users waiting on a launch.
+type Stage string
+
+const (
+	StageCreating     Stage = "creating"      // the workload's objects are being made
+	StageStarting     Stage = "starting"      // made; being started and waited for
+	StageWaitingToken Stage = "waiting_token" // running; its log is followed for Spec.LogRegex
+)
+
+type progressKey struct{}
+
+// WithProgress returns ctx carrying f, which Start calls at each Stage it reaches, in
+// order and synchronously. A context carries it as net/http/httptrace carries its
+// hooks: the calls are observations, not part of the spec.
+func WithProgress(ctx context.Context, f func(Stage)) context.Context {
+	return context.WithValue(ctx, progressKey{}, f)
+}
+
+// Progress reports stage to ctx's progress function, if any (engines call it).
+func Progress(ctx context.Context, stage Stage) {
+	if f, ok := ctx.Value(progressKey{}).(func(Stage)); ok && f != nil {
+		f(stage)
+	}
+}

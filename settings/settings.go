@@ -127,6 +127,10 @@ type Database struct {
 	Driver  string `toml:"driver"` // sqlite or mysql
 	DSN     string `toml:"dsn"`
 	DSNFile string `toml:"dsn_file"`
+	// Timeout bounds every read and write on the connection (MySQL's readTimeout and
+	// writeTimeout, unless the DSN sets them), so that a frozen server fails queries
+	// instead of hanging them.
+	Timeout Duration `toml:"timeout"`
 }
 
 // Guacamole is Guacamole's own database, which Calipso writes connection records to.
@@ -210,13 +214,25 @@ type Workloads struct {
 	// an engine that cannot enforce them (Docker: the disk share); launches asking
 	// for any other unenforced share are refused.
 	AllowUnenforced []string `toml:"allow_unenforced"`
-	LaunchTimeout   Duration `toml:"launch_timeout"`
+	// LaunchTimeout bounds a launch from its reservation to its answer, the engine's
+	// Start included.
+	LaunchTimeout Duration `toml:"launch_timeout"`
 	// ReadyTimeout bounds the wait for a log line (Jupyter's token).
 	ReadyTimeout Duration `toml:"ready_timeout"`
-	// ReconcileInterval: how often records are compared with the engines.
+	// CallTimeout bounds every other call to an engine (stop, remove, inspect, list)
+	// and every Guacamole write, rollbacks included; one that times out is retried
+	// by the reconciler, not dropped.
+	CallTimeout Duration `toml:"call_timeout"`
+	// ReconcileInterval: how often the leader compares the records with the engines
+	// when nothing tells it sooner (engine events, a failed pass, which is retried
+	// within seconds).
 	ReconcileInterval Duration `toml:"reconcile_interval"`
-	// StuckAfter: a launch still pending this long is taken as interrupted.
-	StuckAfter Duration `toml:"stuck_after"`
+	// ReconcileTimeout bounds one reconcile pass.
+	ReconcileTimeout Duration `toml:"reconcile_timeout"`
+	// LeaseTTL is how long a process's hold on the records it works on (a launch, a
+	// stop), and the leader's on the background work, last without a heartbeat: a
+	// process that dies or loses the database is taken over this long after.
+	LeaseTTL Duration `toml:"lease_ttl"`
 }
 
 // Docker is the Docker engine (or Podman's Docker-compatible API).
@@ -337,6 +353,11 @@ func Load(choice string, getenv func(string) string) (*Settings, error) {
 	return s, nil
 }
 
+// retired are keys that earlier versions read, with what replaced them.
+var retired = map[string]string{
+	"workloads.stuck_after": "an interrupted launch is found by its lease (workloads.lease_ttl), not by its age",
+}
+
 // Parse decodes and validates a settings text. source names it in errors.
 func Parse(text []byte, source string, getenv func(string) string) (*Settings, error) {
 	s := Defaults()
@@ -353,6 +374,10 @@ func Parse(text []byte, source string, getenv func(string) string) (*Settings, e
 		}
 		sort.Strings(keys)
 		for _, k := range keys {
+			if why, ok := retired[k]; ok {
+				problems = append(problems, fmt.Errorf("%s: no longer used: %s; remove it", k, why))
+				continue
+			}
 			problems = append(problems, fmt.Errorf("%s: unknown setting", k))
 		}
 	}
@@ -404,7 +429,7 @@ func Defaults() *Settings {
 			CacheTTL:        Duration{2 * time.Second},
 		},
 		Auth:     Auth{LocalLogin: true, SessionMaxAge: Duration{12 * time.Hour}},
-		Database: Database{Driver: "sqlite"},
+		Database: Database{Driver: "sqlite", Timeout: Duration{10 * time.Second}},
 		Guacamole: Guacamole{
 			Driver:    "mysql",
 			RDPParams: map[string]string{"security": "any", "ignore-cert": "true"},
@@ -421,8 +446,10 @@ func Defaults() *Settings {
 			HomeRoot:          "/home",
 			LaunchTimeout:     Duration{2 * time.Minute},
 			ReadyTimeout:      Duration{60 * time.Second},
+			CallTimeout:       Duration{30 * time.Second},
 			ReconcileInterval: Duration{time.Minute},
-			StuckAfter:        Duration{10 * time.Minute},
+			ReconcileTimeout:  Duration{2 * time.Minute},
+			LeaseTTL:          Duration{5 * time.Second},
 		},
 		Docker:     Docker{Enabled: true, HostAddress: "localhost", PublishAddress: "0.0.0.0"},
 		Kubernetes: Kubernetes{Namespace: "calipso", ServiceType: "NodePort"},
@@ -674,10 +701,16 @@ func (s *Settings) validate() []error {
 		}
 	}
 	for key, d := range map[string]Duration{"workloads.launch_timeout": w.LaunchTimeout, "workloads.ready_timeout": w.ReadyTimeout,
-		"workloads.reconcile_interval": w.ReconcileInterval, "workloads.stuck_after": w.StuckAfter} {
+		"workloads.call_timeout": w.CallTimeout, "workloads.reconcile_interval": w.ReconcileInterval,
+		"workloads.reconcile_timeout": w.ReconcileTimeout, "database.timeout": s.Database.Timeout} {
 		if d.Duration <= 0 {
 			bad(key, "must be positive")
 		}
+	}
+	if d := w.LeaseTTL.Duration; d < time.Second || d > 5*time.Minute {
+		// Heartbeats come every fifth of it: under a second they load the database for
+		// nothing, over minutes a lost process holds its users' quota that long.
+		bad("workloads.lease_ttl", "must be between 1s and 5m")
 	}
 	if s.Docker.Enabled && s.Docker.URL != "" {
 		if u, err := url.Parse(s.Docker.URL); err != nil || !slices.Contains([]string{"unix", "tcp", "http", "https", "npipe", "ssh"}, u.Scheme) {

@@ -49,7 +49,7 @@ func (a *app) Close() {
 
 // openStore opens and migrates the application database.
 func openStore(ctx context.Context, cfg *settings.Settings, log *slog.Logger) (*store.Store, error) {
-	db, err := store.Open(ctx, cfg.Database.Driver, cfg.Database.DSN)
+	db, err := store.OpenWith(ctx, cfg.Database.Driver, cfg.Database.DSN, store.Options{Timeout: cfg.Database.Timeout.Duration})
 	if err != nil {
 		return nil, fmt.Errorf("application database: %w", err)
 	}
@@ -225,9 +225,15 @@ func newServiceProvider(ctx context.Context, cfg *settings.Settings, log *slog.L
 
 // handler builds the HTTP handler of the app.
 func (a *app) handler() (http.Handler, error) {
+	reg := prometheus.NewRegistry()
+	for _, c := range a.launch.Collectors() {
+		if err := reg.Register(c); err != nil {
+			return nil, fmt.Errorf("metrics: %w", err)
+		}
+	}
 	deps := server.Deps{
 		Config: server.ConfigFrom(a.cfg), Store: a.db, Office: a.office, Resources: a.launch,
-		Checks: a.checks, Log: a.log, Metrics: prometheus.NewRegistry(),
+		Checks: a.checks, Log: a.log, Metrics: reg,
 	}
 	if a.saml != nil {
 		deps.SAML = a.saml

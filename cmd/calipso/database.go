@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-	"time"
 
 	"github.com/go-sql-driver/mysql"
 
@@ -16,7 +15,7 @@ import (
 
 // migrate is `migrate [--status]`: it opens the database without migrating it first.
 func migrate(ctx context.Context, c *cli, args []string) error {
-	db, err := store.Open(ctx, c.cfg.Database.Driver, c.cfg.Database.DSN)
+	db, err := store.OpenWith(ctx, c.cfg.Database.Driver, c.cfg.Database.DSN, store.Options{Timeout: c.cfg.Database.Timeout.Duration})
 	if err != nil {
 		return err
 	}
@@ -34,14 +33,16 @@ func migrate(ctx context.Context, c *cli, args []string) error {
 	return c.printf("database schema is up to date\n")
 }
 
-// reconcile is `reconcile`: one pass of the reconciler the server runs every minute.
+// reconcile is `reconcile`: one pass of the reconciler the servers' leader runs every
+// reconcile_interval. Safe beside running servers: it takes over only the records
+// whose lease has expired.
 func reconcile(ctx context.Context, c *cli, _ []string) error {
 	a, err := build(ctx, c.cfg, c.log)
 	if err != nil {
 		return err
 	}
 	defer a.Close()
-	rep := a.launch.Reconcile(ctx, time.Now().Add(-c.cfg.Workloads.StuckAfter.Duration))
+	rep := a.launch.Reconcile(ctx)
 	fmt.Fprintln(c.stdout, rep.String())
 	if len(rep.Errors) > 0 {
 		return errors.Join(rep.Errors...)

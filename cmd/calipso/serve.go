@@ -44,10 +44,15 @@ func serve(ctx context.Context, c *cli, _ []string) error {
 	}
 	srv := server.HTTPServer(cfg.Listen, cfg.Server, h, log)
 
+	// Before taking requests: no user should meet a quota held by this host's dead
+	// predecessor's launches.
+	a.launch.Recover(ctx)
 	bg, stopBG := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopBG()
-	go a.launch.Loop(bg)
-	go a.db.PurgeLoop(bg, time.Hour, log)
+	a.launch.WhileLeading(func(ctx context.Context) { a.db.PurgeLoop(ctx, time.Hour, log) })
+	controllerDone := make(chan struct{})
+	go func() { defer close(controllerDone); a.launch.Run(bg, nil) }()
+	defer func() { stopBG(); <-controllerDone }() // releases the leader lease before the store closes
 	if cfg.Docker.Enabled && cfg.Docker.DemoImages {
 		wait := demo.Start(bg, demo.Config{DockerHost: cfg.Docker.URL, Logger: log}, a.db)
 		defer func() { stopBG(); wait() }() // before the store closes
@@ -69,6 +74,10 @@ func serve(ctx context.Context, c *cli, _ []string) error {
 	defer cancel()
 	if err := srv.Shutdown(sctx); err != nil && !errors.Is(err, http.ErrServerClosed) {
 		return fmt.Errorf("shutdown: %w", err)
+	}
+	// v2 launches run after their answer: let them end too.
+	if err := a.launch.Drain(sctx); err != nil {
+		return fmt.Errorf("shutdown: launches still running: %w", err)
 	}
 	return nil
 }

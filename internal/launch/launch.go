@@ -1,8 +1,15 @@
 // Package launch is the resource lifecycle: it reserves quota, starts workloads on an
 // engine, writes their Guacamole records, and takes all of it down again. Every step
-// is recorded in the store before the next one, so that a launch interrupted at any
-// point (server killed, engine or database down) is found and finished or rolled back
-// by Reconcile, which also runs at start-up.
+// is recorded in the store before the next one, and every call to an engine,
+// Guacamole or the database is bounded by a timeout from the settings.
+//
+// Ownership is by lease: the process working on a record (a launch, a stop) holds a
+// lease on it, renewed by heartbeat (lease.go), and every write it makes is fenced by
+// that lease. Another process takes a record over only once its lease has expired, so
+// several replicas share one database and a restart never fails a live launch of
+// another process. Background work (the reconciler: interrupted launches, unfinished
+// stops, vanished and orphan workloads) runs on one replica at a time, the leader
+// elected through the database (controller.go).
 package launch
 
 import (
@@ -17,7 +24,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"time"
+	"sync"
 
 	"github.com/calipsoplus/calipso"
 	"github.com/calipsoplus/calipso/experiments"
@@ -62,6 +69,14 @@ type Service struct {
 	engineMissing map[calipso.ResourceType]string
 	// hook, when set, is called at each Stage of every launch (crash tests).
 	hook func(ctx context.Context, stage Stage, r calipso.Resource)
+
+	owner   string         // this process's identity in leases (ProcessID)
+	holds   holdSet        // the records this process works on: their leases are renewed
+	running sync.WaitGroup // launches between Reserve and the end of Run
+	kick    chan struct{}  // asks the leader for a reconcile pass soon
+	metrics *metrics
+	// leaderTasks are other background work run by the leader (WhileLeading).
+	leaderTasks []func(ctx context.Context)
 }
 
 // Stage is a point in a launch, reported to the hook set with SetHook.
@@ -113,7 +128,11 @@ func New(db *store.Store, engines map[calipso.ResourceType]provisioner.Provision
 	if log == nil {
 		log = slog.Default()
 	}
-	s := &Service{db: db, engines: engines, desktops: desktops, cfg: cfg, log: log.With("component", "launch"), engineMissing: map[calipso.ResourceType]string{}}
+	s := &Service{db: db, engines: engines, desktops: desktops, cfg: cfg, log: log.With("component", "launch"), engineMissing: map[calipso.ResourceType]string{},
+		owner: NewProcessID(), holds: holdSet{ids: map[int64]int{}}, kick: make(chan struct{}, 1), metrics: newMetrics()}
+	if s.desktops != nil {
+		s.desktops = boundedDesktops{s.desktops, cfg.Workloads.CallTimeout.Duration}
+	}
 	for kind, e := range engines {
 		if e != nil && kind != calipso.StaticLink && !e.Capabilities().PidsLimit {
 			s.log.Warn("the engine does not enforce workloads.pids_limit: a fork bomb in a workload is bounded only by the engine's own limit (Kubernetes: the kubelet's podPidsLimit)",
@@ -126,9 +145,11 @@ func New(db *store.Store, engines map[calipso.ResourceType]provisioner.Provision
 // ExplainMissing records why an engine kind is not available, for the users' error.
 func (s *Service) ExplainMissing(kind calipso.ResourceType, why string) { s.engineMissing[kind] = why }
 
+// engine returns the engine of kind with its calls bounded (bounded.go). The map is
+// read at each call: the crash tests replace an engine in it.
 func (s *Service) engine(kind calipso.ResourceType) (provisioner.Provisioner, error) {
 	if e, ok := s.engines[kind]; ok && e != nil {
-		return e, nil
+		return boundedEngine{e, s.cfg.Workloads.CallTimeout.Duration}, nil
 	}
 	why := s.engineMissing[kind]
 	if why == "" {
@@ -179,21 +200,43 @@ func IsOwnResource(ref string) bool { return !strings.Contains(ref, "~") }
 // experiment reference: a short random id (normally 5 lowercase letters and digits).
 var ownResourceID = regexp.MustCompile(`^[A-Za-z0-9_-]{1,32}$`)
 
-// Launch starts publicName for u. ref is an experiment session, "proposal~session",
-// whose datasets are mounted and whose uid/gid the workload runs as; or, without
-// "~", the id of an own resource: no datasets, the user's identity. Callers check
-// that u may launch own resources.
+// Launch starts publicName for u and waits for it: Reserve, then Run. ref is an
+// experiment session, "proposal~session", whose datasets are mounted and whose
+// uid/gid the workload runs as; or, without "~", the id of an own resource: no
+// datasets, the user's identity. Callers check that u may launch own resources.
 func (s *Service) Launch(ctx context.Context, u calipso.User, ref, publicName string) (calipso.Resource, error) {
-	im, err := s.db.Image(ctx, publicName)
+	p, err := s.Reserve(ctx, u, ref, publicName)
 	if err != nil {
 		return calipso.Resource{}, err
+	}
+	return p.Run(ctx)
+}
+
+// Pending is a launch whose quota is reserved and whose record is pending, held by
+// this process's lease until Run ends. Run it exactly once.
+type Pending struct {
+	s      *Service
+	Record calipso.Resource
+	engine provisioner.Provisioner
+	im     calipso.Image
+	user   calipso.User
+	spec   provisioner.Spec
+}
+
+// Reserve checks the launch, reserves its quota and records it as pending, under
+// this process's lease; its progress starts with the event "reserved". The workload
+// is not asked for yet: Run does that.
+func (s *Service) Reserve(ctx context.Context, u calipso.User, ref, publicName string) (*Pending, error) {
+	im, err := s.db.Image(ctx, publicName)
+	if err != nil {
+		return nil, err
 	}
 	engine, err := s.engine(im.ResourceType)
 	if err != nil {
-		return calipso.Resource{}, err
+		return nil, err
 	}
 	if err := s.enforced(im, engine.Capabilities()); err != nil {
-		return calipso.Resource{}, err
+		return nil, err
 	}
 	var (
 		so   store.SessionOf
@@ -201,12 +244,12 @@ func (s *Service) Launch(ctx context.Context, u calipso.User, ref, publicName st
 	)
 	if IsOwnResource(ref) {
 		if !ownResourceID.MatchString(ref) {
-			return calipso.Resource{}, fmt.Errorf("%w: own resource id %q: want 1 to 32 letters, digits, '_' or '-'", store.ErrInvalid, ref)
+			return nil, fmt.Errorf("%w: own resource id %q: want 1 to 32 letters, digits, '_' or '-'", store.ErrInvalid, ref)
 		}
 		so.Experiment.ProposalID = ref
 	} else {
 		if so, err = s.db.UserSession(ctx, u.ID, ref); err != nil {
-			return calipso.Resource{}, err
+			return nil, err
 		}
 		roots := experiments.Roots{Datasets: s.cfg.Workloads.DatasetsRoot, Output: s.cfg.Workloads.OutputRoot}
 		vols, err = experiments.ParseVolumes(so.Experiment.Sessions[0].DataSetPath, roots)
@@ -214,32 +257,43 @@ func (s *Service) Launch(ctx context.Context, u calipso.User, ref, publicName st
 			vols, err = experiments.ResolveHostPaths(vols, roots)
 		}
 		if err != nil {
-			return calipso.Resource{}, fmt.Errorf("session %s: %w", ref, err)
+			return nil, fmt.Errorf("session %s: %w", ref, err)
 		}
 		ref = so.Experiment.ProposalID + "~" + so.Experiment.Sessions[0].SessionNumber
 	}
 	if err := s.refuseRoot(u, so.Experiment); err != nil {
-		return calipso.Resource{}, err
+		return nil, err
 	}
 	var sessionID *int64
 	if so.SessionID != 0 {
 		sessionID = &so.SessionID
 	}
-	defaultQuota := s.cfg.DefaultQuota
 	r, err := s.db.Reserve(ctx, store.Launch{
-		UserID: u.ID, Experiment: ref, SessionID: sessionID, Image: im, Default: defaultQuota,
-		VNCPassword: randomPassword(), NameOf: s.name, OnePerSession: true,
+		UserID: u.ID, Experiment: ref, SessionID: sessionID, Image: im, Default: s.cfg.DefaultQuota,
+		VNCPassword: randomPassword(), NameOf: s.name, OnePerSession: true, Lease: s.lease(),
 	})
 	if err != nil {
-		return calipso.Resource{}, err
+		return nil, err
 	}
-	// From here on the quota is held: the launch goes on even if the client goes away,
-	// and ends running or failed, never half-made.
+	s.holds.add(r.ID)
+	s.running.Add(1)
+	s.progress(ctx, r.ID, EventReserved, "")
+	return &Pending{s: s, Record: r, engine: engine, im: im, user: u, spec: s.spec(r, im, u, so.Experiment, vols)}, nil
+}
+
+// Run starts the reserved workload and ends the launch running, or failed and rolled
+// back, never half-made: it goes on even if ctx is cancelled (the client went away),
+// bounded by workloads.launch_timeout. Its progress is recorded as events, ending with
+// "ready" or "failed".
+func (p *Pending) Run(ctx context.Context) (calipso.Resource, error) {
+	s, r, engine, im := p.s, p.Record, p.engine, p.im
+	defer s.running.Done()
+	defer s.holds.remove(r.ID)
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.Workloads.LaunchTimeout.Duration)
 	defer cancel()
-	spec := s.spec(r, im, u, so.Experiment, vols)
 	s.reached(ctx, StageReserved, r)
-	wl, err := engine.Start(ctx, spec)
+	startCtx := provisioner.WithProgress(ctx, func(st provisioner.Stage) { s.progress(ctx, r.ID, string(st), "") })
+	wl, err := engine.Start(startCtx, p.spec)
 	if err != nil {
 		return s.fail(ctx, engine, r, failedStart, fmt.Errorf("start %s: %w", r.EngineName, err))
 	}
@@ -260,22 +314,26 @@ func (s *Service) Launch(ctx context.Context, u calipso.User, ref, publicName st
 		}
 		up.GuacamoleUsername, up.GuacamolePassword = &user, &pass
 	}
-	running, err := s.db.Move(ctx, r.ID, calipso.Running, up)
+	// Only while this process holds the lease: a launch taken over (its process was
+	// thought lost) or stopped or removed meanwhile is rolled back.
+	running, err := s.db.MoveHeld(ctx, r.ID, s.owner, calipso.Running, up)
 	if err != nil {
-		// Removed or stopped while starting: take down what was made.
 		return s.fail(ctx, engine, r, failedRecord, fmt.Errorf("record %s: %w", r.EngineName, err))
 	}
-	s.log.InfoContext(ctx, "launched", "resource", r.ID, "name", r.EngineName, "user", u.Username, "image", im.PublicName)
+	s.progress(ctx, r.ID, EventReady, "")
+	s.log.InfoContext(ctx, "launched", "resource", r.ID, "name", r.EngineName, "user", p.user.Username, "image", im.PublicName)
 	return running, nil
 }
 
 // fail rolls a launch back: workload and Guacamole record removed, record marked
-// failed (which releases the quota). Cleanup that fails is left to Reconcile. The
-// cause, with the engine's own words (which may hold host paths, runtime and
-// registry messages), is logged; the record and the error returned say only the kind
-// of failure and what the user can do (a Failure).
+// failed (which releases the quota). Each call is bounded; what fails or times out
+// is left to the reconciler, which retries it: the workload and Guacamole record as
+// orphans, the record once this process's lease on it has expired. The cause, with
+// the engine's own words (which may hold host paths, runtime and registry messages),
+// is logged; the record and the error returned say only the kind of failure and
+// what the user can do (a Failure).
 func (s *Service) fail(ctx context.Context, engine provisioner.Provisioner, r calipso.Resource, step failedStep, cause error) (calipso.Resource, error) {
-	ctx = context.WithoutCancel(ctx)
+	ctx = context.WithoutCancel(ctx) // the launch's deadline may be what failed it
 	if err := engine.Remove(ctx, r.EngineName); err != nil {
 		s.log.WarnContext(ctx, "launch rollback: remove workload (the reconciler retries)", "name", r.EngineName, "err", err)
 	}
@@ -286,9 +344,12 @@ func (s *Service) fail(ctx context.Context, engine provisioner.Provisioner, r ca
 	}
 	f := newFailure(r, step, cause)
 	msg := f.Error()
-	if _, err := s.db.Move(ctx, r.ID, calipso.Failed, store.Update{Error: &msg}); err != nil && !errors.Is(err, store.ErrConflict) {
-		s.log.ErrorContext(ctx, "launch rollback: record (the reconciler retries)", "resource", r.ID, "err", err)
+	dbCtx, cancel := s.callContext(ctx)
+	defer cancel()
+	if _, err := s.db.MoveHeld(dbCtx, r.ID, s.owner, calipso.Failed, store.Update{Error: &msg}); err != nil && !errors.Is(err, store.ErrConflict) {
+		s.log.ErrorContext(ctx, "launch rollback: record (the reconciler fails it once this process's lease expires)", "resource", r.ID, "err", err)
 	}
+	s.progress(ctx, r.ID, EventFailed, msg)
 	s.log.WarnContext(ctx, "launch failed", "resource", r.ID, "name", r.EngineName, "err", cause, "shown", msg)
 	return calipso.Resource{}, f
 }
@@ -438,35 +499,44 @@ func (s *Service) connection(r calipso.Resource, wl provisioner.Workload, user, 
 
 // Stop stops a resource; its Guacamole record goes, the workload stays until Remove.
 // Stopping a record that is no longer up (stopped, failed, removed) answers it as it
-// is: the frontend calls rm only after a stop succeeded.
+// is: the frontend calls rm only after a stop succeeded. The record is stopping under
+// this process's lease until the engine has stopped the workload: if a call fails or
+// times out, the reconciler takes the stop over once the lease expires.
 func (s *Service) Stop(ctx context.Context, r calipso.Resource) (calipso.Resource, error) {
 	if r.State == calipso.Stopped || r.State == calipso.Failed || r.State == calipso.Removed {
 		return r, nil
 	}
-	r, err := s.db.Move(ctx, r.ID, calipso.Stopping, store.Update{})
+	r, err := s.db.Move(ctx, r.ID, calipso.Stopping, store.Update{Lease: s.leaseRef()})
 	if err != nil {
 		return r, err
 	}
+	s.holds.add(r.ID)
+	defer s.holds.remove(r.ID)
 	return s.finishStop(context.WithoutCancel(ctx), r)
 }
 
+// finishStop stops the workload of a stopping record this process holds.
 func (s *Service) finishStop(ctx context.Context, r calipso.Resource) (calipso.Resource, error) {
 	engine, err := s.engine(r.ResourceType)
 	if err != nil {
 		return r, err
 	}
 	if err := engine.Stop(ctx, r.EngineName); err != nil {
-		return r, fmt.Errorf("stop %s: %w", r.EngineName, err) // stays stopping: retried by Reconcile
+		return r, fmt.Errorf("stop %s: %w", r.EngineName, err) // stays stopping: retried by the reconciler
 	}
 	if s.desktops != nil {
 		if err := s.desktops.Delete(ctx, r.EngineName); err != nil {
 			return r, fmt.Errorf("guacamole record of %s: %w", r.EngineName, err)
 		}
 	}
-	return s.db.Move(ctx, r.ID, calipso.Stopped, store.Update{})
+	dbCtx, cancel := s.callContext(ctx)
+	defer cancel()
+	return s.db.MoveHeld(dbCtx, r.ID, s.owner, calipso.Stopped, store.Update{})
 }
 
-// Remove deletes a resource's workload and records (stopping it first if needed).
+// Remove deletes a resource's workload and records. A live record becomes stopping
+// under this process's lease first, so that a remove the engine does not finish
+// still ends the workload (the reconciler finishes the stop) and releases the quota.
 func (s *Service) Remove(ctx context.Context, r calipso.Resource) (calipso.Resource, error) {
 	if r.State == calipso.Removed {
 		return r, nil
@@ -476,6 +546,18 @@ func (s *Service) Remove(ctx context.Context, r calipso.Resource) (calipso.Resou
 	if err != nil {
 		return r, err
 	}
+	if r.State == calipso.Running {
+		switch moved, err := s.db.MoveFrom(ctx, r.ID, calipso.Running, calipso.Stopping, store.Update{Lease: s.leaseRef()}); {
+		case err == nil:
+			r = moved
+			s.holds.add(r.ID)
+			defer s.holds.remove(r.ID)
+		case errors.Is(err, store.ErrConflict) && moved.ID != 0:
+			r = moved // no longer running (stopped meanwhile): remove it as it is
+		default:
+			return r, err
+		}
+	}
 	if err := engine.Remove(ctx, r.EngineName); err != nil {
 		return r, fmt.Errorf("remove %s: %w", r.EngineName, err)
 	}
@@ -484,206 +566,7 @@ func (s *Service) Remove(ctx context.Context, r calipso.Resource) (calipso.Resou
 			return r, fmt.Errorf("guacamole record of %s: %w", r.EngineName, err)
 		}
 	}
-	return s.db.Move(ctx, r.ID, calipso.Removed, store.Update{})
-}
-
-// Report says what a reconciliation did.
-type Report struct {
-	InterruptedLaunches int // pending records rolled back
-	FinishedStops       int // stopping records completed
-	Vanished            int // running records whose workload was gone or dead
-	OrphanWorkloads     int // engine workloads without a live record, removed
-	OrphanDesktops      int // Guacamole records without a running resource, removed
-	Errors              []error
-}
-
-func (r Report) String() string {
-	return fmt.Sprintf("interrupted launches %d, finished stops %d, vanished %d, orphan workloads %d, orphan guacamole records %d, errors %d",
-		r.InterruptedLaunches, r.FinishedStops, r.Vanished, r.OrphanWorkloads, r.OrphanDesktops, len(r.Errors))
-}
-
-// Reconcile compares the records with what the engines and Guacamole have and makes
-// them agree, in two passes: the records (interrupted launches, unfinished stops,
-// vanished workloads), then the orphans (workloads and Guacamole records that no live
-// record accounts for). Launches pending since before stuckBefore are taken as
-// interrupted (at start-up: every pending launch, since none can still be running).
-func (s *Service) Reconcile(ctx context.Context, stuckBefore time.Time) Report {
-	var rep Report
-	known, inFlight, err := s.reconcileRecords(ctx, stuckBefore, &rep)
-	if err != nil {
-		rep.Errors = append(rep.Errors, err)
-	} else {
-		s.removeOrphans(ctx, known, inFlight, &rep)
-	}
-	for _, err := range rep.Errors {
-		s.log.WarnContext(ctx, "reconcile", "err", err)
-	}
-	if rep.InterruptedLaunches+rep.FinishedStops+rep.Vanished+rep.OrphanWorkloads+rep.OrphanDesktops > 0 {
-		s.log.InfoContext(ctx, "reconciled", "report", rep.String())
-	}
-	return rep
-}
-
-// reconcileRecords is the records pass. It returns the records that still account for
-// a workload, by engine name, and the launches still in flight (hands off).
-func (s *Service) reconcileRecords(ctx context.Context, stuckBefore time.Time, rep *Report) (known map[string]calipso.Resource, inFlight map[string]bool, err error) {
-	note := func(err error) {
-		if err != nil {
-			rep.Errors = append(rep.Errors, err)
-		}
-	}
-	records, err := s.db.Resources(ctx, store.ResourceFilter{States: []calipso.State{calipso.Pending, calipso.Running, calipso.Stopping, calipso.Stopped}})
-	if err != nil {
-		return nil, nil, err
-	}
-	known, inFlight = map[string]calipso.Resource{}, map[string]bool{}
-	for _, r := range records {
-		known[r.EngineName] = r
-		switch {
-		case r.State == calipso.Pending && r.Updated.Before(stuckBefore):
-			// Claim the record first: a launch that is slow rather than dead then finds
-			// it failed and rolls back its own workload, instead of racing this.
-			msg := "launch interrupted"
-			if _, err := s.db.MoveFrom(ctx, r.ID, calipso.Pending, calipso.Failed, store.Update{Error: &msg}); err != nil {
-				if !errors.Is(err, store.ErrConflict) {
-					note(err)
-				}
-				continue
-			}
-			delete(known, r.EngineName) // the orphan pass removes its workload and record
-			rep.InterruptedLaunches++
-		case r.State == calipso.Pending:
-			inFlight[r.EngineName] = true
-		case r.State == calipso.Stopping:
-			if _, err := s.finishStop(ctx, r); err != nil {
-				note(err)
-			} else {
-				rep.FinishedStops++
-			}
-		case r.State == calipso.Running:
-			if s.vanished(ctx, r, note) {
-				delete(known, r.EngineName)
-				rep.Vanished++
-			}
-		}
-	}
-	return known, inFlight, nil
-}
-
-// vanished fails a running record whose workload is gone, stopped or broken, and
-// reports whether it did.
-func (s *Service) vanished(ctx context.Context, r calipso.Resource, note func(error)) bool {
-	engine, err := s.engine(r.ResourceType)
-	if err != nil {
-		return false
-	}
-	wl, err := engine.Inspect(ctx, r.EngineName)
-	gone := errors.Is(err, provisioner.ErrNotFound)
-	if err != nil && !gone {
-		note(err)
-		return false
-	}
-	if !gone && wl.State != provisioner.StateError && wl.State != provisioner.StateStopped {
-		return false
-	}
-	// The engine's reason is logged, not recorded: users read the record's error, and
-	// the reason may be the runtime's or the kubelet's own text.
-	why := endedMessage(r, gone, wl)
-	s.log.WarnContext(ctx, "running workload ended", "resource", r.ID, "name", r.EngineName, "gone", gone, "state", wl.State, "reason", wl.Reason, "shown", why)
-	// Only from running: a Stop may have begun since the records were read (the
-	// workload is then stopped on purpose) and must not be failed.
-	if _, err := s.db.MoveFrom(ctx, r.ID, calipso.Running, calipso.Failed, store.Update{Error: &why}); err != nil {
-		if !errors.Is(err, store.ErrConflict) {
-			note(err)
-		}
-		return false
-	}
-	if s.desktops != nil {
-		note(s.desktops.Delete(ctx, r.EngineName))
-	}
-	return true
-}
-
-// endedMessage is what the record of a running resource says once its workload is
-// gone, stopped or broken: the kind, and what the user can do.
-func endedMessage(r calipso.Resource, gone bool, wl provisioner.Workload) string {
-	switch {
-	case gone:
-		return "the workload vanished from the engine: relaunch it"
-	case wl.State == provisioner.StateStopped:
-		return "the workload ended by itself: relaunch it"
-	case strings.Contains(wl.Reason, "OOMKilled"):
-		return "the workload ran out of memory and was stopped: relaunch it (it may need an image with more memory)"
-	default:
-		return fmt.Sprintf("the workload failed: relaunch it; if it keeps failing, ask the facility's support, quoting resource %d", r.ID)
-	}
-}
-
-// removeOrphans is the orphan pass: workloads the records don't account for, and
-// Guacamole records of resources that are not running.
-func (s *Service) removeOrphans(ctx context.Context, known map[string]calipso.Resource, inFlight map[string]bool, rep *Report) {
-	note := func(err error) {
-		if err != nil {
-			rep.Errors = append(rep.Errors, err)
-		}
-	}
-	for kind, engine := range s.engines {
-		list, err := engine.List(ctx)
-		if err != nil {
-			note(fmt.Errorf("list %s workloads: %w", kind, err))
-			continue
-		}
-		for _, wl := range list {
-			if _, ok := known[wl.Name]; ok || inFlight[wl.Name] || s.launchedSince(ctx, wl.Name) {
-				continue
-			}
-			if err := engine.Remove(ctx, wl.Name); err != nil {
-				note(err)
-				continue
-			}
-			rep.OrphanWorkloads++
-		}
-	}
-	if s.desktops == nil {
-		return
-	}
-	names, err := s.desktops.List(ctx)
-	note(err)
-	for _, n := range names {
-		if r, ok := known[n]; (ok && r.State == calipso.Running) || inFlight[n] || s.launchedSince(ctx, n) {
-			continue
-		}
-		if err := s.desktops.Delete(ctx, n); err != nil {
-			note(err)
-			continue
-		}
-		rep.OrphanDesktops++
-	}
-}
-
-// launchedSince reports whether name has a live record now: a launch reserved after
-// Reconcile read the records must not lose its new workload or Guacamole record as
-// an orphan. Unsure (database error) counts as live: the next pass decides.
-func (s *Service) launchedSince(ctx context.Context, name string) bool {
-	r, err := s.db.ResourceByName(ctx, name)
-	if errors.Is(err, store.ErrNotFound) {
-		return false
-	}
-	return err != nil || r.State.Live() || r.State == calipso.Stopped
-}
-
-// Loop reconciles at start (every pending launch is interrupted: this process has
-// none yet) and then every interval, until ctx ends.
-func (s *Service) Loop(ctx context.Context) {
-	s.Reconcile(ctx, time.Now().Add(time.Second))
-	t := time.NewTicker(s.cfg.Workloads.ReconcileInterval.Duration)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			s.Reconcile(ctx, time.Now().Add(-s.cfg.Workloads.StuckAfter.Duration))
-		}
-	}
+	dbCtx, cancel := s.callContext(ctx)
+	defer cancel()
+	return s.db.Move(dbCtx, r.ID, calipso.Removed, store.Update{})
 }

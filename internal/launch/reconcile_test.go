@@ -4,7 +4,6 @@ import (
 	"context"
 	"log/slog"
 	"testing"
-	"time"
 
 	"github.com/docker/docker/api/types/container"
 
@@ -43,7 +42,7 @@ func TestReconcile(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	rep := e.svc.Reconcile(ctx, time.Now().Add(-time.Hour))
+	rep := e.svc.Reconcile(ctx)
 	want := launch.Report{Vanished: 1, OrphanWorkloads: 1, OrphanDesktops: 1}
 	if rep.String() != want.String() {
 		t.Errorf("report = %s %v, want %s", rep, rep.Errors, want)
@@ -60,7 +59,7 @@ func TestReconcile(t *testing.T) {
 	if n := guacConnections(t, e.guacDB); n != 1 {
 		t.Errorf("%d Guacamole connections, want only the kept desktop's", n)
 	}
-	if again := e.svc.Reconcile(ctx, time.Now().Add(-time.Hour)); again.String() != (launch.Report{}).String() {
+	if again := e.svc.Reconcile(ctx); again.String() != (launch.Report{}).String() {
 		t.Errorf("second pass = %s, want nothing to do", again)
 	}
 }

@@ -56,7 +56,12 @@ type Launch struct {
 	VNCPassword   string
 	NameOf        func(id int64) string // engine name from the record id
 	OnePerSession bool                  // refuse a second live resource for the session
+	// Lease is the launching process's hold on the pending record.
+	Lease Lease
 }
+
+// interrupted is the error of a launch whose process let its lease expire.
+const interrupted = "launch interrupted: try again"
 
 // QuotaError says which limit a launch would pass.
 type QuotaError struct{ Reason string }
@@ -80,6 +85,15 @@ func (s *Store) Reserve(ctx context.Context, l Launch) (calipso.Resource, error)
 		var uid int64
 		if err := tx.QueryRowContext(ctx, lock, l.UserID).Scan(&uid); err != nil {
 			return fmt.Errorf("user %d: %w", l.UserID, s.wrap(err))
+		}
+		// A launch whose process is gone holds no quota: its record fails here, in the
+		// same transaction, rather than when the reconciler next passes (its workload,
+		// if any, is an orphan the reconciler removes). Records without an owner (made
+		// before leases, or by callers that hold none) are the reconciler's to judge.
+		if _, err := tx.ExecContext(ctx, `UPDATE resources SET state = ?, error = ?, lease_owner = '', lease_expires = NULL, updated_at = ?
+			WHERE user_id = ? AND state = ? AND lease_owner <> '' AND lease_expires < ?`,
+			string(calipso.Failed), interrupted, s.now(), l.UserID, string(calipso.Pending), s.now()); err != nil {
+			return err
 		}
 		limit := l.Default
 		var own calipso.Quota
@@ -123,11 +137,15 @@ func (s *Store) Reserve(ctx context.Context, l Launch) (calipso.Resource, error)
 			rows.Close()
 		}
 		now := s.now()
+		var leaseExpires any // NULL without an owner: free for any process to take over
+		if l.Lease.Owner != "" {
+			leaseExpires = l.Lease.Expires.UTC()
+		}
 		res, err := tx.ExecContext(ctx, `INSERT INTO resources (user_id, experiment, session_id, public_name, image, protocol, resource_type, state,
-			cpu, memory_bytes, hdd_bytes, vnc_password, info, error, created_at, updated_at)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, '', '', ?, ?)`,
+			cpu, memory_bytes, hdd_bytes, vnc_password, info, error, created_at, updated_at, lease_owner, lease_expires)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, '', '', ?, ?, ?, ?)`,
 			l.UserID, l.Experiment, l.SessionID, l.Image.PublicName, l.Image.Image, l.Image.Protocol, l.Image.ResourceType, string(calipso.Pending),
-			share.CPUs, share.MemoryBytes, share.DiskBytes, l.VNCPassword, now, now)
+			share.CPUs, share.MemoryBytes, share.DiskBytes, l.VNCPassword, now, now, l.Lease.Owner, leaseExpires)
 		if err != nil {
 			return err
 		}
@@ -191,6 +209,8 @@ type ResourceFilter struct {
 	UserID int64           // 0: every user
 	States []calipso.State // empty: every state
 	Before time.Time
+	// LeaseExpiredAt, when set, keeps the records nobody holds a lease on at that time.
+	LeaseExpiredAt time.Time
 }
 
 // Resources lists records, newest first.
@@ -212,6 +232,10 @@ func (s *Store) Resources(ctx context.Context, f ResourceFilter) ([]calipso.Reso
 	if !f.Before.IsZero() {
 		where = append(where, `r.updated_at < ?`)
 		args = append(args, f.Before.UTC())
+	}
+	if !f.LeaseExpiredAt.IsZero() {
+		where = append(where, `(r.lease_owner = '' OR r.lease_expires IS NULL OR r.lease_expires < ?)`)
+		args = append(args, f.LeaseExpiredAt.UTC())
 	}
 	q := `SELECT ` + resourceColumns + resourceFrom
 	if len(where) > 0 {
@@ -241,6 +265,9 @@ type Update struct {
 	GuacamolePassword *string
 	Info              *string
 	Error             *string
+	// Lease, when set, is who holds the record in its new state. Without it a move to
+	// a state nobody works on (running, stopped, failed, removed) drops the lease.
+	Lease *Lease
 }
 
 // Move changes a resource's state if the transition is allowed from its current
@@ -251,7 +278,13 @@ func (s *Store) Move(ctx context.Context, id int64, to calipso.State, u Update) 
 	if len(from) == 0 {
 		return calipso.Resource{}, fmt.Errorf("%w: no transition to %s", ErrInvalid, to)
 	}
-	return s.move(ctx, id, from, to, u)
+	return s.move(ctx, id, from, to, u, moveIf{})
+}
+
+// moveIf are the conditions of a move beyond the record's state.
+type moveIf struct {
+	owner   string // the lease is still this owner's
+	expired bool   // nobody holds the lease
 }
 
 // MoveFrom is Move only from the state the caller saw: a reconciler that found a
@@ -261,12 +294,20 @@ func (s *Store) MoveFrom(ctx context.Context, id int64, from, to calipso.State, 
 	if !calipso.CanMove(from, to) {
 		return calipso.Resource{}, fmt.Errorf("%w: no transition from %s to %s", ErrInvalid, from, to)
 	}
-	return s.move(ctx, id, []calipso.State{from}, to, u)
+	return s.move(ctx, id, []calipso.State{from}, to, u, moveIf{})
 }
 
-func (s *Store) move(ctx context.Context, id int64, from []calipso.State, to calipso.State, u Update) (calipso.Resource, error) {
+func (s *Store) move(ctx context.Context, id int64, from []calipso.State, to calipso.State, u Update, cond moveIf) (calipso.Resource, error) {
+	now := s.now()
 	set := []string{`state = ?`, `updated_at = ?`}
-	args := []any{string(to), s.now()}
+	args := []any{string(to), now}
+	switch {
+	case u.Lease != nil:
+		set = append(set, `lease_owner = ?`, `lease_expires = ?`)
+		args = append(args, u.Lease.Owner, u.Lease.Expires.UTC())
+	case to != calipso.Pending && to != calipso.Stopping:
+		set = append(set, `lease_owner = ''`, `lease_expires = NULL`)
+	}
 	for _, f := range []struct {
 		col string
 		v   *string
@@ -281,7 +322,16 @@ func (s *Store) move(ctx context.Context, id int64, from []calipso.State, to cal
 	for _, st := range from {
 		args = append(args, string(st))
 	}
-	res, err := s.exec(ctx, `UPDATE resources SET `+strings.Join(set, ", ")+` WHERE id = ? AND state IN (`+in(len(from))+`)`, args...)
+	where := ` WHERE id = ? AND state IN (` + in(len(from)) + `)`
+	if cond.owner != "" {
+		where += ` AND lease_owner = ?`
+		args = append(args, cond.owner)
+	}
+	if cond.expired {
+		where += ` AND ` + expiredClause
+		args = append(args, now)
+	}
+	res, err := s.exec(ctx, `UPDATE resources SET `+strings.Join(set, ", ")+where, args...)
 	if err != nil {
 		return calipso.Resource{}, fmt.Errorf("resource %d to %s: %w", id, to, s.wrap(err))
 	}
@@ -289,7 +339,10 @@ func (s *Store) move(ctx context.Context, id int64, from []calipso.State, to cal
 	if err != nil {
 		return calipso.Resource{}, err
 	}
-	if n, _ := res.RowsAffected(); n == 0 && r.State != to {
+	if n, _ := res.RowsAffected(); n == 0 && (r.State != to || cond.owner != "" || cond.expired) {
+		if cond.owner != "" || cond.expired {
+			return r, fmt.Errorf("%w: resource %d is %s and its lease is another process's, it can't become %s", ErrConflict, id, r.State, to)
+		}
 		return r, fmt.Errorf("%w: resource %d is %s, it can't become %s", ErrConflict, id, r.State, to)
 	}
 	return r, nil

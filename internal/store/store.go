@@ -152,6 +152,26 @@ const (
 // does not migrate: call Migrate (the server does at start, `calipso migrate` too).
 // For SQLite, dsn is a file path; the directory is created.
 func Open(ctx context.Context, driver, dsn string) (*Store, error) {
+	return OpenWith(ctx, driver, dsn, Options{})
+}
+
+// DefaultTimeout bounds each read and write on a MySQL connection when neither the
+// DSN (readTimeout, writeTimeout) nor Options says otherwise.
+const DefaultTimeout = 10 * time.Second
+
+// Options tune Open.
+type Options struct {
+	// Timeout bounds every read and write on a MySQL connection (the DSN's own
+	// readTimeout and writeTimeout win): a server that is frozen, not down, then
+	// fails the query as unavailable instead of hanging it. 0: DefaultTimeout.
+	Timeout time.Duration
+}
+
+// OpenWith is Open with options.
+func OpenWith(ctx context.Context, driver, dsn string, opts Options) (*Store, error) {
+	if opts.Timeout <= 0 {
+		opts.Timeout = DefaultTimeout
+	}
 	var (
 		db  *sql.DB
 		err error
@@ -163,7 +183,7 @@ func Open(ctx context.Context, driver, dsn string) (*Store, error) {
 		}
 		db, err = openSQLite(dsn)
 	case "mysql":
-		db, err = openMySQL(dsn)
+		db, err = openMySQL(dsn, opts.Timeout)
 	default:
 		return nil, fmt.Errorf("database driver %q: want sqlite or mysql", driver)
 	}
@@ -209,7 +229,7 @@ func openSQLite(path string) (*sql.DB, error) {
 	return db, nil
 }
 
-func openMySQL(dsn string) (*sql.DB, error) {
+func openMySQL(dsn string, timeout time.Duration) (*sql.DB, error) {
 	cfg, err := mysql.ParseDSN(dsn)
 	if err != nil {
 		return nil, fmt.Errorf("mysql dsn: %w", err) // ParseDSN's errors carry no password
@@ -223,6 +243,12 @@ func openMySQL(dsn string) (*sql.DB, error) {
 	cfg.MultiStatements = true // migrations
 	if cfg.Timeout == 0 {
 		cfg.Timeout = 5 * time.Second
+	}
+	if cfg.ReadTimeout == 0 {
+		cfg.ReadTimeout = timeout
+	}
+	if cfg.WriteTimeout == 0 {
+		cfg.WriteTimeout = timeout
 	}
 	db, err := sql.Open("mysql", cfg.FormatDSN())
 	if err != nil {

@@ -45,6 +45,7 @@ import (
 
 	cerrdefs "github.com/containerd/errdefs"
 	"github.com/docker/docker/api/types/container"
+	"github.com/docker/docker/api/types/events"
 	"github.com/docker/docker/api/types/filters"
 	"github.com/docker/docker/api/types/mount"
 	"github.com/docker/docker/client"
@@ -98,7 +99,10 @@ type Provisioner struct {
 	log *slog.Logger
 }
 
-var _ provisioner.Provisioner = (*Provisioner)(nil)
+var (
+	_ provisioner.Provisioner = (*Provisioner)(nil)
+	_ provisioner.Watcher     = (*Provisioner)(nil)
+)
 
 // New makes a client of the engine. It does not contact the engine (Ping does), so
 // that Calipso starts even while the engine is down.
@@ -180,6 +184,7 @@ func (p *Provisioner) Start(ctx context.Context, spec provisioner.Spec) (provisi
 		return provisioner.Workload{}, fmt.Errorf("start %s: %w", name, err)
 	}
 
+	provisioner.Progress(ctx, provisioner.StageCreating)
 	id, err := p.create(ctx, name, spec, config, hostConfig)
 	if err != nil {
 		return provisioner.Workload{}, fmt.Errorf("start %s: %w", name, err)
@@ -187,6 +192,7 @@ func (p *Provisioner) Start(ctx context.Context, spec provisioner.Spec) (provisi
 	if err := p.copySecrets(ctx, id, spec); err != nil {
 		return provisioner.Workload{Name: name, ID: id}, fmt.Errorf("start %s: %w", name, err)
 	}
+	provisioner.Progress(ctx, provisioner.StageStarting)
 	if err := p.cli.ContainerStart(ctx, id, container.StartOptions{}); err != nil {
 		return provisioner.Workload{Name: name, ID: id}, engineError("start "+name, err)
 	}
@@ -203,6 +209,7 @@ func (p *Provisioner) Start(ctx context.Context, spec provisioner.Spec) (provisi
 		return inst, fmt.Errorf("start %s: %w: port %d is not published", name, provisioner.ErrNotReady, provisioner.PortFor(spec.Protocol))
 	}
 	if ready != nil {
+		provisioner.Progress(ctx, provisioner.StageWaitingToken)
 		match, err := p.waitForLog(ctx, id, ready)
 		if err != nil {
 			return inst, fmt.Errorf("start %s: %w", name, err)
@@ -495,6 +502,35 @@ func (p *Provisioner) List(ctx context.Context) ([]provisioner.Workload, error) 
 		out = append(out, p.summaryInstance(c))
 	}
 	return out, nil
+}
+
+// Watch follows the engine's container events of this installation (Docker's
+// events API, filtered by label) and names the container of each create, start,
+// die, OOM and destroy.
+func (p *Provisioner) Watch(ctx context.Context, changed func(name string)) error {
+	msgs, errs := p.cli.Events(ctx, events.ListOptions{Filters: filters.NewArgs(
+		filters.Arg("type", string(events.ContainerEventType)),
+		filters.Arg("label", provisioner.LabelManagedBy+"=calipso"),
+		filters.Arg("label", provisioner.LabelInstance+"="+p.cfg.Instance),
+	)})
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case err := <-errs:
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			return engineError("watch events", err)
+		case m := <-msgs:
+			switch m.Action {
+			case events.ActionCreate, events.ActionStart, events.ActionDie, events.ActionOOM, events.ActionDestroy:
+				if name := m.Actor.Attributes["name"]; name != "" {
+					changed(name)
+				}
+			}
+		}
+	}
 }
 
 func (p *Provisioner) ours(labels map[string]string) bool {

@@ -252,6 +252,7 @@ func (p *Provisioner) Start(ctx context.Context, spec provisioner.Spec) (provisi
 			spec.Name(), provisioner.ErrInvalid, spec.Instance, p.cfg.Instance)
 	}
 	name := spec.Name()
+	provisioner.Progress(ctx, provisioner.StageCreating)
 	svc, created, err := p.ensureService(ctx, spec)
 	if err != nil {
 		return provisioner.Workload{}, fmt.Errorf("start %s: %w", name, err)
@@ -271,6 +272,7 @@ func (p *Provisioner) Start(ctx context.Context, spec provisioner.Spec) (provisi
 		return provisioner.Workload{}, fmt.Errorf("start %s: %w", name, err)
 	}
 	inst := p.instance(pod, svc)
+	provisioner.Progress(ctx, provisioner.StageStarting)
 	if p.cfg.ReadyTimeout <= 0 {
 		return inst, nil
 	}
@@ -281,6 +283,7 @@ func (p *Provisioner) Start(ctx context.Context, spec provisioner.Spec) (provisi
 		return inst, fmt.Errorf("start %s: %w", name, err)
 	}
 	if spec.LogRegex != "" {
+		provisioner.Progress(ctx, provisioner.StageWaitingToken)
 		re := regexp.MustCompile(spec.LogRegex) // compiled by validateSpec
 		inst.LogMatch, err = p.followLog(ctx, name, re)
 		if err != nil {
