@@ -426,7 +426,7 @@ func Defaults() *Settings {
 			ShutdownTimeout: Duration{2 * time.Minute},
 			MaxBodyBytes:    1 << 20,
 			Metrics:         true,
-			CacheTTL:        Duration{2 * time.Second},
+			CacheTTL:        Duration{500 * time.Millisecond}, // replicas honour one another's logouts within it
 		},
 		Auth:     Auth{LocalLogin: true, SessionMaxAge: Duration{12 * time.Hour}},
 		Database: Database{Driver: "sqlite", Timeout: Duration{10 * time.Second}},

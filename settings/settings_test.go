@@ -264,3 +264,12 @@ func TestMetricsToken(t *testing.T) {
 		}
 	}
 }
+
+// TestRetiredKeyIsExplained: a key an earlier version read fails the start with what
+// replaced it, not as a typo.
+func TestRetiredKeyIsExplained(t *testing.T) {
+	_, err := settings.Parse([]byte("[workloads]\nstuck_after = \"10m\"\n"), "old.toml", func(string) string { return "" })
+	if err == nil || !strings.Contains(err.Error(), "workloads.stuck_after: no longer used") || !strings.Contains(err.Error(), "lease_ttl") {
+		t.Fatalf("err = %v, want the retired key explained", err)
+	}
+}
