@@ -1,6 +1,9 @@
 package calipso
 
-import "context"
+import (
+	"context"
+	"time"
+)
 
 // UserOffice is the facility's user office (experiments.Client; the reference
 // implementation is experiments/useroffice). It checks passwords, maps Umbrella
@@ -22,6 +25,21 @@ type UserOffice interface {
 type ResourceService interface {
 	// Launch starts publicName for u: ref is "proposal~session", or an own resource's id.
 	Launch(ctx context.Context, u User, ref, publicName string) (Resource, error)
+	// Begin is Launch answered early: it reserves the quota and records the launch,
+	// returns the pending record, and runs the rest in the background (bounded as
+	// Launch is). Its progress is the record's events (Events).
+	Begin(ctx context.Context, u User, ref, publicName string) (Resource, error)
+	// Events lists resource id's progress after event seq (0: from the start).
+	Events(ctx context.Context, id int64, after int) ([]Event, error)
 	Stop(ctx context.Context, r Resource) (Resource, error)
 	Remove(ctx context.Context, r Resource) (Resource, error)
+}
+
+// Event is one step of a resource's progress: a launch's reserved, creating,
+// starting, waiting_token, then ready or failed (Message: what the user reads).
+type Event struct {
+	Seq     int // from 1, in order
+	Stage   string
+	Message string
+	At      time.Time
 }

@@ -212,6 +212,29 @@ func (s *Service) Launch(ctx context.Context, u calipso.User, ref, publicName st
 	return p.Run(ctx)
 }
 
+// Begin reserves the launch and runs it in the background; see Launch.
+func (s *Service) Begin(ctx context.Context, u calipso.User, ref, publicName string) (calipso.Resource, error) {
+	p, err := s.Reserve(ctx, u, ref, publicName)
+	if err != nil {
+		return calipso.Resource{}, err
+	}
+	go func() { _, _ = p.Run(context.WithoutCancel(ctx)) }() // ends running or failed; Drain waits for it
+	return p.Record, nil
+}
+
+// Events lists resource id's progress after seq.
+func (s *Service) Events(ctx context.Context, id int64, after int) ([]calipso.Event, error) {
+	list, err := s.db.Events(ctx, id, after)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]calipso.Event, len(list))
+	for i, e := range list {
+		out[i] = calipso.Event{Seq: e.Seq, Stage: e.Stage, Message: e.Message, At: e.Created}
+	}
+	return out, nil
+}
+
 // Pending is a launch whose quota is reserved and whose record is pending, held by
 // this process's lease until Run ends. Run it exactly once.
 type Pending struct {

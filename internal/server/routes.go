@@ -75,5 +75,10 @@ func (s *server) routes(root *mux.Router) (api *mux.Router) {
 	api.Handle("/activecontainers/", s.handleAllContainers(calipso.LiveStates)).Methods(get...)
 	api.Handle("/containers/{id}", s.handleContainer()).Methods(get...)
 	api.Handle("/containers/{id}/", s.handleContainer()).Methods(get...)
+
+	// v2: launches answered at once, with their progress as Server-Sent Events.
+	api.Handle("/api/v2/resources", s.handleV2Launch()).Methods(http.MethodPost)
+	api.Handle("/api/v2/resources/{id}", s.handleV2Resource()).Methods(get...)
+	api.Handle("/api/v2/resources/{id}/events", s.handleV2Events()).Methods(http.MethodGet)
 	return api
 }
