@@ -41,6 +41,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	cerrdefs "github.com/containerd/errdefs"
@@ -97,6 +98,27 @@ type Provisioner struct {
 	cli *client.Client
 	cfg Config
 	log *slog.Logger
+	// negotiated: the client's API version is settled. The client negotiates it
+	// lazily on the first call and writes its fields unguarded, so concurrent first
+	// calls race (Docker's client, v28); negotiate settles it once, under mu.
+	mu         sync.Mutex
+	negotiated bool
+}
+
+// negotiate settles the API version before a call; the engine must answer to it.
+func (p *Provisioner) negotiate(ctx context.Context) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.negotiated {
+		return nil
+	}
+	ping, err := p.cli.Ping(ctx)
+	if err != nil {
+		return engineError("ping docker engine", err)
+	}
+	p.cli.NegotiateAPIVersionPing(ping)
+	p.negotiated = true
+	return nil
 }
 
 var (
@@ -178,6 +200,9 @@ func (p *Provisioner) Ping(ctx context.Context) error {
 // installation made earlier, and waits for its LogRegex. On ErrNotReady the returned
 // Instance names the container so that the caller can remove it.
 func (p *Provisioner) Start(ctx context.Context, spec provisioner.Spec) (provisioner.Workload, error) {
+	if err := p.negotiate(ctx); err != nil {
+		return provisioner.Workload{}, err
+	}
 	name := spec.Name()
 	config, hostConfig, ready, err := p.containerConfig(spec)
 	if err != nil {
@@ -425,6 +450,9 @@ func (p *Provisioner) url(protocol string, port int, token string) string {
 // Stop stops the workload (SIGTERM, then SIGKILL after StopTimeout). A missing
 // workload is stopped already.
 func (p *Provisioner) Stop(ctx context.Context, name string) error {
+	if err := p.negotiate(ctx); err != nil {
+		return err
+	}
 	if err := p.checkOurs(ctx, name); err != nil {
 		if errors.Is(err, provisioner.ErrNotFound) {
 			return nil
@@ -442,6 +470,9 @@ func (p *Provisioner) Stop(ctx context.Context, name string) error {
 // Remove deletes the workload, running or not, with its anonymous volumes. A missing
 // workload is removed already.
 func (p *Provisioner) Remove(ctx context.Context, name string) error {
+	if err := p.negotiate(ctx); err != nil {
+		return err
+	}
 	if err := p.checkOurs(ctx, name); err != nil {
 		if errors.Is(err, provisioner.ErrNotFound) {
 			return nil
@@ -475,6 +506,9 @@ func (p *Provisioner) checkOurs(ctx context.Context, name string) error {
 // not make is not one of its workloads: ErrNotFound. The URL carries no token (the
 // engine does not keep it; Start returned it).
 func (p *Provisioner) Inspect(ctx context.Context, name string) (provisioner.Workload, error) {
+	if err := p.negotiate(ctx); err != nil {
+		return provisioner.Workload{}, err
+	}
 	info, err := p.cli.ContainerInspect(ctx, name)
 	if err != nil {
 		return provisioner.Workload{}, engineError("inspect "+name, err)
@@ -487,6 +521,9 @@ func (p *Provisioner) Inspect(ctx context.Context, name string) (provisioner.Wor
 
 // List reports every container of this installation, in any state.
 func (p *Provisioner) List(ctx context.Context) ([]provisioner.Workload, error) {
+	if err := p.negotiate(ctx); err != nil {
+		return nil, err
+	}
 	list, err := p.cli.ContainerList(ctx, container.ListOptions{
 		All: true,
 		Filters: filters.NewArgs(
@@ -508,6 +545,9 @@ func (p *Provisioner) List(ctx context.Context) ([]provisioner.Workload, error) 
 // events API, filtered by label) and names the container of each create, start,
 // die, OOM and destroy.
 func (p *Provisioner) Watch(ctx context.Context, changed func(name string)) error {
+	if err := p.negotiate(ctx); err != nil {
+		return err
+	}
 	msgs, errs := p.cli.Events(ctx, events.ListOptions{Filters: filters.NewArgs(
 		filters.Arg("type", string(events.ContainerEventType)),
 		filters.Arg("label", provisioner.LabelManagedBy+"=calipso"),
