@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"fmt"
 	"net/http"
 	"strconv"
@@ -84,18 +85,9 @@ func toContainersJSON(rs []calipso.Resource) []containerJSON {
 func (s *server) handleRun() http.HandlerFunc {
 	return s.stateChangingGET(s.own(func(w http.ResponseWriter, r *http.Request, _, target calipso.User) {
 		v := mux.Vars(r)
-		if launch.IsOwnResource(v["experiment"]) {
-			// The frontend offers the "Own resource" launcher only when login/type/ says
-			// so; the server holds to the same answer.
-			ok, err := s.authorised(r.Context(), target)
-			if err != nil {
-				writeError(w, r, s.Log, err)
-				return
-			}
-			if !ok {
-				writeError(w, r, s.Log, fmt.Errorf("%w: %s may not launch own resources (the user office does not authorise it)", errForbidden, target.Username))
-				return
-			}
+		if err := s.mayLaunch(r.Context(), target, v["experiment"]); err != nil {
+			writeError(w, r, s.Log, err)
+			return
 		}
 		res, err := s.Resources.Launch(r.Context(), target, v["experiment"], v["public_name"])
 		if err != nil {
@@ -104,6 +96,23 @@ func (s *server) handleRun() http.HandlerFunc {
 		}
 		writeJSON(w, http.StatusCreated, toContainerJSON(res))
 	}))
+}
+
+// mayLaunch refuses an own resource (ref without "~") to a user the user office does
+// not authorise: the frontend offers the "Own resource" launcher only when
+// login/type/ says so, and the server holds to the same answer.
+func (s *server) mayLaunch(ctx context.Context, u calipso.User, ref string) error {
+	if !launch.IsOwnResource(ref) {
+		return nil
+	}
+	ok, err := s.authorised(ctx, u)
+	if err != nil {
+		return err
+	}
+	if !ok {
+		return fmt.Errorf("%w: %s may not launch own resources (the user office does not authorise it)", errForbidden, u.Username)
+	}
+	return nil
 }
 
 // ownedResource finds the record named in the path and checks it is target's.

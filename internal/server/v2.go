@@ -54,16 +54,9 @@ func (s *server) handleV2Launch() http.HandlerFunc {
 			writeError(w, r, s.Log, fmt.Errorf("%w: experiment and image are required", errBadRequest))
 			return
 		}
-		if launch.IsOwnResource(req.Experiment) {
-			ok, err := s.authorised(r.Context(), u)
-			if err != nil {
-				writeError(w, r, s.Log, err)
-				return
-			}
-			if !ok {
-				writeError(w, r, s.Log, fmt.Errorf("%w: %s may not launch own resources (the user office does not authorise it)", errForbidden, u.Username))
-				return
-			}
+		if err := s.mayLaunch(r.Context(), u, req.Experiment); err != nil {
+			writeError(w, r, s.Log, err)
+			return
 		}
 		res, err := s.Resources.Begin(r.Context(), u, req.Experiment, req.Image)
 		if err != nil {
