@@ -125,7 +125,7 @@ func (s *Service) reclaim(ctx context.Context, rep *Report) {
 // removes what the launch made; it reports whether this process failed it. A launch
 // that is slow rather than dead then finds its record failed and rolls back.
 func (s *Service) failInterrupted(ctx context.Context, r calipso.Resource, t *tally) bool {
-	msg := "launch interrupted: try again"
+	msg := store.InterruptedLaunch
 	if _, err := s.db.MoveExpired(ctx, r.ID, calipso.Pending, calipso.Failed, store.Update{Error: &msg}); err != nil {
 		if !errors.Is(err, store.ErrConflict) {
 			t.note(err)

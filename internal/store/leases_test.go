@@ -104,8 +104,7 @@ func TestReserveFailsExpiredLaunches(t *testing.T) {
 		if n, err := s.ExpireLeasesOf(ctx, "host/1/a"); err != nil || n != 1 {
 			t.Fatalf("ExpireLeasesOf = %d, %v", n, err)
 		}
-		r, err := s.Reserve(ctx, next)
-		if err != nil {
+		if _, err := s.Reserve(ctx, next); err != nil {
 			t.Fatalf("reserve after the lease expired: %v", err)
 		}
 		if got, _ := s.Resource(ctx, old.ID); got.State != calipso.Failed {
@@ -117,7 +116,6 @@ func TestReserveFailsExpiredLaunches(t *testing.T) {
 		if owners, err := s.LeaseOwners(ctx); err != nil || len(owners) != 1 || owners[0] != "host/1/b" {
 			t.Errorf("lease owners = %v, %v; want the new launch's", owners, err)
 		}
-		_ = r
 	})
 }
 

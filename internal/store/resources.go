@@ -60,8 +60,8 @@ type Launch struct {
 	Lease Lease
 }
 
-// interrupted is the error of a launch whose process let its lease expire.
-const interrupted = "launch interrupted: try again"
+// InterruptedLaunch is the error of a launch whose process let its lease expire.
+const InterruptedLaunch = "launch interrupted: try again"
 
 // QuotaError says which limit a launch would pass.
 type QuotaError struct{ Reason string }
@@ -92,7 +92,7 @@ func (s *Store) Reserve(ctx context.Context, l Launch) (calipso.Resource, error)
 		// before leases, or by callers that hold none) are the reconciler's to judge.
 		if _, err := tx.ExecContext(ctx, `UPDATE resources SET state = ?, error = ?, lease_owner = '', lease_expires = NULL, updated_at = ?
 			WHERE user_id = ? AND state = ? AND lease_owner <> '' AND lease_expires < ?`,
-			string(calipso.Failed), interrupted, s.now(), l.UserID, string(calipso.Pending), s.now()); err != nil {
+			string(calipso.Failed), InterruptedLaunch, s.now(), l.UserID, string(calipso.Pending), s.now()); err != nil {
 			return err
 		}
 		limit := l.Default
@@ -234,7 +234,7 @@ func (s *Store) Resources(ctx context.Context, f ResourceFilter) ([]calipso.Reso
 		args = append(args, f.Before.UTC())
 	}
 	if !f.LeaseExpiredAt.IsZero() {
-		where = append(where, `(r.lease_owner = '' OR r.lease_expires IS NULL OR r.lease_expires < ?)`)
+		where = append(where, expiredClause) // its columns are the resources table's alone
 		args = append(args, f.LeaseExpiredAt.UTC())
 	}
 	q := `SELECT ` + resourceColumns + resourceFrom
