@@ -90,13 +90,19 @@ func buildCalipso(t testing.TB) string {
 }
 
 // liveServer is a calipso process with its own settings, database, Docker
-// installation label and Guacamole database.
+// installation label and Guacamole database, or one replica of several that share
+// them (see replica).
 type liveServer struct {
 	t        testing.TB
 	bin      string
+	spec     serverSpec
+	dir      string // shared by the replicas: secret key, user office data
 	settings string
-	dbPath   string
+	dbDriver string
+	dbDSN    string
+	guacDSN  string
 	base     string // API base URL
+	addr     string // host:port it listens on
 	instance string
 	guacDB   *sql.DB
 	cmd      *exec.Cmd
@@ -104,42 +110,85 @@ type liveServer struct {
 	logs     *lockedLog
 }
 
+// serverSpec is what newServer sets a server up with.
+type serverSpec struct {
+	sessions   int      // sessions s1..sN of proposal p1, in which every user took part
+	extraUsers []string // besides crashUser; password "<name>-secret"
+	mysqlDSN   string   // the application database; "" for SQLite in the server's directory
+	workloads  string   // more lines for the [workloads] table
+}
+
 // newLiveServer prepares (not starts) a server for users ana plus extra
 // (password "<name>-secret" for extras), each with sessions s1..sN of proposal p1.
 func newLiveServer(t testing.TB, sessions int, extraUsers ...string) *liveServer {
 	t.Helper()
-	cli := testenv.DockerClient(t)
-	_ = cli
+	return newServer(t, serverSpec{sessions: sessions, extraUsers: extraUsers})
+}
+
+// newServer prepares (not starts) a server as spec says, with the workload image
+// registered as crashImage.
+func newServer(t testing.TB, spec serverSpec) *liveServer {
+	t.Helper()
 	image := testenv.WorkloadImage(t)
-	s := &liveServer{t: t, bin: buildCalipso(t), instance: testenv.Instance(t)}
-	dir := t.TempDir()
+	s := &liveServer{t: t, bin: buildCalipso(t), spec: spec, instance: testenv.Instance(t), dir: t.TempDir()}
 	fresh, guacDSN := testenv.MySQL(t)
 	testenv.LoadGuacamoleSchema(t, fresh, "mysql")
-	s.guacDB = fresh
+	s.guacDB, s.guacDSN = fresh, guacDSN
+	s.dbDriver, s.dbDSN = "sqlite", filepath.Join(s.dir, "calipso.db")
+	if spec.mysqlDSN != "" {
+		s.dbDriver, s.dbDSN = "mysql", spec.mysqlDSN
+	}
 
 	data := useroffice.Data{}
 	participants := []string{crashUser}
 	data.Accounts = append(data.Accounts, useroffice.Account{Username: crashUser, Password: useroffice.HashPassword(crashPassword, 1000)})
-	for _, u := range extraUsers {
+	for _, u := range spec.extraUsers {
 		data.Accounts = append(data.Accounts, useroffice.Account{Username: u, Password: useroffice.HashPassword(u+"-secret", 1000)})
 		participants = append(participants, u)
 	}
 	exp := useroffice.Experiment{ProposalID: crashProposal, Subject: "crash test", Participants: participants}
-	for i := 1; i <= sessions; i++ {
+	for i := 1; i <= spec.sessions; i++ {
 		exp.Sessions = append(exp.Sessions, useroffice.Session{SessionNumber: fmt.Sprintf("s%d", i), Subject: "beamtime"})
 	}
 	data.Experiments = []useroffice.Experiment{exp}
-	dataFile := filepath.Join(dir, "office.json")
-	writeJSONFile(t, dataFile, data)
+	writeJSONFile(t, filepath.Join(s.dir, "office.json"), data)
+	s.listenAnew()
 
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
+	// The seeded images are not on this engine: add one that is, as an admin would.
+	ctx := context.Background()
+	db := s.openStore()
+	defer db.Close()
+	if err := db.Migrate(ctx, slog.New(slog.DiscardHandler)); err != nil {
 		t.Fatal(err)
 	}
-	addr := ln.Addr().String()
+	if _, err := db.PutImage(ctx, "test", calipso.Image{PublicName: crashImage, Image: image, Protocol: "vnc", CPU: 0.5, Memory: "64M", HDD: "1G", ResourceType: "docker"}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.stop)
+	return s
+}
+
+// replica prepares (not starts) another process of the same installation: the same
+// databases, secret key, user office and Docker label, on its own port.
+func (s *liveServer) replica() *liveServer {
+	s.t.Helper()
+	r := &liveServer{t: s.t, bin: s.bin, spec: s.spec, dir: s.dir, dbDriver: s.dbDriver, dbDSN: s.dbDSN,
+		guacDSN: s.guacDSN, instance: s.instance, guacDB: s.guacDB}
+	r.listenAnew()
+	s.t.Cleanup(r.stop)
+	return r
+}
+
+// listenAnew picks a free port and writes the settings for it.
+func (s *liveServer) listenAnew() {
+	s.t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	s.addr = ln.Addr().String()
 	ln.Close()
-	s.base = "http://" + addr + "/calipsoplus-services/"
-	s.dbPath = filepath.Join(dir, "calipso.db")
+	s.base = "http://" + s.addr + "/calipsoplus-services/"
 	settings := fmt.Sprintf(`environment = "test"
 instance = %q
 listen = %q
@@ -148,7 +197,7 @@ secret_key_file = %q
 log_level = "info"
 
 [database]
-driver = "sqlite"
+driver = %q
 dsn = %q
 
 [guacamole]
@@ -174,32 +223,34 @@ uid = 1000
 gid = 1000
 reconcile_interval = "2s"
 allow_unenforced = ["disk"]
-
+%s
 [docker]
 enabled = true
 host_address = "127.0.0.1"
 publish_address = "127.0.0.1"
-`, s.instance, addr, dir, filepath.Join(dir, "secret_key"), s.dbPath, guacDSN, dataFile, filepath.Join(dir, "datasets"), filepath.Join(dir, "results"))
-	s.settings = filepath.Join(dir, "settings.toml")
-	if err := os.WriteFile(s.settings, []byte(settings), 0o600); err != nil {
-		t.Fatal(err)
-	}
-
-	// The seeded images are not on this engine: add one that is, as an admin would.
-	ctx := context.Background()
-	db, err := store.Open(ctx, "sqlite", s.dbPath)
+`, s.instance, s.addr, s.dir, filepath.Join(s.dir, "secret_key"), s.dbDriver, s.dbDSN, s.guacDSN,
+		filepath.Join(s.dir, "office.json"), filepath.Join(s.dir, "datasets"), filepath.Join(s.dir, "results"), s.spec.workloads)
+	f, err := os.CreateTemp(s.dir, "settings-*.toml")
 	if err != nil {
-		t.Fatal(err)
+		s.t.Fatal(err)
 	}
-	defer db.Close()
-	if err := db.Migrate(ctx, slog.New(slog.DiscardHandler)); err != nil {
-		t.Fatal(err)
+	s.settings = f.Name()
+	if _, err := f.WriteString(settings); err != nil {
+		s.t.Fatal(err)
 	}
-	if _, err := db.PutImage(ctx, "test", calipso.Image{PublicName: crashImage, Image: image, Protocol: "vnc", CPU: 0.5, Memory: "64M", HDD: "1G", ResourceType: "docker"}); err != nil {
-		t.Fatal(err)
+	if err := f.Close(); err != nil {
+		s.t.Fatal(err)
 	}
-	t.Cleanup(s.stop)
-	return s
+}
+
+// openStore opens the server's application database; the caller closes it.
+func (s *liveServer) openStore() *store.Store {
+	s.t.Helper()
+	db, err := store.Open(context.Background(), s.dbDriver, s.dbDSN)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	return db
 }
 
 func writeJSONFile(t testing.TB, path string, v any) {
@@ -316,10 +367,7 @@ func (s *liveServer) guacRows() int {
 // records reads the resource records straight from the database (server stopped or not).
 func (s *liveServer) records() []calipso.Resource {
 	s.t.Helper()
-	db, err := store.Open(context.Background(), "sqlite", s.dbPath)
-	if err != nil {
-		s.t.Fatal(err)
-	}
+	db := s.openStore()
 	defer db.Close()
 	list, err := db.Resources(context.Background(), store.ResourceFilter{})
 	if err != nil {

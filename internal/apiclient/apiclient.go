@@ -37,6 +37,10 @@ func New(base string, timeout time.Duration) (*Client, error) {
 	return &Client{base: u, hc: &http.Client{Jar: jar, Timeout: timeout}}, nil
 }
 
+// UseTransport sends the session's requests through rt (a load balancer in front of
+// several servers, say) instead of the default transport.
+func (c *Client) UseTransport(rt http.RoundTripper) { c.hc.Transport = rt }
+
 // Call sends method to path (relative to the base) and returns the status and body.
 func (c *Client) Call(ctx context.Context, method, path string, body any) (int, []byte, error) {
 	u := c.base.ResolveReference(&url.URL{Path: strings.TrimPrefix(path, "/")})
