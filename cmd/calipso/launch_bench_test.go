@@ -5,8 +5,11 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"sync"
 	"testing"
 	"time"
+
+	"golang.org/x/sync/errgroup"
 
 	"github.com/calipsoplus/calipso/internal/apiclient"
 	"github.com/calipsoplus/calipso/internal/testenv"
@@ -74,5 +77,104 @@ func BenchmarkLaunchThroughAPI(b *testing.B) {
 	}
 	b.ReportMetric(float64(api.Microseconds())/1e3/float64(b.N), "api-ms")
 	b.ReportMetric(float64(engine.Microseconds())/1e3/float64(b.N), "engine-ms")
+	b.ReportMetric(float64(api)/float64(engine), "ratio")
+}
+
+// BenchmarkConcurrentLaunches: 200 desktops launched at once through the API (40
+// users with 5 sessions each, the default quota; MariaDB as the application
+// database), against 200 create+start of the same image with the same limits at once
+// straight through the engine's Go client, alternated in the same run. Reports the
+// mean wall time of each burst and their ratio (the target is ≤ 1.05). One round
+// takes about 90 s here; use an even count, so that each goes first equally often.
+//
+//	go test -run '^$' -bench ConcurrentLaunches -benchtime 4x -timeout 30m ./cmd/calipso/
+func BenchmarkConcurrentLaunches(b *testing.B) {
+	const users, sessions = 40, 5
+	s := newServer(b, serverSpec{sessions: sessions, extraUsers: burstUsers(users)[1:], mysqlDSN: testenv.MySQLDSN(b)})
+	s.start()
+	clients := map[string]*apiclient.Client{}
+	for _, u := range burstUsers(users) {
+		clients[u] = loginVia(b, nil, s.base, u)
+	}
+	cli := testenv.DockerClient(b)
+	image := testenv.WorkloadImage(b)
+	ctx := context.Background()
+	labels := map[string]string{"calipso.benchmark": "baseline"} // not this installation's
+
+	// all runs f for every user and session at once and fails on the first error.
+	all := func(f func(user string, c *apiclient.Client, session int) error) {
+		b.Helper()
+		var g errgroup.Group
+		for u, c := range clients {
+			for i := 1; i <= sessions; i++ {
+				g.Go(func() error { return f(u, c, i) })
+			}
+		}
+		if err := g.Wait(); err != nil {
+			b.Fatal(err)
+		}
+	}
+	directName := func(user string, session int) string {
+		return fmt.Sprintf("calipso-benchmark-%s-%s-%d", s.instance, user, session)
+	}
+	var mu sync.Mutex
+	launched := map[string][]apiclient.Container{}
+
+	direct := func() time.Duration {
+		t0 := time.Now()
+		all(func(user string, _ *apiclient.Client, session int) error {
+			return testenv.StartDirect(ctx, cli, image, directName(user, session), labels)
+		})
+		d := time.Since(t0)
+		b.StopTimer()
+		all(func(user string, _ *apiclient.Client, session int) error {
+			testenv.RemoveDirect(ctx, cli, directName(user, session))
+			return nil
+		})
+		b.StartTimer()
+		return d
+	}
+	throughAPI := func() time.Duration {
+		t0 := time.Now()
+		all(func(user string, c *apiclient.Client, session int) error {
+			status, body, err := c.Call(ctx, http.MethodGet, apiclient.LaunchPath(user, fmt.Sprintf("%s~s%d", crashProposal, session), crashImage), nil)
+			var rec apiclient.Container
+			if err != nil || status != http.StatusCreated || json.Unmarshal(body, &rec) != nil {
+				return fmt.Errorf("launch %s s%d: %d %s %v", user, session, status, body, err)
+			}
+			mu.Lock()
+			launched[user] = append(launched[user], rec)
+			mu.Unlock()
+			return nil
+		})
+		d := time.Since(t0)
+		b.StopTimer()
+		all(func(user string, c *apiclient.Client, session int) error {
+			rec := launched[user][session-1]
+			if status, err := c.Remove(ctx, user, rec); err != nil || status != http.StatusOK {
+				return fmt.Errorf("remove %s: %d %v", rec.Name, status, err)
+			}
+			return nil
+		})
+		clear(launched)
+		b.StartTimer()
+		return d
+	}
+
+	var api, engine time.Duration
+	b.ResetTimer()
+	for i := range b.N {
+		// Each goes first every other round: the engine is slower right after a burst
+		// of removals, and this machine's engine varies from one minute to the next.
+		if i%2 == 0 {
+			engine += direct()
+			api += throughAPI()
+		} else {
+			api += throughAPI()
+			engine += direct()
+		}
+	}
+	b.ReportMetric(api.Seconds()/float64(b.N), "api-s")
+	b.ReportMetric(engine.Seconds()/float64(b.N), "engine-s")
 	b.ReportMetric(float64(api)/float64(engine), "ratio")
 }
