@@ -527,6 +527,19 @@ func TestRoleIsSufficient(t *testing.T) {
 		t.Errorf("Inspect after Remove: %v, want ErrNotFound", err)
 	}
 
+	// The leader election's Lease (kubernetes.leader_lease).
+	elector, err := p.Elector("calipso-leader", "sa-replica", 2*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	leadCtx, stopCampaign := context.WithTimeout(ctx, 10*time.Second)
+	led := false
+	elector.Campaign(leadCtx, func(context.Context) { led = true; stopCampaign() })
+	stopCampaign()
+	if !led {
+		t.Error("the service account could not take the leader Lease within 10 s")
+	}
+
 	denied := []struct {
 		name string
 		do   func() error
