@@ -24,6 +24,7 @@ import (
 	"time"
 
 	"github.com/BurntSushi/toml"
+	"k8s.io/apimachinery/pkg/util/validation"
 
 	"github.com/calipsoplus/calipso"
 	"github.com/calipsoplus/calipso/provisioner"
@@ -259,6 +260,10 @@ type Kubernetes struct {
 	Namespace   string `toml:"namespace"`
 	HostAddress string `toml:"host_address"`
 	ServiceType string `toml:"service_type"` // NodePort or ClusterIP
+	// LeaderLease names a coordination.k8s.io Lease in Namespace through which the
+	// replicas elect the one that runs the background work; empty: they elect through
+	// the application database. Every replica must say the same.
+	LeaderLease string `toml:"leader_lease"`
 }
 
 // Umbrella is the federated login (Shibboleth SAML).
@@ -725,6 +730,11 @@ func (s *Settings) validate() []error {
 		if s.Kubernetes.HostAddress == "" && s.Kubernetes.ServiceType == "NodePort" {
 			bad("kubernetes.host_address", "is required with NodePort services")
 		}
+		if n := s.Kubernetes.LeaderLease; n != "" && len(validation.IsDNS1123Subdomain(n)) > 0 {
+			bad("kubernetes.leader_lease", "%q: want a Kubernetes object name (lower-case letters, digits, '-' and '.')", n)
+		}
+	} else if s.Kubernetes.LeaderLease != "" {
+		bad("kubernetes.leader_lease", "needs kubernetes.enabled")
 	}
 	if s.Umbrella.Enabled {
 		oneOf("umbrella.mode", s.Umbrella.Mode, "saml", "header")

@@ -273,3 +273,36 @@ func TestRetiredKeyIsExplained(t *testing.T) {
 		t.Fatalf("err = %v, want the retired key explained", err)
 	}
 }
+
+func TestLeaderLease(t *testing.T) {
+	local, _ := settings.Embedded("local")
+	kube := "[kubernetes]\nenabled = false\nkubeconfig = \"\"\nnamespace = \"calipso\"\nhost_address = \"\"\n"
+	if !strings.Contains(string(local), kube) {
+		t.Fatal("the local profile's [kubernetes] table changed: update this test")
+	}
+	for _, c := range []struct {
+		name    string
+		enabled bool
+		lease   string
+		wantErr string
+	}{
+		{"a Lease", true, "calipso-leader", ""},
+		{"the database", true, "", ""},
+		{"not an object name", true, "Calipso_Leader", "kubernetes.leader_lease"},
+		{"without Kubernetes", false, "calipso-leader", "needs kubernetes.enabled"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			edited := strings.Replace(string(local), kube, fmt.Sprintf(
+				"[kubernetes]\nenabled = %t\nleader_lease = %q\nkubeconfig = \"\"\nnamespace = \"calipso\"\nhost_address = \"nodes.example\"\n", c.enabled, c.lease), 1)
+			s, err := settings.Parse([]byte(edited), c.name, noenv)
+			switch {
+			case c.wantErr == "" && err != nil:
+				t.Fatal(err)
+			case c.wantErr == "" && s.Kubernetes.LeaderLease != c.lease:
+				t.Errorf("leader_lease = %q, want %q", s.Kubernetes.LeaderLease, c.lease)
+			case c.wantErr != "" && (err == nil || !strings.Contains(err.Error(), c.wantErr)):
+				t.Errorf("err = %v, want it to mention %q", err, c.wantErr)
+			}
+		})
+	}
+}

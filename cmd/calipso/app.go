@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -24,6 +25,7 @@ import (
 	"github.com/calipsoplus/calipso/provisioner/kubernetes"
 	"github.com/calipsoplus/calipso/provisioner/static"
 	"github.com/calipsoplus/calipso/settings"
+	"k8s.io/klog/v2"
 )
 
 // app is everything wired from the settings; cmd is the only place that does this.
@@ -36,6 +38,7 @@ type app struct {
 	missing  map[calipso.ResourceType]string // why an engine kind is absent, for the users' error
 	desktops *guacamole.Store
 	launch   *launch.Service
+	elector  launch.Elector // nil: the database's
 	saml     *federation.ServiceProvider
 	checks   []server.Check
 	closers  []func()
@@ -105,6 +108,17 @@ func build(ctx context.Context, cfg *settings.Settings, log *slog.Logger) (*app,
 	a.launch = launch.New(db, a.engines, desktops, launch.ConfigFrom(cfg), log)
 	for kind, why := range a.missing {
 		a.launch.ExplainMissing(kind, why)
+	}
+	if name := cfg.Kubernetes.LeaderLease; name != "" {
+		k, ok := a.engines[calipso.Kubernetes].(*kubernetes.Provisioner)
+		if !ok {
+			return nil, errors.New("kubernetes.leader_lease: the Kubernetes engine could not be set up (the log above says why)")
+		}
+		e, err := k.Elector(name, a.launch.ProcessID(), cfg.Workloads.LeaseTTL.Duration)
+		if err != nil {
+			return nil, fmt.Errorf("kubernetes.leader_lease: %w", err)
+		}
+		a.elector = e
 	}
 	if cfg.Umbrella.Enabled && cfg.Umbrella.Mode == "saml" {
 		sp, err := newServiceProvider(ctx, cfg, log)
@@ -187,6 +201,7 @@ func (a *app) buildEngines(ctx context.Context) {
 	if !cfg.Kubernetes.Enabled {
 		a.missing[calipso.Kubernetes] = "kubernetes is disabled in the settings (kubernetes.enabled)"
 	} else {
+		klog.SetSlogLogger(a.log.With("component", "client-go")) // client-go logs through klog
 		k, err := kubernetes.New(ctx, kubernetes.Config{
 			Kubeconfig: cfg.Kubernetes.Kubeconfig, Namespace: cfg.Kubernetes.Namespace, Instance: cfg.Instance,
 			HostAddress: cfg.Kubernetes.HostAddress, ServiceType: cfg.Kubernetes.ServiceType,

@@ -51,7 +51,7 @@ func serve(ctx context.Context, c *cli, _ []string) error {
 	defer stopBG()
 	a.launch.WhileLeading(func(ctx context.Context) { a.db.PurgeLoop(ctx, time.Hour, log) })
 	controllerDone := make(chan struct{})
-	go func() { defer close(controllerDone); a.launch.Run(bg, nil) }()
+	go func() { defer close(controllerDone); a.launch.Run(bg, a.elector) }()
 	defer func() { stopBG(); <-controllerDone }() // releases the leader lease before the store closes
 	if cfg.Docker.Enabled && cfg.Docker.DemoImages {
 		wait := demo.Start(bg, demo.Config{DockerHost: cfg.Docker.URL, Logger: log}, a.db)

@@ -145,6 +145,10 @@ func New(db *store.Store, engines map[calipso.ResourceType]provisioner.Provision
 // ExplainMissing records why an engine kind is not available, for the users' error.
 func (s *Service) ExplainMissing(kind calipso.ResourceType, why string) { s.engineMissing[kind] = why }
 
+// ProcessID is this process's identity in leases, unique among the replicas; an
+// Elector other than the database's campaigns under it too.
+func (s *Service) ProcessID() string { return s.owner }
+
 // engine returns the engine of kind with its calls bounded (bounded.go). The map is
 // read at each call: the crash tests replace an engine in it.
 func (s *Service) engine(kind calipso.ResourceType) (provisioner.Provisioner, error) {
