@@ -326,11 +326,19 @@ type Provisioner interface {
 // (Docker's events API), so that the reconciler acts on a workload that died or
 // appeared without waiting for its next pass.
 type Watcher interface {
-	// Watch calls changed with the name of each workload of this installation that is
-	// created, started, dies or is destroyed, until ctx ends or the stream breaks: its
-	// error, ErrUnavailable when the engine cannot be reached. Read-only; changed is
-	// called from one goroutine and must not block.
-	Watch(ctx context.Context, changed func(name string)) error
+	// Watch calls changed for each workload of this installation that is created,
+	// started, dies or is destroyed, until ctx ends or the stream breaks: its error,
+	// ErrUnavailable when the engine cannot be reached. Read-only; changed is called
+	// from one goroutine and must not block.
+	Watch(ctx context.Context, changed func(Change)) error
+}
+
+// Change is what an engine event says of one workload.
+type Change struct {
+	Name string
+	// Ended: the workload died, was killed for memory or was destroyed; otherwise it
+	// was created or started.
+	Ended bool
 }
 
 // Stage is a step of Start that an engine reports to the progress function of its

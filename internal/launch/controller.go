@@ -2,9 +2,13 @@ package launch
 
 import (
 	"context"
+	"maps"
+	"slices"
 	"sync"
 	"time"
 
+	"github.com/calipsoplus/calipso"
+	"github.com/calipsoplus/calipso/internal/store"
 	"github.com/calipsoplus/calipso/provisioner"
 )
 
@@ -52,10 +56,81 @@ func (s *Service) Drain(ctx context.Context) error {
 
 // Kick asks the leader, if it is this process, for a reconcile pass soon.
 func (s *Service) Kick() {
+	s.changes.add(provisioner.Change{}, true)
+	s.signal()
+}
+
+func (s *Service) signal() {
 	select {
 	case s.kick <- struct{}{}:
 	default:
 	}
+}
+
+// changeSet gathers the engine events between passes, so that the leader runs a pass
+// only when one of them is news: during a burst of launches every create and start
+// is an event, and a full pass after each would compete with the launches for the
+// engine.
+type changeSet struct {
+	mu    sync.Mutex
+	ended map[string]bool // workload name → whether an event said it ended
+	all   bool            // a pass is wanted whatever the events say
+}
+
+// maxChanges bounds what needsPass looks up: beyond it, a pass is cheaper.
+const maxChanges = 500
+
+func (c *changeSet) add(ch provisioner.Change, all bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if all || len(c.ended) >= maxChanges {
+		c.all = true
+		return
+	}
+	if c.ended == nil {
+		c.ended = map[string]bool{}
+	}
+	c.ended[ch.Name] = c.ended[ch.Name] || ch.Ended
+}
+
+func (c *changeSet) take() (ended map[string]bool, all bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	ended, all = c.ended, c.all
+	c.ended, c.all = nil, false
+	return ended, all
+}
+
+// needsPass says whether engine events call for a pass: they do unless each names
+// a workload whose record expects it. A create or start is expected while the
+// record is live (a launch or a start going on or done); an end while it is
+// stopping (a stop going on) or no longer live (a rollback, a removal). What no
+// record expects (an orphan, a workload that died under a running record) calls for
+// a pass, and so does a failure to read the records.
+func (s *Service) needsPass(ctx context.Context, ended map[string]bool) bool {
+	if len(ended) == 0 {
+		return false
+	}
+	records, err := s.db.Resources(ctx, store.ResourceFilter{EngineNames: slices.Collect(maps.Keys(ended))})
+	if err != nil {
+		return true
+	}
+	state := make(map[string]calipso.State, len(records))
+	for _, r := range records {
+		state[r.EngineName] = r.State
+	}
+	for name, end := range ended {
+		st, known := state[name]
+		switch {
+		case !known:
+			return true
+		case !end && !st.Live():
+			return true
+		case end && (st == calipso.Pending || st == calipso.Running):
+			return true
+		}
+	}
+	return false
 }
 
 // WhileLeading adds background work that runs once across replicas: f runs on the
@@ -105,6 +180,9 @@ func (s *Service) lead(ctx context.Context) {
 			case <-s.kick:
 			default:
 			}
+			if ended, all := s.changes.take(); !all && !s.needsPass(ctx, ended) {
+				continue
+			}
 		case <-full.C:
 		}
 		rep := s.Reconcile(ctx)
@@ -133,7 +211,7 @@ func (s *Service) watch(ctx context.Context, kind string, w provisioner.Watcher)
 	wait := time.Second
 	for ctx.Err() == nil {
 		start := time.Now()
-		err := w.Watch(ctx, func(string) { s.Kick() })
+		err := w.Watch(ctx, func(c provisioner.Change) { s.changes.add(c, false); s.signal() })
 		if ctx.Err() != nil {
 			return
 		}

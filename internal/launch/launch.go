@@ -74,6 +74,7 @@ type Service struct {
 	holds   holdSet        // the records this process works on: their leases are renewed
 	running sync.WaitGroup // launches between Reserve and the end of Run
 	kick    chan struct{}  // asks the leader for a reconcile pass soon
+	changes changeSet      // what engine events named since the last pass
 	metrics *metrics
 	// leaderTasks are other background work run by the leader (WhileLeading).
 	leaderTasks []func(ctx context.Context)

@@ -211,6 +211,8 @@ type ResourceFilter struct {
 	Before time.Time
 	// LeaseExpiredAt, when set, keeps the records nobody holds a lease on at that time.
 	LeaseExpiredAt time.Time
+	// EngineNames, when set, keeps the records of these workloads.
+	EngineNames []string
 }
 
 // Resources lists records, newest first.
@@ -236,6 +238,12 @@ func (s *Store) Resources(ctx context.Context, f ResourceFilter) ([]calipso.Reso
 	if !f.LeaseExpiredAt.IsZero() {
 		where = append(where, expiredClause) // its columns are the resources table's alone
 		args = append(args, f.LeaseExpiredAt.UTC())
+	}
+	if len(f.EngineNames) > 0 {
+		where = append(where, `r.engine_name IN (`+in(len(f.EngineNames))+`)`)
+		for _, n := range f.EngineNames {
+			args = append(args, n)
+		}
 	}
 	q := `SELECT ` + resourceColumns + resourceFrom
 	if len(where) > 0 {

@@ -292,12 +292,14 @@ func (d dialect) migrationsFS() (fs.FS, error) {
 			"{{id}}", "INTEGER PRIMARY KEY AUTOINCREMENT",
 			"{{text}}", "TEXT",
 			"{{time}}", "DATETIME",
-			"{{table}}", ""),
+			"{{table}}", "",
+			"{{on resources}}", ""), // DROP INDEX: SQLite's index names are per database
 		mysqlDialect: strings.NewReplacer(
 			"{{id}}", "BIGINT NOT NULL AUTO_INCREMENT PRIMARY KEY",
 			"{{text}}", "LONGTEXT",
 			"{{time}}", "DATETIME(6)",
-			"{{table}}", " ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin"),
+			"{{table}}", " ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin",
+			"{{on resources}}", " ON resources"),
 	}[d]
 	out := fstest.MapFS{}
 	err := fs.WalkDir(migrations, "migrations", func(path string, e fs.DirEntry, err error) error {

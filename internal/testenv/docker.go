@@ -255,6 +255,17 @@ func Instance(t testing.TB) string {
 // the VNC port published on loopback, hardening, labels): the baseline that launch
 // benchmarks compare Calipso's launches with. Remove it with RemoveDirect.
 func StartDirect(ctx context.Context, cli *client.Client, image, name string, labels map[string]string) error {
+	return startDirect(ctx, cli, image, name, labels, false)
+}
+
+// StartDirectWithSecret is StartDirect with the VNC password written into the
+// container as a file between create and start, as the provisioner delivers it (an
+// engine call that mounts the container's filesystem once more).
+func StartDirectWithSecret(ctx context.Context, cli *client.Client, image, name string, labels map[string]string) error {
+	return startDirect(ctx, cli, image, name, labels, true)
+}
+
+func startDirect(ctx context.Context, cli *client.Client, image, name string, labels map[string]string, secret bool) error {
 	port := nat.Port("5901/tcp")
 	created, err := cli.ContainerCreate(ctx, &container.Config{
 		Image: image, User: "1000:1000", Labels: labels, ExposedPorts: nat.PortSet{port: struct{}{}},
@@ -267,6 +278,27 @@ func StartDirect(ctx context.Context, cli *client.Client, image, name string, la
 	}, nil, nil, name)
 	if err != nil {
 		return err
+	}
+	if secret {
+		var buf bytes.Buffer
+		tw := tar.NewWriter(&buf)
+		for _, h := range []*tar.Header{
+			{Typeflag: tar.TypeDir, Name: "run/calipso/", Mode: 0o755},
+			{Typeflag: tar.TypeReg, Name: "run/calipso/vnc-password", Mode: 0o400, Size: 1, Uid: 1000, Gid: 1000},
+		} {
+			if err := tw.WriteHeader(h); err != nil {
+				return err
+			}
+		}
+		if _, err := tw.Write([]byte("x")); err != nil {
+			return err
+		}
+		if err := tw.Close(); err != nil {
+			return err
+		}
+		if err := cli.CopyToContainer(ctx, created.ID, "/", &buf, container.CopyToContainerOptions{}); err != nil {
+			return err
+		}
 	}
 	if err := cli.ContainerStart(ctx, created.ID, container.StartOptions{}); err != nil {
 		return err

@@ -544,7 +544,7 @@ func (p *Provisioner) List(ctx context.Context) ([]provisioner.Workload, error) 
 // Watch follows the engine's container events of this installation (Docker's
 // events API, filtered by label) and names the container of each create, start,
 // die, OOM and destroy.
-func (p *Provisioner) Watch(ctx context.Context, changed func(name string)) error {
+func (p *Provisioner) Watch(ctx context.Context, changed func(provisioner.Change)) error {
 	if err := p.negotiate(ctx); err != nil {
 		return err
 	}
@@ -563,11 +563,15 @@ func (p *Provisioner) Watch(ctx context.Context, changed func(name string)) erro
 			}
 			return engineError("watch events", err)
 		case m := <-msgs:
+			name := m.Actor.Attributes["name"]
+			if name == "" {
+				continue
+			}
 			switch m.Action {
-			case events.ActionCreate, events.ActionStart, events.ActionDie, events.ActionOOM, events.ActionDestroy:
-				if name := m.Actor.Attributes["name"]; name != "" {
-					changed(name)
-				}
+			case events.ActionCreate, events.ActionStart:
+				changed(provisioner.Change{Name: name})
+			case events.ActionDie, events.ActionOOM, events.ActionDestroy:
+				changed(provisioner.Change{Name: name, Ended: true})
 			}
 		}
 	}
