@@ -41,7 +41,7 @@ func TestEngineEventsCallForAPassOnlyWhenNews(t *testing.T) {
 	}
 	for st, path := range paths {
 		r, err := db.Reserve(ctx, store.Launch{UserID: u.ID, Experiment: "p~" + string(st), Default: calipso.Quota{MaxSimultaneous: 10, CPUs: 10, MemoryBytes: 10 << 30, DiskBytes: 10 << 30},
-			Image: calipso.Image{PublicName: "desk", Image: "desk", Protocol: "vnc", ResourceType: "docker", CPU: 0.5, Memory: "64M", HDD: "1G"},
+			Image:  calipso.Image{PublicName: "desk", Image: "desk", Protocol: "vnc", ResourceType: "docker", CPU: 0.5, Memory: "64M", HDD: "1G"},
 			NameOf: func(int64) string { return "w-" + string(st) }})
 		if err != nil {
 			t.Fatal(err)
