@@ -81,6 +81,7 @@ type Settings struct {
 	Docker     Docker     `toml:"docker"`
 	Kubernetes Kubernetes `toml:"kubernetes"`
 	Umbrella   Umbrella   `toml:"umbrella"`
+	OIDC       OIDC       `toml:"oidc"`
 
 	// Filled by Load, not read from the file.
 	SecretKey       []byte         `toml:"-"`
@@ -290,6 +291,27 @@ type Umbrella struct {
 	EmailHeader    string `toml:"email_header"`
 }
 
+// OIDC is the OpenID Connect login (Keycloak and the like): oidc/authenticate/,
+// oidc/callback/ and oidc/logout/ under the base path, and bearer JWTs on the v2 API.
+type OIDC struct {
+	Enabled   bool   `toml:"enabled"`
+	IssuerURL string `toml:"issuer_url"`
+	ClientID  string `toml:"client_id"`
+	// ClientSecret may come from CALIPSO_OIDC_CLIENT_SECRET or ClientSecretFile.
+	ClientSecret     string   `toml:"client_secret"`
+	ClientSecretFile string   `toml:"client_secret_file"`
+	Scopes           []string `toml:"scopes"`
+	// UsernameClaim names the account (preferred_username); GroupsClaim the groups
+	// or roles (groups; Keycloak's realm roles: realm_access.roles).
+	UsernameClaim string `toml:"username_claim"`
+	GroupsClaim   string `toml:"groups_claim"`
+	// Audience is what a bearer token's aud must hold (empty: client_id).
+	Audience string `toml:"audience"`
+	// LoginRedirect is where the browser goes after a login (empty: frontend_url).
+	LoginRedirect string   `toml:"login_redirect"`
+	Timeout       Duration `toml:"timeout"`
+}
+
 // Duration is a time.Duration written as "5s", "2m" in TOML.
 type Duration struct{ time.Duration }
 
@@ -458,6 +480,12 @@ func Defaults() *Settings {
 		},
 		Docker:     Docker{Enabled: true, HostAddress: "localhost", PublishAddress: "0.0.0.0"},
 		Kubernetes: Kubernetes{Namespace: "calipso", ServiceType: "NodePort"},
+		OIDC: OIDC{
+			Scopes:        []string{"openid", "profile", "email"},
+			UsernameClaim: "preferred_username",
+			GroupsClaim:   "groups",
+			Timeout:       Duration{10 * time.Second},
+		},
 		Umbrella: Umbrella{
 			Mode:        "saml",
 			ClockSkew:   Duration{2 * time.Minute},
@@ -497,6 +525,9 @@ func (s *Settings) resolveSecrets(getenv func(string) string) []error {
 	}
 	if s.Server.MetricsToken, err = secret(getenv, "CALIPSO_METRICS_TOKEN", s.Server.MetricsTokenFile, s.Server.MetricsToken); err != nil {
 		problems = append(problems, fmt.Errorf("server.metrics_token_file: %w", err))
+	}
+	if s.OIDC.ClientSecret, err = secret(getenv, "CALIPSO_OIDC_CLIENT_SECRET", s.OIDC.ClientSecretFile, s.OIDC.ClientSecret); err != nil {
+		problems = append(problems, fmt.Errorf("oidc.client_secret_file: %w", err))
 	}
 	if key := getenv("CALIPSO_SECRET_KEY"); key != "" {
 		s.SecretKey = []byte(key)
@@ -750,6 +781,26 @@ func (s *Settings) validate() []error {
 		}
 		if s.Umbrella.Mode == "header" && len(s.TrustedProxies) == 0 {
 			bad("trusted_proxies", "header mode needs the Apache/mod_shib proxy addresses here")
+		}
+	}
+	if s.OIDC.Enabled {
+		checkURL("oidc.issuer_url", s.OIDC.IssuerURL, true)
+		checkURL("backend_url", s.BackendURL, true) // the callback's URL, registered at the provider
+		checkURL("oidc.login_redirect", s.OIDC.LoginRedirect, false)
+		if s.OIDC.LoginRedirect == "" {
+			checkURL("frontend_url", s.FrontendURL, true)
+		}
+		if s.OIDC.ClientID == "" {
+			bad("oidc.client_id", "is required")
+		}
+		if s.OIDC.ClientSecret == "" {
+			bad("oidc.client_secret", "is required (or CALIPSO_OIDC_CLIENT_SECRET / oidc.client_secret_file)")
+		}
+		if s.OIDC.Timeout.Duration <= 0 || s.OIDC.Timeout.Duration > time.Minute {
+			bad("oidc.timeout", "must be between 0s and 1m")
+		}
+		if s.Environment == "prod" && strings.HasPrefix(s.OIDC.IssuerURL, "http://") {
+			bad("oidc.issuer_url", "prod needs an https issuer")
 		}
 	}
 

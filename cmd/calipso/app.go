@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -16,6 +17,7 @@ import (
 	"github.com/calipsoplus/calipso/experiments"
 	"github.com/calipsoplus/calipso/experiments/useroffice"
 	"github.com/calipsoplus/calipso/federation"
+	"github.com/calipsoplus/calipso/federation/oidc"
 	"github.com/calipsoplus/calipso/guacamole"
 	"github.com/calipsoplus/calipso/internal/launch"
 	"github.com/calipsoplus/calipso/internal/server"
@@ -40,6 +42,7 @@ type app struct {
 	launch   *launch.Service
 	elector  launch.Elector // nil: the database's
 	saml     *federation.ServiceProvider
+	openID   *oidc.Provider // nil unless oidc.enabled
 	checks   []server.Check
 	closers  []func()
 }
@@ -119,6 +122,19 @@ func build(ctx context.Context, cfg *settings.Settings, log *slog.Logger) (*app,
 			return nil, fmt.Errorf("kubernetes.leader_lease: %w", err)
 		}
 		a.elector = e
+	}
+	if o := cfg.OIDC; o.Enabled {
+		// Not a readiness check: local and Umbrella logins work while the provider is away.
+		p, err := oidc.New(oidc.Config{
+			IssuerURL: o.IssuerURL, ClientID: o.ClientID, ClientSecret: o.ClientSecret,
+			RedirectURL: strings.TrimSuffix(cfg.BackendURL, "/") + "/oidc/callback/", Scopes: o.Scopes,
+			UsernameClaim: o.UsernameClaim, GroupsClaim: o.GroupsClaim, Audience: o.Audience, Timeout: o.Timeout.Duration,
+			Logger: log.With("component", "oidc"),
+		})
+		if err != nil {
+			return nil, fmt.Errorf("oidc: %w", err)
+		}
+		a.openID = p
 	}
 	if cfg.Umbrella.Enabled && cfg.Umbrella.Mode == "saml" {
 		sp, err := newServiceProvider(ctx, cfg, log)
@@ -252,6 +268,9 @@ func (a *app) handler() (http.Handler, error) {
 	}
 	if a.saml != nil {
 		deps.SAML = a.saml
+	}
+	if a.openID != nil {
+		deps.OpenID = a.openID
 	}
 	if a.cfg.Umbrella.Enabled && a.cfg.Umbrella.Mode == "header" {
 		deps.Header = &federation.HeaderMode{

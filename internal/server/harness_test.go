@@ -49,6 +49,7 @@ type harnessConfig struct {
 	checks []server.Check
 	docker bool
 	log    io.Writer // the server's log (text, debug level); nil: discarded
+	openID server.OpenID
 }
 
 type harnessOption func(*harnessConfig)
@@ -89,6 +90,9 @@ func withSettings(f func(*settings.Settings)) harnessOption {
 
 // withLogTo sends the server's log (not the other parts') to w.
 func withLogTo(w io.Writer) harnessOption { return func(c *harnessConfig) { c.log = w } }
+
+// withOpenID logs users in through this OpenID provider too (oidc/...).
+func withOpenID(o server.OpenID) harnessOption { return func(c *harnessConfig) { c.openID = o } }
 
 func withChecks(cs ...server.Check) harnessOption {
 	return func(c *harnessConfig) { c.checks = append(c.checks, cs...) }
@@ -207,7 +211,8 @@ func newHarness(t testing.TB, opts ...harnessOption) *harness {
 	if hc.log != nil {
 		serverLog = slog.New(slog.NewTextHandler(hc.log, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
-	handler, err := server.New(server.Deps{Config: server.ConfigFrom(cfg), Store: db, Office: client, Resources: resources, Checks: checks, Log: serverLog})
+	handler, err := server.New(server.Deps{Config: server.ConfigFrom(cfg), Store: db, Office: client, Resources: resources, Checks: checks, Log: serverLog,
+		OpenID: hc.openID})
 	if err != nil {
 		t.Fatalf("server.New: %v", err)
 	}

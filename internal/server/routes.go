@@ -55,6 +55,13 @@ func (s *server) routes(root *mux.Router) (api *mux.Router) {
 	api.Handle("/umbrella/wuo/", s.handleUmbrellaWUO()).Methods(http.MethodPost)
 	api.Handle("/umbrella/logout/", s.handleUmbrellaLogout()).Methods(get...)
 
+	// OpenID Connect (the original's mozilla-django-oidc paths).
+	if s.OpenID != nil {
+		api.Handle("/oidc/authenticate/", s.handleOIDCAuthenticate()).Methods(get...)
+		api.Handle("/oidc/callback/", s.handleOIDCCallback()).Methods(get...)
+		api.Handle("/oidc/logout/", s.handleOIDCLogout()).Methods(get...)
+	}
+
 	// Experiments.
 	api.Handle("/users/{username}/experiments/", s.handleExperiments()).Methods(get...)
 	api.Handle("/favorite/{id}/", s.handleFavorite()).Methods(http.MethodPut)

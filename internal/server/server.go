@@ -66,13 +66,18 @@ type Config struct {
 	DefaultQuota calipso.Quota
 	// UmbrellaLoginURL is mod_shib's login handler (header mode).
 	UmbrellaLoginURL string
+	// OIDCLoginRedirect is where the browser goes after an OpenID login.
+	OIDCLoginRedirect string
 }
 
 // ConfigFrom takes the HTTP layer's part of the settings.
 func ConfigFrom(s *settings.Settings) Config {
 	c := Config{BasePath: s.BasePath, FrontendURL: s.FrontendURL, AllowedHosts: s.AllowedHosts, CORSOrigins: s.CORSOrigins,
 		TrustedPrefixes: s.TrustedPrefixes, SecretKey: s.SecretKey, Auth: s.Auth, Server: s.Server, Pagination: s.Pagination,
-		DefaultQuota: s.Quotas.Default, UmbrellaLoginURL: s.Umbrella.LoginURL}
+		DefaultQuota: s.Quotas.Default, UmbrellaLoginURL: s.Umbrella.LoginURL, OIDCLoginRedirect: s.OIDC.LoginRedirect}
+	if c.OIDCLoginRedirect == "" {
+		c.OIDCLoginRedirect = strings.TrimSuffix(s.FrontendURL, "/") + "/"
+	}
 	c.Experiments.Dynamic = s.UserOffice.DynamicExperiments
 	c.Experiments.RefreshInterval = s.UserOffice.RefreshInterval.Duration
 	c.Experiments.Timeout = s.UserOffice.Timeout.Duration
@@ -86,8 +91,10 @@ type Deps struct {
 	Office    calipso.UserOffice
 	Resources calipso.ResourceService
 	// SAML is nil unless umbrella.enabled in saml mode; Header is set in header mode.
-	SAML    Federation
-	Header  *federation.HeaderMode
+	SAML   Federation
+	Header *federation.HeaderMode
+	// OpenID is nil unless oidc.enabled.
+	OpenID  OpenID
 	Checks  []Check
 	Log     *slog.Logger
 	Metrics *prometheus.Registry
@@ -111,6 +118,7 @@ type server struct {
 	// no CSRF token, only the cross-origin check.
 	anonymousPOST map[string]bool
 	federated     *securecookie.SecureCookie // seals the federated identity's cookie
+	oidcLogins    *securecookie.SecureCookie // seals the OpenID login under way
 }
 
 // New returns the HTTP handler of the whole API.
@@ -136,6 +144,7 @@ func New(d Deps) (http.Handler, error) {
 		cop:      http.NewCrossOriginProtection(),
 	}
 	srv.federated = newFederatedCodec(s.SecretKey)
+	srv.oidcLogins = newOIDCCodec(s.SecretKey)
 	srv.throttle = newThrottle(time.Now)
 	srv.metrics.watchThrottle(d.Metrics, srv.throttle)
 	srv.csrfKey = deriveKey(s.SecretKey, "calipso csrf token")
@@ -185,7 +194,7 @@ func New(d Deps) (http.Handler, error) {
 	corsHandler := cors.New(cors.Options{
 		AllowedOrigins:   s.CORSOrigins,
 		AllowedMethods:   []string{http.MethodGet, http.MethodPost, http.MethodPut, http.MethodDelete, http.MethodOptions},
-		AllowedHeaders:   []string{"Content-Type", "X-CSRFToken", "X-Requested-With"},
+		AllowedHeaders:   []string{"Content-Type", "X-CSRFToken", "X-Requested-With", "Authorization", "Last-Event-ID"},
 		AllowCredentials: true,
 		MaxAge:           600,
 	})
@@ -426,6 +435,8 @@ func (s *server) csrf(next http.Handler) http.Handler {
 		case s.acsPath != "" && r.Method == http.MethodPost && r.URL.Path == s.acsPath:
 			// The IdP's browser POST to the assertion consumer is cross-site by design
 			// and carries no token of ours; the signed assertion is what is checked.
+		case s.bearerV2(r):
+			// Judged by its token alone (authedV2), never by its cookies.
 		case r.Method == http.MethodPost && s.anonymousPOST[r.URL.Path]:
 			// login/ and umbrella/wuo/ are called right after a logout, with no token
 			// (the frontend sends none on login/ and "none" when it lost the cookie),

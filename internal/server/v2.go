@@ -41,7 +41,7 @@ func (s *server) toResourceV2(r calipso.Resource) resourceV2 {
 // Location once the quota is reserved; the launch goes on in the background, its
 // progress at …/events.
 func (s *server) handleV2Launch() http.HandlerFunc {
-	return s.authed(func(w http.ResponseWriter, r *http.Request, u calipso.User) {
+	return s.authedV2(func(w http.ResponseWriter, r *http.Request, u calipso.User) {
 		var req struct {
 			Experiment string `json:"experiment"`
 			Image      string `json:"image"`
@@ -86,7 +86,7 @@ func (s *server) v2Resource(r *http.Request, u calipso.User) (calipso.Resource, 
 }
 
 func (s *server) handleV2Resource() http.HandlerFunc {
-	return s.authed(func(w http.ResponseWriter, r *http.Request, u calipso.User) {
+	return s.authedV2(func(w http.ResponseWriter, r *http.Request, u calipso.User) {
 		res, err := s.v2Resource(r, u)
 		if err != nil {
 			writeError(w, r, s.Log, err)
@@ -109,7 +109,7 @@ const lastEventGrace = 5 * time.Second
 // stage, message and at), ending after ready or failed. A client that reconnects
 // with Last-Event-ID gets the events after that one.
 func (s *server) handleV2Events() http.HandlerFunc {
-	return s.authed(func(w http.ResponseWriter, r *http.Request, u calipso.User) {
+	return s.authedV2(func(w http.ResponseWriter, r *http.Request, u calipso.User) {
 		res, err := s.v2Resource(r, u)
 		if err != nil {
 			writeError(w, r, s.Log, err)

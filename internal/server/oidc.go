@@ -1,0 +1,189 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/gorilla/securecookie"
+
+	"github.com/calipsoplus/calipso"
+	"github.com/calipsoplus/calipso/federation/oidc"
+	"github.com/calipsoplus/calipso/internal/store"
+)
+
+// OpenID is the OpenID Connect login (federation/oidc.Provider).
+type OpenID interface {
+	Begin(ctx context.Context) (string, oidc.Pending, error)
+	Finish(ctx context.Context, p oidc.Pending, state, code string) (oidc.Identity, error)
+	VerifyBearer(ctx context.Context, raw string) (oidc.Identity, error)
+	LogoutURL(ctx context.Context, idTokenHint, returnTo string) string
+}
+
+// The OpenID flow (as mozilla-django-oidc served it to the original): the frontend
+// sends the browser to oidc/authenticate/ → the provider → oidc/callback/, which logs
+// the account of the username claim in and sends the browser to the frontend; the
+// frontend then reads authenticated/. oidc/logout/ ends the session here and at the
+// provider.
+
+// oidcCookie keeps a login between oidc/authenticate/ and oidc/callback/ (state,
+// nonce, PKCE verifier), sealed, for a few minutes. SameSite=Lax: the provider's
+// redirect back is a top-level navigation, which carries it.
+const (
+	oidcCookie = "calipso_oidc"
+	oidcTTL    = 10 * time.Minute
+	// keyIDToken keeps the ID token in the login session: the hint of the logout at
+	// the provider.
+	keyIDToken = "oidc_id_token"
+)
+
+func newOIDCCodec(secret []byte) *securecookie.SecureCookie {
+	c := securecookie.New(deriveKey(secret, "calipso oidc login hash"), deriveKey(secret, "calipso oidc login block"))
+	c.MaxAge(int(oidcTTL.Seconds()))
+	c.SetSerializer(securecookie.JSONEncoder{})
+	return c
+}
+
+func (s *server) handleOIDCAuthenticate() http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		target, pending, err := s.OpenID.Begin(r.Context())
+		if err != nil {
+			s.metrics.login("oidc", "error")
+			writeError(w, r, s.Log, fmt.Errorf("openid login: %w", err))
+			return
+		}
+		v, err := s.oidcLogins.Encode(oidcCookie, pending)
+		if err != nil {
+			writeError(w, r, s.Log, fmt.Errorf("seal openid login: %w", err))
+			return
+		}
+		http.SetCookie(w, &http.Cookie{Name: oidcCookie, Value: v, Path: s.Config.BasePath, MaxAge: int(oidcTTL.Seconds()),
+			HttpOnly: true, Secure: s.Config.Auth.SecureCookies || client(r).scheme == "https", SameSite: http.SameSiteLaxMode})
+		http.Redirect(w, r, target, http.StatusFound)
+	}
+}
+
+func (s *server) handleOIDCCallback() http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		q := queryOf(r)
+		// The cookie is spent whatever happens: a callback is answered once.
+		http.SetCookie(w, &http.Cookie{Name: oidcCookie, Value: "", Path: s.Config.BasePath, MaxAge: -1, HttpOnly: true})
+		if e := q.Get("error"); e != "" {
+			s.metrics.login("oidc", "refused")
+			// The provider's own words stay in the log: they are not ours to show.
+			s.Log.InfoContext(r.Context(), "openid login refused by the provider", "error", e, "description", q.Get("error_description"))
+			writeError(w, r, s.Log, fmt.Errorf("%w: the provider answered %q", oidc.ErrRefused, e))
+			return
+		}
+		var pending oidc.Pending
+		c, err := r.Cookie(oidcCookie)
+		if err != nil || s.oidcLogins.Decode(oidcCookie, c.Value, &pending) != nil {
+			s.metrics.login("oidc", "refused")
+			writeError(w, r, s.Log, fmt.Errorf("%w: no login is under way in this browser (it expired, or it began elsewhere): log in again", errBadRequest))
+			return
+		}
+		id, err := s.OpenID.Finish(r.Context(), pending, q.Get("state"), q.Get("code"))
+		if err != nil {
+			s.metrics.login("oidc", outcome(err))
+			writeError(w, r, s.Log, fmt.Errorf("openid login: %w", err))
+			return
+		}
+		if !store.ValidUsername(id.Username) {
+			s.metrics.login("oidc", "refused")
+			s.Log.WarnContext(r.Context(), "openid login: the username claim is not a valid account name", "subject", id.Subject)
+			writeError(w, r, s.Log, fmt.Errorf("%w: the provider's username cannot name an account here", oidc.ErrRefused))
+			return
+		}
+		if err := s.startSession(w, r, id.Username, map[string]string{keyIDToken: id.IDToken}); err != nil {
+			s.metrics.login("oidc", "error")
+			writeError(w, r, s.Log, err)
+			return
+		}
+		s.metrics.login("oidc", "ok")
+		http.Redirect(w, r, s.Config.OIDCLoginRedirect, http.StatusFound)
+	}
+}
+
+// outcome is a failed login's metric label.
+func outcome(err error) string {
+	if calipso.ErrorCode(err) == calipso.EUNAUTHORIZED {
+		return "refused"
+	}
+	return "error"
+}
+
+// handleOIDCLogout ends the login session, then sends the browser to the provider's
+// logout (which returns to the frontend) when it has one, else to the frontend. A
+// navigation, as the original's was.
+func (s *server) handleOIDCLogout() http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		hint, _ := s.session(r).Values[keyIDToken].(string)
+		if err := s.endSession(w, r); err != nil {
+			writeError(w, r, s.Log, err)
+			return
+		}
+		target := s.frontendURL("/")
+		if u := s.OpenID.LogoutURL(r.Context(), hint, target); u != "" {
+			target = u
+		}
+		http.Redirect(w, r, target, http.StatusFound)
+	}
+}
+
+// bearerUser is the user a bearer JWT of the OpenID provider names, on the v2 API
+// only: ok is false when the request carries no bearer token. A request with one is
+// judged by it alone, never by its cookies, so that a token is never a way around
+// the cookie API's CSRF check.
+func (s *server) bearerUser(r *http.Request) (u calipso.User, ok bool, err error) {
+	raw, found := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	if !found {
+		return calipso.User{}, false, nil
+	}
+	if s.OpenID == nil {
+		return calipso.User{}, true, fmt.Errorf("%w: bearer tokens are not accepted here (OpenID Connect is off)", errUnauthorized)
+	}
+	id, err := s.OpenID.VerifyBearer(r.Context(), strings.TrimSpace(raw))
+	if err != nil {
+		return calipso.User{}, true, err
+	}
+	if !store.ValidUsername(id.Username) {
+		return calipso.User{}, true, fmt.Errorf("%w: the token's username cannot name an account here", oidc.ErrRefused)
+	}
+	u, err = s.Store.EnsureUser(r.Context(), id.Username)
+	if errors.Is(err, store.ErrInvalid) {
+		return calipso.User{}, true, fmt.Errorf("%w: %w", oidc.ErrRefused, err)
+	}
+	return u, true, err
+}
+
+// authedV2 serves logged-in users of the v2 API: by a bearer JWT of the OpenID
+// provider when the request carries one (its cookies are then ignored), else by the
+// login session as authed does.
+func (s *server) authedV2(h func(w http.ResponseWriter, r *http.Request, u calipso.User)) http.HandlerFunc {
+	cookie := s.authed(h)
+	return func(w http.ResponseWriter, r *http.Request) {
+		u, bearer, err := s.bearerUser(r)
+		switch {
+		case !bearer:
+			cookie(w, r)
+			return
+		case err != nil:
+			if calipso.ErrorCode(err) == calipso.EUNAUTHORIZED {
+				w.Header().Set("WWW-Authenticate", `Bearer error="invalid_token"`)
+			}
+			writeError(w, r, s.Log, err)
+			return
+		}
+		infoOf(r).user = u.Username
+		h(w, r.WithContext(context.WithValue(r.Context(), userKey, u)), u)
+	}
+}
+
+// bearerV2 reports whether r is a v2 API call authenticated by a bearer token: no
+// CSRF token is needed, since nothing ambient (a cookie) authenticates it.
+func (s *server) bearerV2(r *http.Request) bool {
+	return strings.HasPrefix(r.Header.Get("Authorization"), "Bearer ") && strings.HasPrefix(r.URL.Path, s.Config.BasePath+"api/v2/")
+}
