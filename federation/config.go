@@ -50,7 +50,7 @@ type AttributeNames struct {
 // friendly name; a persistent NameID is the last resort.
 func DefaultAttributeNames() AttributeNames {
 	return AttributeNames{
-		EAAHash:                     []string{AttrEduPersonTargetedID, "EAAHash"},
+		EAAHash:                     []string{AttrEduPersonTargetedID, "EAAHash", AttrEduPersonUniqueID, "eduPersonUniqueId"},
 		UID:                         []string{AttrUID, "uid"},
 		Email:                       []string{AttrMail, "mail"},
 		Name:                        []string{AttrDisplayName, "displayName", AttrCommonName, "cn"},

@@ -1,7 +1,9 @@
 package federation
 
 import (
+	"fmt"
 	"log/slog"
+	"strings"
 
 	"github.com/calipsoplus/calipso"
 )
@@ -28,6 +30,7 @@ var (
 	ErrInResponseTo     = calipso.NewError(calipso.EUNAUTHORIZED, "response does not answer a pending login request")
 	ErrIdPStatus        = calipso.NewError(calipso.EUNAUTHORIZED, "identity provider reported a failure")
 	ErrMissingAttribute = calipso.NewError(calipso.EUNAUTHORIZED, "required attribute missing")
+	ErrMarkupInHash     = calipso.NewError(calipso.EUNAUTHORIZED, "the EAAHash holds markup or control characters")
 )
 
 // ErrNoSingleLogout means the identity provider publishes no HTTP-Redirect
@@ -53,4 +56,16 @@ func (e *ResponseError) LogValue() slog.Value {
 
 func refuse(reason error, detail string) error {
 	return &ResponseError{Reason: reason, Detail: detail}
+}
+
+// CheckHash refuses an EAAHash that holds markup or control characters: a hash is an
+// opaque token (hex, base64, "idp!sp!id" or "id@scope"), and one with markup is an
+// attack on whatever shows it (the frontend, the user office, a log viewer).
+func CheckHash(hash string) error {
+	if i := strings.IndexFunc(hash, func(r rune) bool {
+		return strings.ContainsRune("<>\"'&`", r) || r < 0x20 || r == 0x7f
+	}); i >= 0 {
+		return fmt.Errorf("%w: %q at byte %d", ErrMarkupInHash, hash[i:i+1], i)
+	}
+	return nil
 }

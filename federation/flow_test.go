@@ -179,6 +179,9 @@ func TestRefusals(t *testing.T) {
 				StatusMessage: &saml.StatusMessage{Value: "internal IdP secret text"}}
 		}}, want: ErrIdPStatus},
 		{name: "no EAAHash released", behaviour: idpBehaviour{session: &saml.Session{NameID: "t-1", UserName: testUID}}, want: ErrMissingAttribute},
+		{name: "markup in the hash", behaviour: idpBehaviour{session: &saml.Session{NameID: "t-1", UserName: testUID,
+			CustomAttributes: []saml.Attribute{{Name: "EAAHash", Values: []saml.AttributeValue{{Value: `h"><img src=x onerror=alert(1)>`}}}}}},
+			want: ErrMarkupInHash},
 		{name: "wrapping: unsigned evil assertion before the signed one",
 			behaviour: idpBehaviour{plaintext: true, signAssertion: true, unsignedResp: true},
 			tamper: func(t *testing.T, doc *etree.Document) {
@@ -285,4 +288,19 @@ func TestReplay(t *testing.T) {
 			t.Fatalf("replay: %v, want ErrReplay", got.err)
 		}
 	})
+}
+
+// TestUniqueIDIsAHash: an IdP that releases eduPersonUniqueId but no
+// eduPersonTargetedID is understood with the default attribute names.
+func TestUniqueIDIsAHash(t *testing.T) {
+	f := newFixture(t, nil)
+	f.idp.set(idpBehaviour{session: &saml.Session{NameID: "t-1", UserName: testUID, CustomAttributes: []saml.Attribute{{
+		FriendlyName: "eduPersonUniqueId", Name: AttrEduPersonUniqueID, NameFormat: "urn:oasis:names:tc:SAML:2.0:attrname-format:uri",
+		Values: []saml.AttributeValue{{Value: "jdoe42@facility.example"}},
+	}}}})
+	b := newBrowser(t)
+	got := b.post(f, b.startLogin(f))
+	if got.err != nil || got.id.EAAHash != "jdoe42@facility.example" {
+		t.Fatalf("identity = %+v, %v (%s); want the unique id as the hash", got.id, got.err, detail(got.err))
+	}
 }

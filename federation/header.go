@@ -1,6 +1,7 @@
 package federation
 
 import (
+	"log/slog"
 	"net"
 	"net/http"
 	"net/netip"
@@ -12,10 +13,11 @@ import (
 // comes straight from a trusted proxy; anyone else could simply send them.
 type HeaderMode struct {
 	TrustedProxies []netip.Prefix
-	HashHeader     string // default "EAAHash"
-	UIDHeader      string // default "uid"
-	EmailHeader    string // default "mail"
-	NameHeader     string // default "displayName"
+	HashHeader     string       // default "EAAHash"
+	UIDHeader      string       // default "uid"
+	EmailHeader    string       // default "mail"
+	NameHeader     string       // default "displayName"
+	Logger         *slog.Logger // says why a hash was refused; nil: slog.Default()
 }
 
 // Identity returns the federated identity of r, or false when r does not
@@ -26,6 +28,14 @@ func (h HeaderMode) Identity(r *http.Request) (Identity, bool) {
 	}
 	hash, ok := singleValue(r.Header.Get(orDefault(h.HashHeader, "EAAHash")))
 	if !ok || hash == "" {
+		return Identity{}, false
+	}
+	if err := CheckHash(hash); err != nil {
+		log := h.Logger
+		if log == nil {
+			log = slog.Default()
+		}
+		log.WarnContext(r.Context(), "federated login refused", "reason", err, "remote", r.RemoteAddr)
 		return Identity{}, false
 	}
 	uid, _ := singleValue(r.Header.Get(orDefault(h.UIDHeader, "uid")))

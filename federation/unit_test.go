@@ -5,6 +5,7 @@ import (
 	"encoding/xml"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
@@ -85,6 +86,7 @@ func TestHeaderMode(t *testing.T) {
 		{"two hashes", "10.0.0.5:41000", map[string]string{"EAAHash": "h1;h2"}, Identity{}, false},
 		{"escaped semicolon is one value", "10.0.0.5:41000", map[string]string{"EAAHash": `h1\;x`}, Identity{EAAHash: "h1;x"}, true},
 		{"garbage remote address", "not-an-address", map[string]string{"EAAHash": "h1"}, Identity{}, false},
+		{"markup in the hash", "10.0.0.5:41000", map[string]string{"EAAHash": "<script>alert(1)</script>"}, Identity{}, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -307,5 +309,43 @@ func TestAttributeNamesOnly(t *testing.T) {
 	}
 	if fmt.Sprint(DefaultAttributeNames().EAAHash) != fmt.Sprint(def.EAAHash) {
 		t.Error("Only changed its receiver's defaults")
+	}
+}
+
+func TestCheckHash(t *testing.T) {
+	for _, tt := range []struct {
+		hash string
+		ok   bool
+	}{
+		{"b0744680-2aa3-4b12-8627-95d23e5e4af9", true},
+		{"https://idp.example/idp!https://sp.example/sp!AbC+/=", true}, // eduPersonTargetedID
+		{"jdoe42@facility.example", true},                              // eduPersonUniqueId
+		{"<b>x</b>", false},
+		{`h"onmouseover="x`, false},
+		{"a'b", false},
+		{"a&amp;b", false},
+		{"line\nbreak", false},
+		{"nul\x00", false},
+	} {
+		err := CheckHash(tt.hash)
+		if (err == nil) != tt.ok || (err != nil && !errors.Is(err, ErrMarkupInHash)) {
+			t.Errorf("CheckHash(%q) = %v, want ok %v", tt.hash, err, tt.ok)
+		}
+	}
+}
+
+// TestHeaderHashWithMarkupIsLogged: the refusal says why in the log, not only by
+// ignoring the headers.
+func TestHeaderHashWithMarkupIsLogged(t *testing.T) {
+	var logs strings.Builder
+	h := HeaderMode{TrustedProxies: []netip.Prefix{netip.MustParsePrefix("10.0.0.5/32")}, Logger: slog.New(slog.NewTextHandler(&logs, nil))}
+	r := httptest.NewRequest(http.MethodGet, "/umbrella/frontend/", nil)
+	r.RemoteAddr = "10.0.0.5:41000"
+	r.Header.Set("EAAHash", "x<svg onload=alert(1)>")
+	if _, ok := h.Identity(r); ok {
+		t.Fatal("hash with markup accepted")
+	}
+	if !strings.Contains(logs.String(), "markup") {
+		t.Errorf("log does not say why: %q", logs.String())
 	}
 }

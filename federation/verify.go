@@ -420,6 +420,9 @@ func (n AttributeNames) identity(a *saml.Assertion) (Identity, error) {
 	if id.EAAHash == "" {
 		return Identity{}, refuse(ErrMissingAttribute, "no EAAHash among "+strings.Join(n.EAAHash, ", "))
 	}
+	if err := CheckHash(id.EAAHash); err != nil {
+		return Identity{}, refuse(ErrMarkupInHash, err.Error())
+	}
 	return id, nil
 }
 

@@ -276,6 +276,7 @@ func (a *app) handler() (http.Handler, error) {
 		deps.Header = &federation.HeaderMode{
 			TrustedProxies: a.cfg.TrustedPrefixes, HashHeader: a.cfg.Umbrella.HashHeader,
 			UIDHeader: a.cfg.Umbrella.UIDHeader, EmailHeader: a.cfg.Umbrella.EmailHeader,
+			Logger: a.log.With("component", "federation"),
 		}
 	}
 	return server.New(deps)
