@@ -281,6 +281,9 @@ type Umbrella struct {
 	SPCertFile     string   `toml:"sp_cert_file"`
 	EntityID       string   `toml:"entity_id"`
 	ClockSkew      Duration `toml:"clock_skew"`
+	// AllowIdPInitiated accepts logins the IdP starts (unsolicited responses, from
+	// an IdP's portal); they land on umbrella/frontend/, never on a URL the IdP names.
+	AllowIdPInitiated bool `toml:"allow_idp_initiated"`
 	// Attribute names override the federation package's defaults (empty: keep them).
 	HashAttribute  string `toml:"hash_attribute"`
 	UIDAttribute   string `toml:"uid_attribute"`

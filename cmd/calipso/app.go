@@ -241,8 +241,9 @@ func newServiceProvider(ctx context.Context, cfg *settings.Settings, log *slog.L
 	}
 	fc := federation.Config{
 		EntityID: u.EntityID, BaseURL: base, IdPMetadataURL: u.IdPMetadataURL, ClockSkew: u.ClockSkew.Duration,
-		Attributes: federation.DefaultAttributeNames().Only(u.HashAttribute, u.UIDAttribute, u.EmailAttribute, u.NameAttribute),
-		Logger:     log.With("component", "federation"),
+		AllowIdPInitiated: u.AllowIdPInitiated,
+		Attributes:        federation.DefaultAttributeNames().Only(u.HashAttribute, u.UIDAttribute, u.EmailAttribute, u.NameAttribute),
+		Logger:            log.With("component", "federation"),
 	}
 	if err := fc.ReadFiles(u.SPKeyFile, u.SPCertFile, u.IdPMetadata); err != nil {
 		return nil, fmt.Errorf("umbrella: %w", err)

@@ -116,6 +116,10 @@ func newUmbrellaIdP(t *testing.T) *umbrellaIdP {
 		SignatureMethod:         dsig.RSASHA256SignatureMethod,
 	}
 	mux.HandleFunc("/idp/sso", f.serveSSO)
+	// A login the IdP starts (from its portal), for the SP named by ?sp=.
+	mux.HandleFunc("/idp/unsolicited", func(w http.ResponseWriter, r *http.Request) {
+		f.idp.ServeIDPInitiated(w, r, r.URL.Query().Get("sp"), "")
+	})
 	return f
 }
 
@@ -175,10 +179,14 @@ func (f *umbrellaIdP) GetServiceProvider(r *http.Request, id string) (*saml.Enti
 }
 
 // GetSession "logs in" the current Umbrella user with Umbrella's attributes.
-func (f *umbrellaIdP) GetSession(_ http.ResponseWriter, _ *http.Request, req *saml.IdpAuthnRequest) *saml.Session {
+func (f *umbrellaIdP) GetSession(_ http.ResponseWriter, r *http.Request, req *saml.IdpAuthnRequest) *saml.Session {
 	f.mu.Lock()
 	hash := f.hash
 	f.mu.Unlock()
+	sp := r.URL.Query().Get("sp") // an IdP-initiated login names its SP; crewjam looks it up after this
+	if req.ServiceProviderMetadata != nil {
+		sp = req.ServiceProviderMetadata.EntityID
+	}
 	return &saml.Session{
 		ID: "session-1", CreateTime: time.Now(), ExpireTime: time.Now().Add(time.Hour), Index: "idx-1",
 		NameID: "transient-4711", UserName: umbrellaUID, UserEmail: "alice@example.org", UserCommonName: "Alice",
@@ -188,7 +196,7 @@ func (f *umbrellaIdP) GetSession(_ http.ResponseWriter, _ *http.Request, req *sa
 			NameFormat:   "urn:oasis:names:tc:SAML:2.0:attrname-format:uri",
 			Values: []saml.AttributeValue{{NameID: &saml.NameID{
 				Format: "urn:oasis:names:tc:SAML:2.0:nameid-format:persistent", NameQualifier: f.idp.MetadataURL.String(),
-				SPNameQualifier: req.ServiceProviderMetadata.EntityID, Value: hash,
+				SPNameQualifier: sp, Value: hash,
 			}}},
 		}},
 	}
@@ -305,7 +313,7 @@ func startUmbrellaApp(t *testing.T, umbrella string, trustedProxies string) *umb
 }
 
 // startSAMLApp runs the IdP and the app in SAML mode with keys and metadata in files.
-func startSAMLApp(t *testing.T) (*umbrellaApp, *umbrellaIdP) {
+func startSAMLApp(t *testing.T, umbrellaSettings ...string) (*umbrellaApp, *umbrellaIdP) {
 	t.Helper()
 	idp := newUmbrellaIdP(t)
 	dir := t.TempDir()
@@ -317,8 +325,8 @@ func startSAMLApp(t *testing.T) (*umbrellaApp, *umbrellaIdP) {
 	if err := os.WriteFile(certFile, certPEM, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	app := startUmbrellaApp(t, fmt.Sprintf("[umbrella]\nenabled = true\nmode = \"saml\"\nidp_metadata_file = %q\nsp_key_file = %q\nsp_cert_file = %q\n",
-		idp.metadataFile(t, dir), keyFile, certFile), `["127.0.0.1"]`)
+	app := startUmbrellaApp(t, fmt.Sprintf("[umbrella]\nenabled = true\nmode = \"saml\"\nidp_metadata_file = %q\nsp_key_file = %q\nsp_cert_file = %q\n%s",
+		idp.metadataFile(t, dir), keyFile, certFile, strings.Join(umbrellaSettings, "\n")), `["127.0.0.1"]`)
 	idp.setSPMetadataURL(app.base + "saml/metadata")
 	return app, idp
 }
@@ -834,6 +842,36 @@ func TestUmbrellaHeaderMode(t *testing.T) {
 			wantJSON(t, b.postJSON(app, "umbrella/wuo/", map[string]string{"EAAHash": hash, "uid": uid}), http.StatusOK, `"Login OK"`)
 			if who := b.loggedInAs(app); who != "alice" {
 				t.Fatalf("logged in as %q, want alice", who)
+			}
+		})
+	}
+}
+
+// TestUmbrellaIdPInitiatedLogin: a login the IdP starts is refused unless
+// umbrella.allow_idp_initiated, and then lands on umbrella/frontend/.
+func TestUmbrellaIdPInitiatedLogin(t *testing.T) {
+	for _, allowed := range []bool{false, true} {
+		t.Run(fmt.Sprint("allowed=", allowed), func(t *testing.T) {
+			app, idp := startSAMLApp(t, fmt.Sprintf("allow_idp_initiated = %t", allowed))
+			idp.logInAs(demoHash(t, "alice"))
+			b := newUmbrellaBrowser(t)
+			page := b.get(idp.server.URL+"/idp/unsolicited?sp="+url.QueryEscape(app.base+"saml/metadata"), nil)
+			m := umbrellaFormAction.FindSubmatch(page.body)
+			if page.status != http.StatusOK || m == nil {
+				t.Fatalf("IdP-initiated login page: %d %s", page.status, page.body)
+			}
+			form := samlPost{action: html.UnescapeString(string(m[1]))}
+			for _, fm := range umbrellaFormField.FindAllSubmatch(page.body, -1) {
+				if string(fm[1]) == "SAMLResponse" {
+					form.samlResponse = html.UnescapeString(string(fm[2]))
+				}
+			}
+			a := b.submit(form, idp)
+			switch {
+			case !allowed && a.status != http.StatusForbidden:
+				t.Fatalf("unsolicited response with allow_idp_initiated off: %d %q, want 403", a.status, a.location)
+			case allowed && (a.status != http.StatusFound || a.location != app.base+"umbrella/frontend/"):
+				t.Fatalf("unsolicited response allowed: %d %q %s, want 302 to umbrella/frontend/", a.status, a.location, a.body)
 			}
 		})
 	}
