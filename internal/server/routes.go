@@ -87,5 +87,6 @@ func (s *server) routes(root *mux.Router) (api *mux.Router) {
 	api.Handle("/api/v2/resources", s.handleV2Launch()).Methods(http.MethodPost)
 	api.Handle("/api/v2/resources/{id}", s.handleV2Resource()).Methods(get...)
 	api.Handle("/api/v2/resources/{id}/events", s.handleV2Events()).Methods(http.MethodGet)
+	api.Handle("/api/v2/openapi.yaml", s.handleOpenAPI()).Methods(get...)
 	return api
 }
