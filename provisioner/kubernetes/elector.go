@@ -9,6 +9,8 @@ import (
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/validation"
+	k8s "k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/leaderelection"
 	"k8s.io/client-go/tools/leaderelection/resourcelock"
 )
@@ -37,9 +39,18 @@ func (p *Provisioner) Elector(name, identity string, ttl time.Duration) (*LeaseE
 	if ttl < time.Second {
 		return nil, fmt.Errorf("leader lease %q: ttl %s is under 1s", name, ttl)
 	}
+	// client-go bounds acquiring and renewing, not releasing at shutdown: every call
+	// of this client is bounded by ttl, so that a frozen API server cannot hold the
+	// shutdown.
+	rc := rest.CopyConfig(p.rest)
+	rc.Timeout = ttl
+	client, err := k8s.NewForConfig(rc)
+	if err != nil {
+		return nil, fmt.Errorf("leader lease %q: %w", name, err)
+	}
 	lock := &resourcelock.LeaseLock{
 		LeaseMeta:  metav1.ObjectMeta{Name: name, Namespace: p.cfg.Namespace},
-		Client:     p.client.CoordinationV1(),
+		Client:     client.CoordinationV1(),
 		LockConfig: resourcelock.ResourceLockConfig{Identity: identity},
 	}
 	return &LeaseElector{log: p.log, cfg: leaderelection.LeaderElectionConfig{

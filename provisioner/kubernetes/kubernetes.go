@@ -75,6 +75,7 @@ type Config struct {
 type Provisioner struct {
 	cfg    Config
 	client k8s.Interface
+	rest   *rest.Config // what client was made from
 	log    *slog.Logger
 }
 
@@ -114,7 +115,7 @@ func New(ctx context.Context, cfg Config) (*Provisioner, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: kubernetes client: %w", ErrConfig, err)
 	}
-	return &Provisioner{cfg: cfg, client: client, log: cfg.Logger.With("engine", "kubernetes", "namespace", cfg.Namespace)}, nil
+	return &Provisioner{cfg: cfg, client: client, rest: restCfg, log: cfg.Logger.With("engine", "kubernetes", "namespace", cfg.Namespace)}, nil
 }
 
 func loadREST(cfg Config) (*rest.Config, string, error) {
