@@ -3,12 +3,9 @@ package server_test
 import (
 	"context"
 	"encoding/base64"
-	"html"
-	"io"
 	"net/http"
 	"net/http/cookiejar"
 	"net/url"
-	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -68,69 +65,6 @@ func newOIDCSetup(t *testing.T, opts testenv.OIDCOptions) *oidcSetup {
 	return s
 }
 
-var (
-	formAction    = regexp.MustCompile(`<form method="post" action="([^"]*)"`)
-	formChallenge = regexp.MustCompile(`name="login_challenge" value="([^"]*)"`)
-)
-
-// signIn drives a browser from start through the provider's sign-in form (filled with
-// user and password) until a redirect reaches stop (a URL prefix), and returns that
-// redirect's target, not followed. It fails the test if the form comes back (a wrong
-// password) unless wrongPassword says it should, then returns "".
-func signIn(t *testing.T, c *http.Client, start, stop, user, password string, wrongPassword bool) string {
-	t.Helper()
-	next, method, form := start, http.MethodGet, url.Values(nil)
-	for range 20 {
-		var body io.Reader
-		if form != nil {
-			body = strings.NewReader(form.Encode())
-		}
-		req, err := http.NewRequest(method, next, body)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if form != nil {
-			req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-		}
-		resp, err := c.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		page, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		base := resp.Request.URL
-		switch {
-		case resp.StatusCode == http.StatusFound || resp.StatusCode == http.StatusSeeOther:
-			loc, err := base.Parse(resp.Header.Get("Location"))
-			if err != nil {
-				t.Fatal(err)
-			}
-			if strings.HasPrefix(loc.String(), stop) {
-				return loc.String()
-			}
-			next, method, form = loc.String(), http.MethodGet, nil
-		case resp.StatusCode == http.StatusOK && formChallenge.Match(page):
-			if form != nil { // the form again: the credentials were refused
-				if !wrongPassword || !strings.Contains(string(page), testenv.WrongPasswordText) {
-					t.Fatalf("the provider refused %s's credentials: %s", user, page)
-				}
-				return ""
-			}
-			action, err := base.Parse(html.UnescapeString(string(formAction.FindSubmatch(page)[1])))
-			if err != nil {
-				t.Fatal(err)
-			}
-			next, method = action.String(), http.MethodPost
-			form = url.Values{"login_challenge": {html.UnescapeString(string(formChallenge.FindSubmatch(page)[1]))},
-				"username": {user}, "password": {password}}
-		default:
-			t.Fatalf("%s %s: %d %s", method, next, resp.StatusCode, page)
-		}
-	}
-	t.Fatalf("no redirect to %s after 20 steps", stop)
-	return ""
-}
-
 // tokenFor gets an access token for user the way a script would, through a browser
 // sign-in with the given client (code flow with PKCE, x/oauth2).
 func (s *oidcSetup) tokenFor(t *testing.T, clientID, secret, redirect, user, password string) *oauth2.Token {
@@ -139,7 +73,7 @@ func (s *oidcSetup) tokenFor(t *testing.T, clientID, secret, redirect, user, pas
 	cfg := &oauth2.Config{ClientID: clientID, ClientSecret: secret, RedirectURL: redirect, Scopes: []string{"openid", "profile", "email"},
 		Endpoint: oauth2.Endpoint{AuthURL: s.op.Issuer + "/oauth2/auth", TokenURL: s.op.Issuer + "/oauth2/token"}}
 	verifier, state := oauth2.GenerateVerifier(), testenv.RandomHex(8)
-	back := signIn(t, newJarClient(t), cfg.AuthCodeURL(state, oauth2.S256ChallengeOption(verifier)), redirect, user, password, false)
+	back := testenv.SignIn(t, newJarClient(t), cfg.AuthCodeURL(state, oauth2.S256ChallengeOption(verifier)), redirect, user, password, false)
 	u, err := url.Parse(back)
 	if err != nil || u.Query().Get("state") != state {
 		t.Fatalf("redirect %q: %v", back, err)
@@ -172,7 +106,7 @@ func TestOIDCBrowserLogin(t *testing.T) {
 	s.op.AddUser("olga", "olga-secret", "staff")
 	b := s.h.browser()
 
-	landed := signIn(t, b.c, s.h.api("oidc/authenticate/"), s.h.cfg.FrontendURL, "olga", "olga-secret", false)
+	landed := testenv.SignIn(t, b.c, s.h.api("oidc/authenticate/"), s.h.cfg.FrontendURL, "olga", "olga-secret", false)
 	if landed != strings.TrimSuffix(s.h.cfg.FrontendURL, "/")+"/" {
 		t.Errorf("after the callback the browser went to %s, want the frontend", landed)
 	}
@@ -197,7 +131,7 @@ func TestOIDCBrowserLogin(t *testing.T) {
 
 	t.Run("wrong password", func(t *testing.T) {
 		b := s.h.browser()
-		if got := signIn(t, b.c, s.h.api("oidc/authenticate/"), s.h.cfg.FrontendURL, "olga", "guess", true); got != "" {
+		if got := testenv.SignIn(t, b.c, s.h.api("oidc/authenticate/"), s.h.cfg.FrontendURL, "olga", "guess", true); got != "" {
 			t.Fatalf("logged in with a wrong password: %s", got)
 		}
 		wantStatus(t, b.do(http.MethodGet, "authenticated/", nil), http.StatusUnauthorized)
@@ -207,7 +141,7 @@ func TestOIDCBrowserLogin(t *testing.T) {
 		// browser sent there has no login under way, and is not logged in as the
 		// attacker.
 		attacker := s.h.browser()
-		callback := signIn(t, attacker.c, s.h.api("oidc/authenticate/"), s.callback, "olga", "olga-secret", false)
+		callback := testenv.SignIn(t, attacker.c, s.h.api("oidc/authenticate/"), s.callback, "olga", "olga-secret", false)
 		victim := s.h.browser()
 		resp, err := victim.c.Get(callback)
 		if err != nil {

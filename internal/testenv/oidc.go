@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"html"
 	"html/template"
 	"io"
 	"net"
@@ -15,6 +16,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -515,4 +517,68 @@ func (p *OIDCProvider) logout(w http.ResponseWriter, r *http.Request) {
 	p.logouts++
 	p.mu.Unlock()
 	http.Redirect(w, r, res.RedirectTo, http.StatusFound)
+}
+
+var (
+	formAction    = regexp.MustCompile(`<form method="post" action="([^"]*)"`)
+	formChallenge = regexp.MustCompile(`name="login_challenge" value="([^"]*)"`)
+)
+
+// SignIn drives a browser (c, which must not follow redirects itself) from start
+// through the provider's sign-in form, filled with user and password, until a
+// redirect reaches stop (a URL prefix), and returns that redirect's target, not
+// followed. When the form comes back (the credentials refused) it fails the test,
+// unless wrongPassword says it should come back: then it returns "".
+func SignIn(t testing.TB, c *http.Client, start, stop, user, password string, wrongPassword bool) string {
+	t.Helper()
+	next, method, form := start, http.MethodGet, url.Values(nil)
+	for range 20 {
+		var body io.Reader
+		if form != nil {
+			body = strings.NewReader(form.Encode())
+		}
+		req, err := http.NewRequest(method, next, body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if form != nil {
+			req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		}
+		resp, err := c.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		page, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		base := resp.Request.URL
+		switch {
+		case resp.StatusCode == http.StatusFound || resp.StatusCode == http.StatusSeeOther:
+			loc, err := base.Parse(resp.Header.Get("Location"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if strings.HasPrefix(loc.String(), stop) {
+				return loc.String()
+			}
+			next, method, form = loc.String(), http.MethodGet, nil
+		case resp.StatusCode == http.StatusOK && formChallenge.Match(page):
+			if form != nil { // the form again: the credentials were refused
+				if !wrongPassword || !strings.Contains(string(page), WrongPasswordText) {
+					t.Fatalf("the provider refused %s's credentials: %s", user, page)
+				}
+				return ""
+			}
+			action, err := base.Parse(html.UnescapeString(string(formAction.FindSubmatch(page)[1])))
+			if err != nil {
+				t.Fatal(err)
+			}
+			next, method = action.String(), http.MethodPost
+			form = url.Values{"login_challenge": {html.UnescapeString(string(formChallenge.FindSubmatch(page)[1]))},
+				"username": {user}, "password": {password}}
+		default:
+			t.Fatalf("%s %s: %d %s", method, next, resp.StatusCode, page)
+		}
+	}
+	t.Fatalf("no redirect to %s after 20 steps", stop)
+	return ""
 }
