@@ -268,6 +268,14 @@ type umbrellaApp struct {
 // The listener exists first: backend_url must name its address.
 func startUmbrellaApp(t *testing.T, umbrella string, trustedProxies string) *umbrellaApp {
 	t.Helper()
+	return startAppWith(t, func(string) string { return umbrella }, trustedProxies)
+}
+
+// startAppWith runs the app in process with the local profile's settings, the
+// [umbrella] table and all after it replaced by tail(base), where base is the app's
+// API URL (known before it starts, for settings that name it).
+func startAppWith(t *testing.T, tail func(base string) string, trustedProxies string) *umbrellaApp {
+	t.Helper()
 	srv := httptest.NewUnstartedServer(nil)
 	t.Cleanup(srv.Close)
 	dir := t.TempDir()
@@ -282,7 +290,7 @@ func startUmbrellaApp(t *testing.T, umbrella string, trustedProxies string) *umb
 		{`(?m)^backend_url = .*$`, `backend_url = "` + base + `"`},
 		{`(?m)^frontend_url = .*$`, `frontend_url = "` + umbrellaFrontend + `"`},
 		{`(?m)^trusted_proxies = .*$`, `trusted_proxies = ` + trustedProxies},
-		{`(?s)\n\[umbrella\]\n.*$`, "\n" + umbrella},
+		{`(?s)\n\[umbrella\]\n.*$`, "\n" + tail(base)},
 	} {
 		re := regexp.MustCompile(r.re)
 		if !re.MatchString(text) {
