@@ -10,8 +10,9 @@ import (
 )
 
 // TestReplicasHonourChangesWithinASecond: two servers on one database, behind a
-// load balancer that sends a browser to either. A logout on one, and an admin right
-// revoked through the other, hold on both within a second (server.cache_ttl).
+// load balancer that sends a browser to either. A logout on one, an admin right
+// revoked through the other, and an image changed by an admin on one, hold on both
+// within a second (server.cache_ttl).
 func TestReplicasHonourChangesWithinASecond(t *testing.T) {
 	dsn := testenv.MySQLDSN(t)
 	one, two := newHarness(t, withMySQLAt(dsn)), newHarness(t, withMySQLAt(dsn))
@@ -27,6 +28,30 @@ func TestReplicasHonourChangesWithinASecond(t *testing.T) {
 
 	carol := one.loggedIn("carol") // an admin
 	wantStatus(t, on(carol, two).do(http.MethodGet, "containers/", nil), http.StatusOK)
+
+	bob := two.loggedIn("bob")
+	hasImage := func(h *harness, name string) bool {
+		t.Helper()
+		var list []map[string]any
+		a := on(bob, h).do(http.MethodGet, "images/", nil)
+		wantStatus(t, a, http.StatusOK)
+		a.json(t, &list)
+		for _, im := range list {
+			if im["public_name"] == name {
+				return true
+			}
+		}
+		return false
+	}
+	if !hasImage(two, "base_image") {
+		t.Fatal("base_image is not in the list to begin with")
+	}
+	wantStatus(t, carol.do(http.MethodDelete, "images/base_image/", nil), http.StatusNoContent)
+	time.Sleep(time.Second)
+	if hasImage(two, "base_image") {
+		t.Error("a second after an admin removed an image on one replica, the other still lists it")
+	}
+
 	if err := two.db.SetAdmin(context.Background(), "test", "carol", false); err != nil {
 		t.Fatal(err)
 	}
