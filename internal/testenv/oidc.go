@@ -21,6 +21,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/calipsoplus/calipso"
 )
 
 // OIDCOptions configures the provider that StartOIDCProvider starts.
@@ -195,7 +197,7 @@ func (p *OIDCProvider) start(t testing.TB, bin, dir, cfgPath, logPath string) er
 	return nil
 }
 
-var errExited = errors.New("exited")
+var errExited = calipso.NewError(calipso.EUNAVAILABLE, "hydra exited")
 
 // waitOK polls u until it answers 200, the context ends or the process exits
 // (errExited).
