@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -88,7 +89,7 @@ func New(cfg Config) (*Provider, error) {
 	if len(cfg.Scopes) == 0 {
 		cfg.Scopes = []string{oidc.ScopeOpenID, "profile", "email"}
 	}
-	if !containsString(cfg.Scopes, oidc.ScopeOpenID) {
+	if !slices.Contains(cfg.Scopes, oidc.ScopeOpenID) {
 		cfg.Scopes = append([]string{oidc.ScopeOpenID}, cfg.Scopes...)
 	}
 	if cfg.UsernameClaim == "" {
@@ -294,13 +295,4 @@ func (p *Provider) LogoutURL(ctx context.Context, idTokenHint, returnTo string) 
 	}
 	u.RawQuery = q.Encode()
 	return u.String()
-}
-
-func containsString(list []string, s string) bool {
-	for _, v := range list {
-		if v == s {
-			return true
-		}
-	}
-	return false
 }
