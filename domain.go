@@ -11,7 +11,8 @@ type User struct {
 	ID        int64
 	Username  string
 	UUID      string
-	IsAdmin   bool
+	IsAdmin   bool     // holds the admin role (the frontend's is_superuser)
+	Roles     []string // roles granted to the account or mapped at login, sorted; see Policy
 	Email     string
 	UID, GID  *int   // the identity workloads run as, when the user has one
 	Home      string // home directory to mount, when set

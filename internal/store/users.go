@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -14,7 +15,10 @@ import (
 	"github.com/calipsoplus/calipso"
 )
 
-const userColumns = `id, username, uuid, is_admin, email, uid, gid, home, date_joined, last_login, experiments_fetched_at, experiments_version`
+// userColumns end with the account's roles, comma-separated (role names have no
+// comma: ValidRoleName).
+const userColumns = `id, username, uuid, is_admin, email, uid, gid, home, date_joined, last_login, experiments_fetched_at, experiments_version,
+	(SELECT GROUP_CONCAT(DISTINCT role) FROM user_roles WHERE user_roles.user_id = users.id)`
 
 func scanUser(row interface{ Scan(...any) error }) (calipso.User, error) {
 	var (
@@ -22,8 +26,13 @@ func scanUser(row interface{ Scan(...any) error }) (calipso.User, error) {
 		uid, gid      sql.NullInt64
 		last, fetched sql.NullTime
 		joined        time.Time
+		roles         sql.NullString
 	)
-	err := row.Scan(&u.ID, &u.Username, &u.UUID, &u.IsAdmin, &u.Email, &uid, &gid, &u.Home, &joined, &last, &fetched, &u.ExperimentsVersion)
+	err := row.Scan(&u.ID, &u.Username, &u.UUID, &u.IsAdmin, &u.Email, &uid, &gid, &u.Home, &joined, &last, &fetched, &u.ExperimentsVersion, &roles)
+	if roles.String != "" {
+		u.Roles = strings.Split(roles.String, ",")
+		slices.Sort(u.Roles)
+	}
 	u.UID, u.GID, u.Joined, u.LastLogin, u.ExperimentsFetched = intPtr(uid), intPtr(gid), joined.UTC(), nullTime(last), nullTime(fetched)
 	return u, err
 }
@@ -260,6 +269,8 @@ func (s *Store) RemoveUser(ctx context.Context, actor, username string) error {
 		for _, q := range []string{
 			`DELETE FROM user_experiments WHERE user_id = ?`,
 			`DELETE FROM quotas WHERE user_id = ?`,
+			`DELETE FROM user_roles WHERE user_id = ?`,
+			`DELETE FROM api_tokens WHERE user_id = ?`,
 			`DELETE FROM resources WHERE user_id = ?`,
 			`DELETE FROM users WHERE id = ?`,
 		} {

@@ -1,0 +1,104 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"slices"
+)
+
+// The sources of a role: RoleGranted by an admin or the CLI; the others mapped at
+// login from what the identity provider or the user office says.
+const (
+	RoleGranted = "granted"
+	RoleOIDC    = "oidc"
+	RoleSAML    = "saml"
+	RoleOffice  = "office"
+)
+
+var roleSources = []string{RoleGranted, RoleOIDC, RoleSAML, RoleOffice}
+
+// ValidRoleName says whether name can name a role: 1 to 64 lowercase letters,
+// digits, - and _.
+func ValidRoleName(name string) bool {
+	if name == "" || len(name) > 64 {
+		return false
+	}
+	for _, r := range name {
+		if !(r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '-' || r == '_') {
+			return false
+		}
+	}
+	return true
+}
+
+// SetRoles makes the roles of source for username exactly roles, audited as actor
+// when they change. Mapping at every login calls it: an unchanged set writes nothing.
+func (s *Store) SetRoles(ctx context.Context, actor, username, source string, roles []string) error {
+	if !slices.Contains(roleSources, source) {
+		return fmt.Errorf("%w: role source %q", ErrInvalid, source)
+	}
+	want := slices.Clone(roles)
+	slices.Sort(want)
+	want = slices.Compact(want)
+	for _, r := range want {
+		if !ValidRoleName(r) {
+			return fmt.Errorf("%w: role name %q: want lowercase letters, digits, - and _", ErrInvalid, r)
+		}
+	}
+	return s.tx(ctx, func(tx *sql.Tx) error {
+		var id int64
+		if err := tx.QueryRowContext(ctx, `SELECT id FROM users WHERE username = ?`, username).Scan(&id); err != nil {
+			return fmt.Errorf("user %q: %w", username, s.wrap(err))
+		}
+		rows, err := tx.QueryContext(ctx, `SELECT role FROM user_roles WHERE user_id = ? AND source = ? ORDER BY role`, id, source)
+		if err != nil {
+			return err
+		}
+		var have []string
+		for rows.Next() {
+			var r string
+			if err := rows.Scan(&r); err != nil {
+				rows.Close()
+				return err
+			}
+			have = append(have, r)
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		if slices.Equal(have, want) {
+			return nil
+		}
+		if _, err := tx.ExecContext(ctx, `DELETE FROM user_roles WHERE user_id = ? AND source = ?`, id, source); err != nil {
+			return err
+		}
+		for _, r := range want {
+			if _, err := tx.ExecContext(ctx, `INSERT INTO user_roles (user_id, role, source) VALUES (?, ?, ?)`, id, r, source); err != nil {
+				return err
+			}
+		}
+		s.audit(ctx, tx, actor, "set_roles", "user", username, map[string]any{"source": source, "roles": want, "was": have})
+		return nil
+	})
+}
+
+// GrantedRoles lists the roles granted to username (source RoleGranted).
+func (s *Store) GrantedRoles(ctx context.Context, username string) ([]string, error) {
+	rows, err := s.query(ctx, `SELECT role FROM user_roles JOIN users ON users.id = user_roles.user_id
+		WHERE users.username = ? AND source = ? ORDER BY role`, username, RoleGranted)
+	if err != nil {
+		return nil, s.wrap(err)
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var r string
+		if err := rows.Scan(&r); err != nil {
+			return nil, s.wrap(err)
+		}
+		out = append(out, r)
+	}
+	return out, s.wrap(rows.Err())
+}
