@@ -50,6 +50,20 @@ const (
 	RoleAdmin = "admin"
 )
 
+// ValidRoleName says whether name can name a role: 1 to 64 lowercase letters,
+// digits, - and _.
+func ValidRoleName(name string) bool {
+	if name == "" || len(name) > 64 {
+		return false
+	}
+	for _, r := range name {
+		if !(r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '-' || r == '_') {
+			return false
+		}
+	}
+	return true
+}
+
 // Role is a set of permissions with its own limits.
 type Role struct {
 	Name        string
@@ -60,6 +74,10 @@ type Role struct {
 	Images []string
 	// MaxLifetime bounds how long holders' resources may live; 0: no bound of its own.
 	MaxLifetime time.Duration
+	// OIDCGroups and SAMLValues map the role from a login: an OpenID groups claim
+	// holding one of OIDCGroups, or the SAML role attribute one of SAMLValues.
+	OIDCGroups []string
+	SAMLValues []string
 }
 
 // BuiltinRoles returns the roles every site has, before its settings change them.
@@ -158,6 +176,30 @@ func (a Access) QuotaOr(def Quota) Quota {
 type Policy struct {
 	Roles       map[string]Role
 	DefaultRole string
+	// OfficeRole is held by the accounts the user office authorises to use the
+	// facility's privileged resources (login/type/); "": the office grants no role.
+	OfficeRole string
+}
+
+// OIDCRoles are the roles an OpenID login with groups maps to, sorted.
+func (p Policy) OIDCRoles(groups []string) []string {
+	return p.mapped(groups, func(r Role) []string { return r.OIDCGroups })
+}
+
+// SAMLRoles are the roles a SAML login whose role attribute has values maps to, sorted.
+func (p Policy) SAMLRoles(values []string) []string {
+	return p.mapped(values, func(r Role) []string { return r.SAMLValues })
+}
+
+func (p Policy) mapped(have []string, of func(Role) []string) []string {
+	var names []string
+	for name, r := range p.Roles {
+		if slices.ContainsFunc(of(r), func(v string) bool { return slices.Contains(have, v) }) {
+			names = append(names, name)
+		}
+	}
+	slices.Sort(names)
+	return names
 }
 
 // DefaultPolicy is the built-in roles, with RoleUser for every account.

@@ -82,6 +82,7 @@ type Settings struct {
 	Kubernetes Kubernetes `toml:"kubernetes"`
 	Umbrella   Umbrella   `toml:"umbrella"`
 	OIDC       OIDC       `toml:"oidc"`
+	Access     Access     `toml:"access"`
 
 	// Filled by Load, not read from the file.
 	SecretKey       []byte         `toml:"-"`
@@ -489,6 +490,7 @@ func Defaults() *Settings {
 			GroupsClaim:   "groups",
 			Timeout:       Duration{10 * time.Second},
 		},
+		Access: defaultAccess(),
 		Umbrella: Umbrella{
 			Mode:        "saml",
 			ClockSkew:   Duration{2 * time.Minute},
@@ -692,6 +694,7 @@ func (s *Settings) validate() []error {
 	if s.Quotas.Default.DiskBytes, err = quotas.ParseGiB(q.HDD); err != nil {
 		bad("quotas.hdd", "%v", err)
 	}
+	s.Access.policy(s.Quotas.Default, bad)
 	if s.Pagination.Experiments < 1 || s.Pagination.Experiments > 1000 {
 		bad("pagination.experiments", "must be between 1 and 1000")
 	}

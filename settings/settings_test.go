@@ -9,7 +9,9 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/calipsoplus/calipso"
 	"github.com/calipsoplus/calipso/provisioner"
 	"github.com/calipsoplus/calipso/settings"
 )
@@ -302,6 +304,69 @@ func TestLeaderLease(t *testing.T) {
 				t.Errorf("leader_lease = %q, want %q", s.Kubernetes.LeaderLease, c.lease)
 			case c.wantErr != "" && (err == nil || !strings.Contains(err.Error(), c.wantErr)):
 				t.Errorf("err = %v, want it to mention %q", err, c.wantErr)
+			}
+		})
+	}
+}
+
+func TestAccess(t *testing.T) {
+	local, _ := settings.Embedded("local")
+	t.Run("roles", func(t *testing.T) {
+		s, err := settings.Parse(append(local, []byte(`
+[access.roles.staff]
+oidc_groups = ["beamline-staff"]
+memory = "64G"
+[access.roles.visitor]
+permissions = ["launch"]
+max_simultaneous = 1
+images = ["jupyter"]
+max_lifetime = "48h"
+saml_values = ["urn:visitor"]
+`)...), "roles", noenv)
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := s.Access.Policy
+		staff, visitor := p.Roles[calipso.RoleStaff], p.Roles["visitor"]
+		// A built-in role keeps what the table leaves out; its quota starts from [quotas].
+		if !slices.Contains(staff.Permissions, calipso.PermSupportAccess) || staff.Quota == nil ||
+			staff.Quota.MemoryBytes != 64<<30 || staff.Quota.MaxSimultaneous != 5 || staff.Quota.CPUs != 10 {
+			t.Errorf("staff = %+v (quota %+v)", staff, staff.Quota)
+		}
+		if !slices.Equal(visitor.Permissions, []calipso.Permission{calipso.PermLaunch}) || visitor.Quota.MaxSimultaneous != 1 ||
+			!slices.Equal(visitor.Images, []string{"jupyter"}) || visitor.MaxLifetime != 48*time.Hour {
+			t.Errorf("visitor = %+v", visitor)
+		}
+		if got := p.OIDCRoles([]string{"beamline-staff", "other"}); !slices.Equal(got, []string{calipso.RoleStaff}) {
+			t.Errorf("OIDC groups map to %v", got)
+		}
+		if got := p.SAMLRoles([]string{"urn:visitor"}); !slices.Equal(got, []string{"visitor"}) {
+			t.Errorf("SAML values map to %v", got)
+		}
+		if p.Roles[calipso.RoleUser].Quota != nil || p.DefaultRole != calipso.RoleUser {
+			t.Errorf("the user role changed: %+v, default %q", p.Roles[calipso.RoleUser], p.DefaultRole)
+		}
+	})
+	for _, c := range []struct{ name, toml, want string }{
+		{"unknown permission", "[access.roles.x]\npermissions = [\"fly\"]\n", "access.roles.x.permissions"},
+		{"site role without permissions", "[access.roles.x]\nmax_simultaneous = 1\n", "must list its permissions"},
+		{"bad role name", "[access.roles.Beamline]\npermissions = []\n", "access.roles.Beamline"},
+		{"admin loses admin", "[access.roles.admin]\npermissions = [\"launch\"]\n", "the admin role keeps"},
+		{"bad quota", "[access.roles.staff]\nmemory = \"lots\"\n", "access.roles.staff.memory"},
+		{"unknown default role", "", "access.default_role"},
+		{"token lifetime above the maximum", "", "access.token_lifetime"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			text := string(local) + "\n" + c.toml
+			switch c.name {
+			case "unknown default role":
+				text = strings.Replace(text, `default_role = "user"`, `default_role = "guest"`, 1)
+			case "token lifetime above the maximum":
+				text = strings.Replace(text, `token_lifetime = "720h"`, `token_lifetime = "9000h"`, 1)
+			}
+			_, err := settings.Parse([]byte(text), c.name, noenv)
+			if err == nil || !strings.Contains(err.Error(), c.want) {
+				t.Fatalf("got %v, want an error naming %q", err, c.want)
 			}
 		})
 	}

@@ -5,6 +5,8 @@ import (
 	"database/sql"
 	"fmt"
 	"slices"
+
+	"github.com/calipsoplus/calipso"
 )
 
 // The sources of a role: RoleGranted by an admin or the CLI; the others mapped at
@@ -18,20 +20,6 @@ const (
 
 var roleSources = []string{RoleGranted, RoleOIDC, RoleSAML, RoleOffice}
 
-// ValidRoleName says whether name can name a role: 1 to 64 lowercase letters,
-// digits, - and _.
-func ValidRoleName(name string) bool {
-	if name == "" || len(name) > 64 {
-		return false
-	}
-	for _, r := range name {
-		if !(r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '-' || r == '_') {
-			return false
-		}
-	}
-	return true
-}
-
 // SetRoles makes the roles of source for username exactly roles, audited as actor
 // when they change. Mapping at every login calls it: an unchanged set writes nothing.
 func (s *Store) SetRoles(ctx context.Context, actor, username, source string, roles []string) error {
@@ -42,7 +30,7 @@ func (s *Store) SetRoles(ctx context.Context, actor, username, source string, ro
 	slices.Sort(want)
 	want = slices.Compact(want)
 	for _, r := range want {
-		if !ValidRoleName(r) {
+		if !calipso.ValidRoleName(r) {
 			return fmt.Errorf("%w: role name %q: want lowercase letters, digits, - and _", ErrInvalid, r)
 		}
 	}
