@@ -17,8 +17,12 @@ type Identity struct {
 	UID     string // Umbrella username
 	Email   string
 	Name    string
-	// NameID of the assertion's subject, needed for single logout.
-	NameID string
+	// NameID of the assertion's subject and the IdP's SessionIndex: single logout
+	// names the session by them.
+	NameID, SessionIndex string
+	// Values are every value of the role attribute (AttributeNames.Values), which
+	// the site maps to roles.
+	Values []string
 }
 
 // Well-known attribute names (SAML 2.0 URI form, as Shibboleth releases them).
@@ -39,6 +43,9 @@ type AttributeNames struct {
 	UID     []string
 	Email   []string
 	Name    []string
+	// Values names the attribute (e.g. eduPersonEntitlement) all of whose values
+	// Identity.Values gets; none by default.
+	Values []string
 	// EAAHashFromPersistentNameID falls back to a persistent NameID when none
 	// of the EAAHash attributes is present.
 	EAAHashFromPersistentNameID bool

@@ -2,6 +2,7 @@ package federation
 
 import (
 	"errors"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -43,10 +44,10 @@ func TestLoginFlow(t *testing.T) {
 				t.Fatalf("ConsumeAssertion: %v (%s)", got.err, detail(got.err))
 			}
 			want := tt.want
-			if want == (Identity{}) {
-				want = Identity{EAAHash: testEAAHash, UID: testUID, Email: testEmail, Name: testName, NameID: "transient-4711"}
+			if reflect.DeepEqual(want, Identity{}) {
+				want = Identity{EAAHash: testEAAHash, UID: testUID, Email: testEmail, Name: testName, NameID: "transient-4711", SessionIndex: "idx-1"}
 			}
-			if got.id != want {
+			if !reflect.DeepEqual(got.id, want) {
 				t.Errorf("identity = %+v, want %+v", got.id, want)
 			}
 			if got.relay != testRelay {
@@ -247,7 +248,7 @@ func TestRefusals(t *testing.T) {
 			if !errors.Is(got.err, ErrInvalidResponse) || !errors.Is(got.err, tt.want) {
 				t.Fatalf("error = %v (%s), want %v", got.err, detail(got.err), tt.want)
 			}
-			if got.id != (Identity{}) {
+			if !reflect.DeepEqual(got.id, Identity{}) {
 				t.Errorf("identity leaked on refusal: %+v", got.id)
 			}
 			if strings.Contains(got.err.Error(), "secret") {

@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"slices"
 	"strings"
 )
 
@@ -13,11 +14,13 @@ import (
 // comes straight from a trusted proxy; anyone else could simply send them.
 type HeaderMode struct {
 	TrustedProxies []netip.Prefix
-	HashHeader     string       // default "EAAHash"
-	UIDHeader      string       // default "uid"
-	EmailHeader    string       // default "mail"
-	NameHeader     string       // default "displayName"
-	Logger         *slog.Logger // says why a hash was refused; nil: slog.Default()
+	HashHeader     string // default "EAAHash"
+	UIDHeader      string // default "uid"
+	EmailHeader    string // default "mail"
+	NameHeader     string // default "displayName"
+	// ValuesHeader names the header of the role attribute (Identity.Values); "": none.
+	ValuesHeader string
+	Logger       *slog.Logger // says why a hash was refused; nil: slog.Default()
 }
 
 // Identity returns the federated identity of r, or false when r does not
@@ -39,12 +42,22 @@ func (h HeaderMode) Identity(r *http.Request) (Identity, bool) {
 		return Identity{}, false
 	}
 	uid, _ := singleValue(r.Header.Get(orDefault(h.UIDHeader, "uid")))
-	return Identity{
+	id := Identity{
 		EAAHash: hash,
 		UID:     uid,
 		Email:   firstValue(r.Header.Get(orDefault(h.EmailHeader, "mail"))),
 		Name:    firstValue(r.Header.Get(orDefault(h.NameHeader, "displayName"))),
-	}, true
+	}
+	if h.ValuesHeader != "" {
+		for _, v := range splitValues(r.Header.Get(h.ValuesHeader)) {
+			if v != "" {
+				id.Values = append(id.Values, v)
+			}
+		}
+		slices.Sort(id.Values)
+		id.Values = slices.Compact(id.Values)
+	}
+	return id, true
 }
 
 func (h HeaderMode) trusted(remoteAddr string) bool {

@@ -10,6 +10,7 @@ import (
 	"net/http/httptest"
 	"net/netip"
 	"net/url"
+	"reflect"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -69,7 +70,8 @@ func TestReplayCache(t *testing.T) {
 }
 
 func TestHeaderMode(t *testing.T) {
-	h := HeaderMode{TrustedProxies: []netip.Prefix{netip.MustParsePrefix("10.0.0.5/32"), netip.MustParsePrefix("::1/128")}}
+	h := HeaderMode{TrustedProxies: []netip.Prefix{netip.MustParsePrefix("10.0.0.5/32"), netip.MustParsePrefix("::1/128")},
+		ValuesHeader: "entitlement"}
 	tests := []struct {
 		name, remote string
 		headers      map[string]string
@@ -78,6 +80,8 @@ func TestHeaderMode(t *testing.T) {
 	}{
 		{"trusted proxy", "10.0.0.5:41000", map[string]string{"EAAHash": "h1", "uid": "jdoe", "mail": "a@b.c;d@e.f"},
 			Identity{EAAHash: "h1", UID: "jdoe", Email: "a@b.c"}, true},
+		{"role attribute's values", "10.0.0.5:41000", map[string]string{"EAAHash": "h1", "entitlement": "urn:b;urn:a;;urn:b"},
+			Identity{EAAHash: "h1", Values: []string{"urn:a", "urn:b"}}, true},
 		{"trusted ipv6 proxy", "[::1]:41000", map[string]string{"EAAHash": "h1"}, Identity{EAAHash: "h1"}, true},
 		{"ipv4-mapped trusted proxy", "[::ffff:10.0.0.5]:41000", map[string]string{"EAAHash": "h1"}, Identity{EAAHash: "h1"}, true},
 		{"untrusted client sends the headers", "203.0.113.7:5000", map[string]string{"EAAHash": "h1", "uid": "admin"}, Identity{}, false},
@@ -96,7 +100,7 @@ func TestHeaderMode(t *testing.T) {
 				r.Header.Set(k, v)
 			}
 			got, ok := h.Identity(r)
-			if ok != tt.ok || got != tt.want {
+			if ok != tt.ok || !reflect.DeepEqual(got, tt.want) {
 				t.Fatalf("Identity = %+v, %v; want %+v, %v", got, ok, tt.want, tt.ok)
 			}
 		})

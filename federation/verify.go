@@ -410,6 +410,13 @@ func (n AttributeNames) identity(a *saml.Assertion) (Identity, error) {
 		UID:     attribute(a, n.UID),
 		Email:   attribute(a, n.Email),
 		Name:    attribute(a, n.Name),
+		Values:  attributeValues(a, n.Values),
+	}
+	for _, st := range a.AuthnStatements {
+		if st.SessionIndex != "" {
+			id.SessionIndex = st.SessionIndex
+			break
+		}
 	}
 	if nid := a.Subject.NameID; nid != nil {
 		id.NameID = nid.Value
@@ -448,4 +455,24 @@ func attribute(a *saml.Assertion, names []string) string {
 		}
 	}
 	return ""
+}
+
+// attributeValues returns every non-empty value of the listed attributes, sorted
+// and without repeats.
+func attributeValues(a *saml.Assertion, names []string) []string {
+	var out []string
+	for _, st := range a.AttributeStatements {
+		for _, attr := range st.Attributes {
+			if !slices.Contains(names, attr.Name) && !slices.Contains(names, attr.FriendlyName) {
+				continue
+			}
+			for _, v := range attr.Values {
+				if val := strings.TrimSpace(v.Value); val != "" {
+					out = append(out, val)
+				}
+			}
+		}
+	}
+	slices.Sort(out)
+	return slices.Compact(out)
 }

@@ -245,6 +245,9 @@ func newServiceProvider(ctx context.Context, cfg *settings.Settings, log *slog.L
 		Attributes:        federation.DefaultAttributeNames().Only(u.HashAttribute, u.UIDAttribute, u.EmailAttribute, u.NameAttribute),
 		Logger:            log.With("component", "federation"),
 	}
+	if cfg.Access.SAMLAttribute != "" {
+		fc.Attributes.Values = []string{cfg.Access.SAMLAttribute}
+	}
 	if err := fc.ReadFiles(u.SPKeyFile, u.SPCertFile, u.IdPMetadata); err != nil {
 		return nil, fmt.Errorf("umbrella: %w", err)
 	}
@@ -277,7 +280,7 @@ func (a *app) handler() (http.Handler, error) {
 		deps.Header = &federation.HeaderMode{
 			TrustedProxies: a.cfg.TrustedPrefixes, HashHeader: a.cfg.Umbrella.HashHeader,
 			UIDHeader: a.cfg.Umbrella.UIDHeader, EmailHeader: a.cfg.Umbrella.EmailHeader,
-			Logger: a.log.With("component", "federation"),
+			ValuesHeader: a.cfg.Access.SAMLAttribute, Logger: a.log.With("component", "federation"),
 		}
 	}
 	return server.New(deps)

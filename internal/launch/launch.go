@@ -48,6 +48,10 @@ var ErrRootIdentity = calipso.NewError(calipso.EUNLAUNCHABLE, "root identity ref
 // the workload's environment.
 const VNCPasswordSecret = "vnc_password"
 
+// ErrImageNotAllowed: the user's roles do not list the image ([access.roles.*]
+// images).
+var ErrImageNotAllowed = calipso.NewError(calipso.EFORBIDDEN, "image not allowed by the user's roles")
+
 // ErrNoEngine: no engine is configured (or answering) for the image's resource type.
 var ErrNoEngine = calipso.NewError(calipso.EUNAVAILABLE, "no engine for this resource type")
 
@@ -109,7 +113,9 @@ var _ calipso.ResourceService = (*Service)(nil)
 type Config struct {
 	Instance     string // the installation's label: in every name and label it makes
 	Workloads    settings.Workloads
-	DefaultQuota calipso.Quota // for users without a quota of their own
+	DefaultQuota calipso.Quota // for users whose roles set no quota and who have none of their own
+	// Policy gives each user's roles their quota and allowed images.
+	Policy calipso.Policy
 	// Guacd is how desktops' Guacamole connections are written.
 	Guacd struct {
 		Hostname             string // what guacd connects to; "" is the engine's host address
@@ -119,7 +125,7 @@ type Config struct {
 
 // ConfigFrom takes the lifecycle's part of the settings.
 func ConfigFrom(s *settings.Settings) Config {
-	c := Config{Instance: s.Instance, Workloads: s.Workloads, DefaultQuota: s.Quotas.Default}
+	c := Config{Instance: s.Instance, Workloads: s.Workloads, DefaultQuota: s.Quotas.Default, Policy: s.Access.Policy}
 	c.Guacd.Hostname, c.Guacd.VNCParams, c.Guacd.RDPParams = s.Guacamole.Hostname, s.Guacamole.VNCParams, s.Guacamole.RDPParams
 	return c
 }
@@ -259,6 +265,10 @@ func (s *Service) Reserve(ctx context.Context, u calipso.User, ref, publicName s
 	if err != nil {
 		return nil, err
 	}
+	access := s.cfg.Policy.Access(u)
+	if !access.MayUse(im.PublicName) {
+		return nil, fmt.Errorf("%w: %s's roles (%s) do not allow the image %q", ErrImageNotAllowed, u.Username, strings.Join(access.Roles, ", "), im.PublicName)
+	}
 	engine, err := s.engine(im.ResourceType)
 	if err != nil {
 		return nil, err
@@ -297,7 +307,7 @@ func (s *Service) Reserve(ctx context.Context, u calipso.User, ref, publicName s
 		sessionID = &so.SessionID
 	}
 	r, err := s.db.Reserve(ctx, store.Launch{
-		UserID: u.ID, Experiment: ref, SessionID: sessionID, Image: im, Default: s.cfg.DefaultQuota,
+		UserID: u.ID, Experiment: ref, SessionID: sessionID, Image: im, Default: access.QuotaOr(s.cfg.DefaultQuota),
 		VNCPassword: randomPassword(), NameOf: s.name, OnePerSession: true, Lease: s.lease(),
 	})
 	if err != nil {

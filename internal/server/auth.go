@@ -10,7 +10,6 @@ import (
 	"net/http"
 	"strings"
 
-	"github.com/gorilla/mux"
 	"github.com/gorilla/sessions"
 
 	"github.com/calipsoplus/calipso"
@@ -77,52 +76,6 @@ func (s *server) currentUser(r *http.Request) (calipso.User, error) {
 		return calipso.User{}, errUnauthorized
 	}
 	return u, err
-}
-
-// authed serves only logged-in users; the handler gets the user.
-func (s *server) authed(h func(w http.ResponseWriter, r *http.Request, u calipso.User)) http.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) {
-		u, err := s.currentUser(r)
-		if err != nil {
-			writeError(w, r, s.Log, err)
-			return
-		}
-		infoOf(r).user = u.Username
-		h(w, r.WithContext(context.WithValue(r.Context(), userKey, u)), u)
-	}
-}
-
-// own serves a <u> path only to u itself or an admin: nobody reads or acts on
-// another user's experiments, resources or credentials.
-func (s *server) own(h func(w http.ResponseWriter, r *http.Request, me, target calipso.User)) http.HandlerFunc {
-	return s.authed(func(w http.ResponseWriter, r *http.Request, me calipso.User) {
-		name := mux.Vars(r)["username"]
-		if name != me.Username && !me.IsAdmin {
-			writeError(w, r, s.Log, fmt.Errorf("%w: %s may not act for %s", errForbidden, me.Username, name))
-			return
-		}
-		target := me
-		if name != me.Username {
-			t, err := s.Store.User(r.Context(), name)
-			if err != nil {
-				writeError(w, r, s.Log, err)
-				return
-			}
-			target = t
-		}
-		h(w, r, me, target)
-	})
-}
-
-// admin serves only admins.
-func (s *server) admin(h func(w http.ResponseWriter, r *http.Request, me calipso.User)) http.HandlerFunc {
-	return s.authed(func(w http.ResponseWriter, r *http.Request, me calipso.User) {
-		if !me.IsAdmin {
-			writeError(w, r, s.Log, fmt.Errorf("%w: admins only", errForbidden))
-			return
-		}
-		h(w, r, me)
-	})
 }
 
 // startSession logs username in on this browser, with a fresh session token.
@@ -256,20 +209,47 @@ func (s *server) handleSettings() http.HandlerFunc {
 
 // authorised says whether u may use the facility's privileged resources (the own
 // resource launcher): everyone with default_authorised, else the user office's
-// answer; an account the office does not know is not.
+// answer; an account the office does not know is not. With access.office_role set,
+// the answer also gives or takes that role.
 func (s *server) authorised(ctx context.Context, u calipso.User) (bool, error) {
 	if s.Config.Auth.DefaultAuthorised {
 		return true, nil
 	}
 	ok, err := s.Office.IsAuthorized(ctx, u.Username)
 	if errors.Is(err, experiments.ErrNotFound) {
-		return false, nil
+		ok, err = false, nil
+	}
+	if err == nil && s.Config.Policy.OfficeRole != "" {
+		var roles []string
+		if ok {
+			roles = []string{s.Config.Policy.OfficeRole}
+		}
+		s.mapRoles(ctx, u.Username, store.RoleOffice, roles)
 	}
 	return ok, err
 }
 
+// mapRoles makes the roles source gives username exactly roles, and says whether
+// they changed. A failure is logged, not fatal: the login goes on with the roles
+// held before.
+func (s *server) mapRoles(ctx context.Context, username, source string, roles []string) (changed bool) {
+	changed, err := s.Store.SetRoles(ctx, source, username, source, roles)
+	if err != nil {
+		s.Log.WarnContext(ctx, "map roles at login", "user", username, "source", source, "err", err)
+		return false
+	}
+	if changed {
+		s.sessions.forgetUser(username)
+	}
+	return changed
+}
+
 func (s *server) handleLoginType() http.HandlerFunc {
 	return s.authed(func(w http.ResponseWriter, r *http.Request, u calipso.User) {
+		if accessOf(r).Can(calipso.PermLaunchOwn) {
+			writeJSON(w, http.StatusOK, map[string]bool{"result": true})
+			return
+		}
 		ok, err := s.authorised(r.Context(), u)
 		if err != nil {
 			// As the original: false. The Resources page loads its images and resources

@@ -217,7 +217,7 @@ func datePtr(d time.Time) *time.Time {
 }
 
 func (s *server) handleExperiments() http.HandlerFunc {
-	return s.own(func(w http.ResponseWriter, r *http.Request, _, target calipso.User) {
+	return s.own(calipso.PermAdmin, func(w http.ResponseWriter, r *http.Request, _, target calipso.User) {
 		p, err := pageNumber(r)
 		if err != nil {
 			writeError(w, r, s.Log, err)

@@ -102,6 +102,7 @@ func (s *server) handleOIDCCallback() http.HandlerFunc {
 			writeError(w, r, s.Log, err)
 			return
 		}
+		s.mapRoles(r.Context(), id.Username, store.RoleOIDC, s.Config.Policy.OIDCRoles(id.Groups))
 		s.metrics.login("oidc", "ok")
 		http.Redirect(w, r, s.Config.OIDCLoginRedirect, http.StatusFound)
 	}
@@ -133,39 +134,82 @@ func (s *server) handleOIDCLogout() http.HandlerFunc {
 	}
 }
 
-// bearerUser is the user a bearer JWT of the OpenID provider names, on the v2 API
-// only: ok is false when the request carries no bearer token. A request with one is
-// judged by it alone, never by its cookies, so that a token is never a way around
-// the cookie API's CSRF check.
-func (s *server) bearerUser(r *http.Request) (u calipso.User, ok bool, err error) {
+// bearerCaller is who a bearer credential names, on the v2 API only: a personal API
+// token (store.TokenPrefix), else a JWT of the OpenID provider. ok is false when
+// the request carries no bearer credential. A request with one is judged by it
+// alone, never by its cookies, so that a token is never a way around the cookie
+// API's CSRF check.
+func (s *server) bearerCaller(r *http.Request) (c caller, ok bool, err error) {
 	raw, found := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
 	if !found {
-		return calipso.User{}, false, nil
+		return caller{}, false, nil
+	}
+	raw = strings.TrimSpace(raw)
+	if strings.HasPrefix(raw, store.TokenPrefix) {
+		c, err = s.tokenCaller(r.Context(), raw)
+		return c, true, err
 	}
 	if s.OpenID == nil {
-		return calipso.User{}, true, fmt.Errorf("%w: bearer tokens are not accepted here (OpenID Connect is off)", errUnauthorized)
+		return caller{}, true, fmt.Errorf("%w: this is not an API token, and OpenID Connect is off", errUnauthorized)
 	}
-	id, err := s.OpenID.VerifyBearer(r.Context(), strings.TrimSpace(raw))
+	id, err := s.OpenID.VerifyBearer(r.Context(), raw)
 	if err != nil {
-		return calipso.User{}, true, err
+		return caller{}, true, err
 	}
 	if !store.ValidUsername(id.Username) {
-		return calipso.User{}, true, fmt.Errorf("%w: the token's username cannot name an account here", oidc.ErrRefused)
+		return caller{}, true, fmt.Errorf("%w: the token's username cannot name an account here", oidc.ErrRefused)
 	}
-	u, err = s.Store.EnsureUser(r.Context(), id.Username)
+	u, err := s.Store.EnsureUser(r.Context(), id.Username)
 	if errors.Is(err, store.ErrInvalid) {
-		return calipso.User{}, true, fmt.Errorf("%w: %w", oidc.ErrRefused, err)
+		return caller{}, true, fmt.Errorf("%w: %w", oidc.ErrRefused, err)
 	}
-	return u, true, err
+	if err != nil {
+		return caller{}, true, err
+	}
+	// The provider's groups are the truth at every call, as at every login.
+	if s.mapRoles(r.Context(), u.Username, store.RoleOIDC, s.Config.Policy.OIDCRoles(id.Groups)) {
+		if u, err = s.Store.User(r.Context(), u.Username); err != nil {
+			return caller{}, true, err
+		}
+	}
+	return caller{user: u, access: s.Config.Policy.Access(u), via: viaOIDC}, true, nil
 }
 
-// authedV2 serves logged-in users of the v2 API: by a bearer JWT of the OpenID
-// provider when the request carries one (its cookies are then ignored), else by the
-// login session as authed does.
+// errBadToken is every refused API token's answer, whatever the reason (unknown,
+// expired, revoked): the reason is logged.
+var errBadToken = calipso.NewError(calipso.EUNAUTHORIZED, "the API token is unknown, expired or revoked")
+
+// tokenCaller is the caller a personal API token names, its access narrowed to the
+// token's scope; its use is recorded.
+func (s *server) tokenCaller(ctx context.Context, secret string) (caller, error) {
+	t, err := s.Store.TokenBySecret(ctx, secret)
+	if errors.Is(err, store.ErrNotFound) {
+		return caller{}, errBadToken
+	}
+	if err != nil {
+		return caller{}, err
+	}
+	if !t.Valid(time.Now()) {
+		s.Log.InfoContext(ctx, "API token refused", "token", t.ID, "user", t.Username, "revoked", t.Revoked != nil, "expires", t.Expires)
+		return caller{}, errBadToken
+	}
+	u, err := s.Store.User(ctx, t.Username)
+	if err != nil {
+		return caller{}, err
+	}
+	if err := s.Store.TouchToken(ctx, t.ID); err != nil {
+		s.Log.WarnContext(ctx, "API token: record use", "token", t.ID, "err", err)
+	}
+	return caller{user: u, access: s.Config.Policy.Access(u).Within(t.Scope), via: viaToken, token: &t}, nil
+}
+
+// authedV2 serves logged-in users of the v2 API: by a bearer credential when the
+// request carries one (its cookies are then ignored), else by the login session as
+// authed does.
 func (s *server) authedV2(h func(w http.ResponseWriter, r *http.Request, u calipso.User)) http.HandlerFunc {
 	cookie := s.authed(h)
 	return func(w http.ResponseWriter, r *http.Request) {
-		u, bearer, err := s.bearerUser(r)
+		c, bearer, err := s.bearerCaller(r)
 		switch {
 		case !bearer:
 			cookie(w, r)
@@ -177,8 +221,7 @@ func (s *server) authedV2(h func(w http.ResponseWriter, r *http.Request, u calip
 			writeError(w, r, s.Log, err)
 			return
 		}
-		infoOf(r).user = u.Username
-		h(w, r.WithContext(context.WithValue(r.Context(), userKey, u)), u)
+		s.serveAs(w, r, c, h)
 	}
 }
 

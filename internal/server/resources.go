@@ -57,8 +57,8 @@ func compatStatus(s calipso.State) string {
 // notCreatedYet is what the original showed as container_id while launching.
 const notCreatedYet = "not created yet"
 
-// toContainerJSON renders a record. Guacamole credentials are only ever put in
-// records answered to their owner or an admin: every caller checks that first.
+// toContainerJSON renders a record with its Guacamole credentials: answers go
+// through toContainerJSONFor, which keeps them from those who may not have them.
 func toContainerJSON(r calipso.Resource) containerJSON {
 	session, proposal := calipso.SplitExperiment(r.Experiment)
 	id := r.EngineID
@@ -74,18 +74,28 @@ func toContainerJSON(r calipso.Resource) containerJSON {
 	}
 }
 
-func toContainersJSON(rs []calipso.Resource) []containerJSON {
+// toContainerJSONFor renders a record for the request's caller: another user's
+// Guacamole credentials only to holders of support_access.
+func (s *server) toContainerJSONFor(r *http.Request, res calipso.Resource) containerJSON {
+	c := toContainerJSON(res)
+	if !ownerOrSupport(r, res.UserID) {
+		c.GuacamoleUsername, c.GuacamolePassword = "", ""
+	}
+	return c
+}
+
+func (s *server) toContainersJSONFor(r *http.Request, rs []calipso.Resource) []containerJSON {
 	out := make([]containerJSON, 0, len(rs))
-	for _, r := range rs {
-		out = append(out, toContainerJSON(r))
+	for _, res := range rs {
+		out = append(out, s.toContainerJSONFor(r, res))
 	}
 	return out
 }
 
 func (s *server) handleRun() http.HandlerFunc {
-	return s.stateChangingGET(s.own(func(w http.ResponseWriter, r *http.Request, _, target calipso.User) {
+	return s.stateChangingGET(s.own(calipso.PermAdmin, func(w http.ResponseWriter, r *http.Request, _, target calipso.User) {
 		v := mux.Vars(r)
-		if err := s.mayLaunch(r.Context(), target, v["experiment"]); err != nil {
+		if err := s.mayLaunchAs(r, target, v["experiment"]); err != nil {
 			writeError(w, r, s.Log, err)
 			return
 		}
@@ -94,23 +104,34 @@ func (s *server) handleRun() http.HandlerFunc {
 			writeError(w, r, s.Log, err)
 			return
 		}
-		writeJSON(w, http.StatusCreated, toContainerJSON(res))
+		writeJSON(w, http.StatusCreated, s.toContainerJSONFor(r, res))
 	}))
 }
 
-// mayLaunch refuses an own resource (ref without "~") to a user the user office does
-// not authorise: the frontend offers the "Own resource" launcher only when
-// login/type/ says so, and the server holds to the same answer.
-func (s *server) mayLaunch(ctx context.Context, u calipso.User, ref string) error {
+// mayLaunch checks that access allows u to launch ref. An experiment session needs
+// the launch permission. An own resource (ref without "~") needs launch_own, or the
+// user office's authorisation: the frontend offers the "Own resource" launcher only
+// when login/type/ says so, and the server holds to the same answer. A token's scope
+// is never widened by the office.
+func (s *server) mayLaunch(ctx context.Context, a calipso.Access, u calipso.User, ref string) error {
 	if !launch.IsOwnResource(ref) {
+		if !a.Can(calipso.PermLaunch) {
+			return fmt.Errorf("%w: launching needs the launch permission", errForbidden)
+		}
 		return nil
+	}
+	if a.Can(calipso.PermLaunchOwn) {
+		return nil
+	}
+	if c, _ := ctx.Value(callerKey{}).(caller); c.token != nil {
+		return fmt.Errorf("%w: the token's scope does not include launch_own", errForbidden)
 	}
 	ok, err := s.authorised(ctx, u)
 	if err != nil {
 		return err
 	}
 	if !ok {
-		return fmt.Errorf("%w: %s may not launch own resources (the user office does not authorise it)", errForbidden, u.Username)
+		return fmt.Errorf("%w: %s may not launch own resources (the user office does not authorise it, and no role gives launch_own)", errForbidden, u.Username)
 	}
 	return nil
 }
@@ -133,7 +154,7 @@ func (s *server) ownedResource(r *http.Request, target calipso.User) (calipso.Re
 }
 
 func (s *server) handleStop() http.HandlerFunc {
-	return s.stateChangingGET(s.own(func(w http.ResponseWriter, r *http.Request, _, target calipso.User) {
+	return s.stateChangingGET(s.own(calipso.PermAdmin, func(w http.ResponseWriter, r *http.Request, _, target calipso.User) {
 		res, err := s.ownedResource(r, target)
 		if err == nil {
 			res, err = s.Resources.Stop(r.Context(), res)
@@ -142,12 +163,12 @@ func (s *server) handleStop() http.HandlerFunc {
 			writeError(w, r, s.Log, err)
 			return
 		}
-		writeJSON(w, http.StatusOK, toContainerJSON(res))
+		writeJSON(w, http.StatusOK, s.toContainerJSONFor(r, res))
 	}))
 }
 
 func (s *server) handleRemove() http.HandlerFunc {
-	return s.stateChangingGET(s.own(func(w http.ResponseWriter, r *http.Request, _, target calipso.User) {
+	return s.stateChangingGET(s.own(calipso.PermAdmin, func(w http.ResponseWriter, r *http.Request, _, target calipso.User) {
 		res, err := s.ownedResource(r, target)
 		if err == nil {
 			res, err = s.Resources.Remove(r.Context(), res)
@@ -156,7 +177,7 @@ func (s *server) handleRemove() http.HandlerFunc {
 			writeError(w, r, s.Log, err)
 			return
 		}
-		writeJSON(w, http.StatusOK, toContainerJSON(res))
+		writeJSON(w, http.StatusOK, s.toContainerJSONFor(r, res))
 	}))
 }
 
@@ -166,29 +187,29 @@ func (s *server) handleRemove() http.HandlerFunc {
 var shownStates = calipso.LiveStates
 
 func (s *server) handleUserContainers() http.HandlerFunc {
-	return s.own(func(w http.ResponseWriter, r *http.Request, _, target calipso.User) {
+	return s.own(calipso.PermSeeAllResources, func(w http.ResponseWriter, r *http.Request, _, target calipso.User) {
 		rs, err := s.Store.Resources(r.Context(), store.ResourceFilter{UserID: target.ID, States: shownStates})
 		if err != nil {
 			writeError(w, r, s.Log, err)
 			return
 		}
-		writeJSON(w, http.StatusOK, toContainersJSON(rs))
+		writeJSON(w, http.StatusOK, s.toContainersJSONFor(r, rs))
 	})
 }
 
 func (s *server) handleAllContainers(states []calipso.State) http.HandlerFunc {
-	return s.admin(func(w http.ResponseWriter, r *http.Request, _ calipso.User) {
+	return s.allowed(calipso.PermSeeAllResources, func(w http.ResponseWriter, r *http.Request, _ calipso.User) {
 		rs, err := s.Store.Resources(r.Context(), store.ResourceFilter{States: states})
 		if err != nil {
 			writeError(w, r, s.Log, err)
 			return
 		}
-		writeJSON(w, http.StatusOK, toContainersJSON(rs))
+		writeJSON(w, http.StatusOK, s.toContainersJSONFor(r, rs))
 	})
 }
 
 func (s *server) handleContainer() http.HandlerFunc {
-	return s.admin(func(w http.ResponseWriter, r *http.Request, _ calipso.User) {
+	return s.allowed(calipso.PermSeeAllResources, func(w http.ResponseWriter, r *http.Request, _ calipso.User) {
 		id, err := strconv.ParseInt(mux.Vars(r)["id"], 10, 64)
 		if err != nil || id <= 0 {
 			writeError(w, r, s.Log, fmt.Errorf("%w: container id must be a positive number", errBadRequest))
@@ -199,6 +220,6 @@ func (s *server) handleContainer() http.HandlerFunc {
 			writeError(w, r, s.Log, err)
 			return
 		}
-		writeJSON(w, http.StatusOK, toContainerJSON(res))
+		writeJSON(w, http.StatusOK, s.toContainerJSONFor(r, res))
 	})
 }

@@ -64,6 +64,14 @@ type Config struct {
 		Timeout         time.Duration
 	}
 	DefaultQuota calipso.Quota
+	// Policy is the site's roles; the zero Policy is the built-in one.
+	Policy calipso.Policy
+	// TokenLifetime is a new API token's life unless its creator names one, up to
+	// TokenMaxLifetime.
+	TokenLifetime, TokenMaxLifetime time.Duration
+	// SAMLRoleAttribute names the SAML attribute (header mode: the header) whose
+	// values map to roles; "": none.
+	SAMLRoleAttribute string
 	// UmbrellaLoginURL is mod_shib's login handler (header mode).
 	UmbrellaLoginURL string
 	// OIDCLoginRedirect is where the browser goes after an OpenID login.
@@ -74,7 +82,9 @@ type Config struct {
 func ConfigFrom(s *settings.Settings) Config {
 	c := Config{BasePath: s.BasePath, FrontendURL: s.FrontendURL, AllowedHosts: s.AllowedHosts, CORSOrigins: s.CORSOrigins,
 		TrustedPrefixes: s.TrustedPrefixes, SecretKey: s.SecretKey, Auth: s.Auth, Server: s.Server, Pagination: s.Pagination,
-		DefaultQuota: s.Quotas.Default, UmbrellaLoginURL: s.Umbrella.LoginURL, OIDCLoginRedirect: s.OIDC.LoginRedirect}
+		DefaultQuota: s.Quotas.Default, UmbrellaLoginURL: s.Umbrella.LoginURL, OIDCLoginRedirect: s.OIDC.LoginRedirect,
+		Policy: s.Access.Policy, TokenLifetime: s.Access.TokenLifetime.Duration, TokenMaxLifetime: s.Access.TokenMaxLifetime.Duration,
+		SAMLRoleAttribute: s.Access.SAMLAttribute}
 	if c.OIDCLoginRedirect == "" {
 		c.OIDCLoginRedirect = strings.TrimSuffix(s.FrontendURL, "/") + "/"
 	}

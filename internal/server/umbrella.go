@@ -15,6 +15,7 @@ import (
 	"github.com/gorilla/securecookie"
 
 	"github.com/calipsoplus/calipso/experiments"
+	"github.com/calipsoplus/calipso/federation"
 	"github.com/calipsoplus/calipso/internal/store"
 )
 
@@ -43,6 +44,14 @@ const federatedCookie = "calipso_federated"
 // federatedTTL is how long an identity waits for umbrella/wuo/.
 const federatedTTL = 10 * time.Minute
 
+// keySAMLNameID and keySAMLSessionIndex keep, in the login session of a native-mode
+// Umbrella login, what names the IdP's session: single logout sends them to the
+// IdP, and an IdP's LogoutRequest finds the session by them.
+const (
+	keySAMLNameID       = "saml_name_id"
+	keySAMLSessionIndex = "saml_session_index"
+)
+
 // federatedIdentity is what federatedCookie holds.
 type federatedIdentity struct {
 	Hash string `json:"h"` // the EAA hash
@@ -50,6 +59,17 @@ type federatedIdentity struct {
 	// Username is the account the user office maps Hash to, once asked: what
 	// umbrella/session/ answers as uid and umbrella/wuo/ logs in.
 	Username string `json:"n,omitempty"`
+	// Values are the role attribute's (access.saml_attribute), mapped to roles at
+	// umbrella/wuo/.
+	Values []string `json:"v,omitempty"`
+	// NameID and SessionIndex name the IdP's session, for single logout.
+	NameID       string `json:"i,omitempty"`
+	SessionIndex string `json:"s,omitempty"`
+}
+
+// fromFederation is what the cookie keeps of a federated identity.
+func fromFederation(id federation.Identity) federatedIdentity {
+	return federatedIdentity{Hash: id.EAAHash, UID: id.UID, Values: id.Values, NameID: id.NameID, SessionIndex: id.SessionIndex}
 }
 
 // newFederatedCodec seals federatedCookie with keys of its own, derived from the
@@ -90,7 +110,7 @@ func (s *server) forgetIdentity(w http.ResponseWriter) {
 func (s *server) identity(r *http.Request) (federatedIdentity, bool) {
 	if s.Header != nil {
 		if id, ok := s.Header.Identity(r); ok && id.EAAHash != "" {
-			return federatedIdentity{Hash: id.EAAHash, UID: id.UID}, true
+			return fromFederation(id), true
 		}
 	}
 	c, err := r.Cookie(federatedCookie)
@@ -135,7 +155,7 @@ func (s *server) handleACS() http.HandlerFunc {
 			writeJSON(w, http.StatusForbidden, map[string]string{"error": "login failed"})
 			return
 		}
-		if err := s.keepIdentity(w, r, federatedIdentity{Hash: id.EAAHash, UID: id.UID}); err != nil {
+		if err := s.keepIdentity(w, r, fromFederation(id)); err != nil {
 			writeError(w, r, s.Log, err)
 			return
 		}
@@ -152,7 +172,7 @@ func (s *server) handleUmbrellaFrontend() http.HandlerFunc {
 			// Header mode: mod_shib vouches for the identity; ignored from anyone but
 			// a trusted proxy (HeaderMode checks the connection's address).
 			if id, ok := s.Header.Identity(r); ok {
-				if err := s.keepIdentity(w, r, federatedIdentity{Hash: id.EAAHash, UID: id.UID}); err != nil {
+				if err := s.keepIdentity(w, r, fromFederation(id)); err != nil {
 					writeError(w, r, s.Log, err)
 					return
 				}
@@ -255,10 +275,17 @@ func (s *server) handleUmbrellaWUO() http.HandlerFunc {
 			writeJSON(w, http.StatusForbidden, map[string]string{"msg": "uid is not the account of this Umbrella identity: use the uid umbrella/session/ answers"})
 			return
 		}
-		if err := s.startSession(w, r, username, nil); err != nil {
+		keep := map[string]string{}
+		if id.NameID != "" {
+			keep[keySAMLNameID], keep[keySAMLSessionIndex] = id.NameID, id.SessionIndex
+		}
+		if err := s.startSession(w, r, username, keep); err != nil {
 			s.metrics.login("umbrella", "error")
 			writeError(w, r, s.Log, err)
 			return
+		}
+		if s.Config.SAMLRoleAttribute != "" {
+			s.mapRoles(r.Context(), username, store.RoleSAML, s.Config.Policy.SAMLRoles(id.Values))
 		}
 		s.forgetIdentity(w)
 		s.metrics.login("umbrella", "ok")

@@ -95,13 +95,13 @@ func pageLinks(r *http.Request, page, size, count int) (next, prev *string) {
 }
 
 func (s *server) handleUser() http.HandlerFunc {
-	return s.own(func(w http.ResponseWriter, r *http.Request, _, target calipso.User) {
+	return s.own(calipso.PermAdmin, func(w http.ResponseWriter, r *http.Request, _, target calipso.User) {
 		writeJSON(w, http.StatusOK, toUserJSON(target))
 	})
 }
 
 func (s *server) handleUsers() http.HandlerFunc {
-	return s.admin(func(w http.ResponseWriter, r *http.Request, _ calipso.User) {
+	return s.allowed(calipso.PermAdmin, func(w http.ResponseWriter, r *http.Request, _ calipso.User) {
 		p, err := pageNumber(r)
 		if err != nil {
 			writeError(w, r, s.Log, err)
@@ -124,7 +124,7 @@ func (s *server) handleUsers() http.HandlerFunc {
 }
 
 func (s *server) handleUserAdmin() http.HandlerFunc {
-	return s.admin(func(w http.ResponseWriter, r *http.Request, me calipso.User) {
+	return s.allowed(calipso.PermAdmin, func(w http.ResponseWriter, r *http.Request, me calipso.User) {
 		name := mux.Vars(r)["username"]
 		target, err := s.Store.User(r.Context(), name)
 		if err != nil {
@@ -184,19 +184,20 @@ func (f *flexNumber) UnmarshalJSON(b []byte) error {
 	return nil
 }
 
+// quotaOf is u's limit: its own quota, else its roles', else the site's default.
 func (s *server) quotaOf(r *http.Request, u calipso.User) (calipso.Quota, error) {
 	q, err := s.Store.Quota(r.Context(), u.ID)
 	if err == nil {
 		return q, nil
 	}
-	if err == store.ErrNotFound {
-		return s.Config.DefaultQuota, nil
+	if errors.Is(err, store.ErrNotFound) {
+		return s.Config.Policy.Access(u).QuotaOr(s.Config.DefaultQuota), nil
 	}
 	return calipso.Quota{}, err
 }
 
 func (s *server) handleQuota() http.HandlerFunc {
-	get := s.own(func(w http.ResponseWriter, r *http.Request, _, target calipso.User) {
+	get := s.own(calipso.PermManageQuotas, func(w http.ResponseWriter, r *http.Request, _, target calipso.User) {
 		q, err := s.quotaOf(r, target)
 		if err != nil {
 			writeError(w, r, s.Log, err)
@@ -204,7 +205,7 @@ func (s *server) handleQuota() http.HandlerFunc {
 		}
 		writeJSON(w, http.StatusOK, toQuotaJSON(q))
 	})
-	set := s.admin(func(w http.ResponseWriter, r *http.Request, me calipso.User) {
+	set := s.allowed(calipso.PermManageQuotas, func(w http.ResponseWriter, r *http.Request, me calipso.User) {
 		target, err := s.Store.User(r.Context(), mux.Vars(r)["username"])
 		if err != nil {
 			writeError(w, r, s.Log, err)
@@ -260,7 +261,7 @@ func (s *server) handleQuota() http.HandlerFunc {
 }
 
 func (s *server) handleUsedQuota() http.HandlerFunc {
-	return s.own(func(w http.ResponseWriter, r *http.Request, _, target calipso.User) {
+	return s.own(calipso.PermManageQuotas, func(w http.ResponseWriter, r *http.Request, _, target calipso.User) {
 		used, err := s.Store.Usage(r.Context(), target.ID)
 		if err != nil {
 			writeError(w, r, s.Log, err)
@@ -346,61 +347,72 @@ func (req imageRequest) toImage() (calipso.Image, error) {
 }
 
 // imageList keeps the image list, which every page of the portal asks for and
-// admins rarely change, encoded as answered to users and to admins, for the
+// admins rarely change, encoded as answered to users and to image managers, for the
 // settings' cache_ttl; this server's changes drop it.
 type imageList struct {
 	ttl   time.Duration
 	mu    sync.Mutex
-	body  [2][]byte // [0] for users, [1] for admins; shared: read only
+	list  []calipso.Image
+	body  [2][]byte // [0] for users, [1] for image managers; shared: read only
 	until time.Time
 	gen   uint64 // moved by forget: a read that began before it is not kept
 }
 
-// json returns the list as admin (or not) sees it.
-func (c *imageList) json(ctx context.Context, db *store.Store, admin bool) ([]byte, error) {
+// json returns the list as a caller with access sees it: image managers see every
+// image and its site configuration; others, the images their roles allow.
+func (c *imageList) json(ctx context.Context, db *store.Store, a calipso.Access) ([]byte, error) {
+	manager := a.Can(calipso.PermManageImages)
 	i := 0
-	if admin {
+	if manager {
 		i = 1
 	}
 	now := time.Now()
 	c.mu.Lock()
-	body, fresh, gen := c.body[i], now.Before(c.until), c.gen
+	list, bodies, fresh, gen := c.list, c.body, now.Before(c.until), c.gen
 	c.mu.Unlock()
-	if fresh {
-		return body, nil
-	}
-	list, err := db.Images(ctx)
-	if err != nil {
-		return nil, err
-	}
-	var bodies [2][]byte
-	for j := range bodies {
-		out := make([]any, 0, len(list))
-		for _, im := range list {
-			out = append(out, toImageJSON(im, j == 1))
-		}
-		if bodies[j], err = json.Marshal(out); err != nil {
+	if !fresh {
+		var err error
+		if list, err = db.Images(ctx); err != nil {
 			return nil, err
 		}
+		for j := range bodies {
+			if bodies[j], err = encodeImages(list, j == 1, nil); err != nil {
+				return nil, err
+			}
+		}
+		c.mu.Lock()
+		if c.gen == gen {
+			c.list, c.body, c.until = list, bodies, now.Add(c.ttl)
+		}
+		c.mu.Unlock()
 	}
-	c.mu.Lock()
-	if c.gen == gen {
-		c.body, c.until = bodies, now.Add(c.ttl)
+	if manager || a.AllImages {
+		return bodies[i], nil
 	}
-	c.mu.Unlock()
-	return bodies[i], nil
+	return encodeImages(list, false, a.MayUse)
+}
+
+// encodeImages is the list's JSON, of the images keep allows (nil: all).
+func encodeImages(list []calipso.Image, manager bool, keep func(publicName string) bool) ([]byte, error) {
+	out := make([]any, 0, len(list))
+	for _, im := range list {
+		if keep == nil || keep(im.PublicName) {
+			out = append(out, toImageJSON(im, manager))
+		}
+	}
+	return json.Marshal(out)
 }
 
 func (c *imageList) forget() {
 	c.mu.Lock()
-	c.body, c.until = [2][]byte{}, time.Time{}
+	c.list, c.body, c.until = nil, [2][]byte{}, time.Time{}
 	c.gen++
 	c.mu.Unlock()
 }
 
 func (s *server) handleImages() http.HandlerFunc {
 	return s.authed(func(w http.ResponseWriter, r *http.Request, u calipso.User) {
-		body, err := s.images.json(r.Context(), s.Store, u.IsAdmin)
+		body, err := s.images.json(r.Context(), s.Store, accessOf(r))
 		if err != nil {
 			writeError(w, r, s.Log, err)
 			return
@@ -416,9 +428,9 @@ func (s *server) handleImage() http.HandlerFunc {
 			writeError(w, r, s.Log, err)
 			return
 		}
-		writeJSON(w, http.StatusOK, toImageJSON(im, u.IsAdmin))
+		writeJSON(w, http.StatusOK, toImageJSON(im, accessOf(r).Can(calipso.PermManageImages)))
 	})
-	change := s.admin(func(w http.ResponseWriter, r *http.Request, me calipso.User) {
+	change := s.allowed(calipso.PermManageImages, func(w http.ResponseWriter, r *http.Request, me calipso.User) {
 		name := mux.Vars(r)["public_name"]
 		defer s.images.forget()
 		if r.Method == http.MethodDelete {

@@ -54,7 +54,7 @@ func (s *server) handleV2Launch() http.HandlerFunc {
 			writeError(w, r, s.Log, fmt.Errorf("%w: experiment and image are required", errBadRequest))
 			return
 		}
-		if err := s.mayLaunch(r.Context(), u, req.Experiment); err != nil {
+		if err := s.mayLaunch(r.Context(), accessOf(r), u, req.Experiment); err != nil {
 			writeError(w, r, s.Log, err)
 			return
 		}
@@ -69,7 +69,7 @@ func (s *server) handleV2Launch() http.HandlerFunc {
 }
 
 // v2Resource finds the record of the path's id, answering another user's as unknown
-// unless u is an admin.
+// unless the caller may see all resources.
 func (s *server) v2Resource(r *http.Request, u calipso.User) (calipso.Resource, error) {
 	id, err := strconv.ParseInt(mux.Vars(r)["id"], 10, 64)
 	if err != nil || id <= 0 {
@@ -79,7 +79,7 @@ func (s *server) v2Resource(r *http.Request, u calipso.User) (calipso.Resource, 
 	if err != nil {
 		return calipso.Resource{}, err
 	}
-	if res.UserID != u.ID && !u.IsAdmin {
+	if res.UserID != u.ID && !accessOf(r).Can(calipso.PermSeeAllResources) {
 		return calipso.Resource{}, fmt.Errorf("resource %d: %w", id, store.ErrNotFound)
 	}
 	return res, nil

@@ -41,7 +41,7 @@ func TestRoles(t *testing.T) {
 			{store.RoleGranted, []string{}, nil},
 		}
 		for _, st := range steps {
-			if err := s.SetRoles(ctx, "test", "ana", st.source, st.roles); err != nil {
+			if _, err := s.SetRoles(ctx, "test", "ana", st.source, st.roles); err != nil {
 				t.Fatalf("set %s roles %v: %v", st.source, st.roles, err)
 			}
 			if got := rolesOf(); !slices.Equal(got, st.want) {
@@ -49,11 +49,11 @@ func TestRoles(t *testing.T) {
 			}
 		}
 		for _, bad := range [][]string{{"Staff"}, {"a,b"}, {""}} {
-			if err := s.SetRoles(ctx, "test", "ana", store.RoleGranted, bad); !errors.Is(err, store.ErrInvalid) {
+			if _, err := s.SetRoles(ctx, "test", "ana", store.RoleGranted, bad); !errors.Is(err, store.ErrInvalid) {
 				t.Errorf("roles %q: %v, want ErrInvalid", bad, err)
 			}
 		}
-		if err := s.SetRoles(ctx, "test", "nobody", store.RoleGranted, []string{"staff"}); !errors.Is(err, store.ErrNotFound) {
+		if _, err := s.SetRoles(ctx, "test", "nobody", store.RoleGranted, []string{"staff"}); !errors.Is(err, store.ErrNotFound) {
 			t.Errorf("roles of an unknown account: %v, want ErrNotFound", err)
 		}
 	})

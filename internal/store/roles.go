@@ -21,20 +21,21 @@ const (
 var roleSources = []string{RoleGranted, RoleOIDC, RoleSAML, RoleOffice}
 
 // SetRoles makes the roles of source for username exactly roles, audited as actor
-// when they change. Mapping at every login calls it: an unchanged set writes nothing.
-func (s *Store) SetRoles(ctx context.Context, actor, username, source string, roles []string) error {
+// when they change, and says whether they did. Mapping at every login calls it: an
+// unchanged set writes nothing.
+func (s *Store) SetRoles(ctx context.Context, actor, username, source string, roles []string) (changed bool, err error) {
 	if !slices.Contains(roleSources, source) {
-		return fmt.Errorf("%w: role source %q", ErrInvalid, source)
+		return false, fmt.Errorf("%w: role source %q", ErrInvalid, source)
 	}
 	want := slices.Clone(roles)
 	slices.Sort(want)
 	want = slices.Compact(want)
 	for _, r := range want {
 		if !calipso.ValidRoleName(r) {
-			return fmt.Errorf("%w: role name %q: want lowercase letters, digits, - and _", ErrInvalid, r)
+			return false, fmt.Errorf("%w: role name %q: want lowercase letters, digits, - and _", ErrInvalid, r)
 		}
 	}
-	return s.tx(ctx, func(tx *sql.Tx) error {
+	err = s.tx(ctx, func(tx *sql.Tx) error {
 		var id int64
 		if err := tx.QueryRowContext(ctx, `SELECT id FROM users WHERE username = ?`, username).Scan(&id); err != nil {
 			return fmt.Errorf("user %q: %w", username, s.wrap(err))
@@ -68,8 +69,10 @@ func (s *Store) SetRoles(ctx context.Context, actor, username, source string, ro
 			}
 		}
 		s.audit(ctx, tx, actor, "set_roles", "user", username, map[string]any{"source": source, "roles": want, "was": have})
+		changed = true
 		return nil
 	})
+	return changed, err
 }
 
 // GrantedRoles lists the roles granted to username (source RoleGranted).
