@@ -94,9 +94,12 @@ func BuiltinRoles() map[string]Role {
 type Access struct {
 	Roles       []string     // the account's roles, sorted
 	Permissions []Permission // sorted as Permissions lists them
-	// Quota is the roles' quota (each limit the largest of theirs); nil when no role
+	// Quota is the roles' quota (each limit the largest of theirs, a role without a
+	// quota counting as the site's default: see QuotaOr); nil when no role
 	// sets one, and the site's default applies. A user's own quota overrides both.
 	Quota *Quota
+	// withDefault: some role sets no quota, so the site's default counts too.
+	withDefault bool
 	// AllImages is true when some role allows every image; otherwise Images lists
 	// the public names allowed.
 	AllImages bool
@@ -119,7 +122,9 @@ func AccessOf(roles map[string]Role, names []string) Access {
 		for _, p := range r.Permissions {
 			perms[p] = true
 		}
-		if r.Quota != nil {
+		if r.Quota == nil {
+			a.withDefault = true
+		} else {
 			if a.Quota == nil {
 				q := *r.Quota
 				a.Quota = &q
@@ -164,12 +169,20 @@ func (a Access) Within(scope []Permission) Access {
 	return a
 }
 
-// QuotaOr is the limit for a user without a quota of their own: the roles', else def.
+// QuotaOr is the limit for a user without a quota of their own, def being the
+// site's: each limit the largest of the roles', a role without a quota counting as
+// def. Roles add to what one may do, never take away: a site lowers its visitors'
+// limits through the role every account holds.
 func (a Access) QuotaOr(def Quota) Quota {
-	if a.Quota != nil {
-		return *a.Quota
+	if a.Quota == nil {
+		return def
 	}
-	return def
+	q := *a.Quota
+	if a.withDefault {
+		q = Quota{MaxSimultaneous: max(q.MaxSimultaneous, def.MaxSimultaneous), CPUs: max(q.CPUs, def.CPUs),
+			MemoryBytes: max(q.MemoryBytes, def.MemoryBytes), DiskBytes: max(q.DiskBytes, def.DiskBytes)}
+	}
+	return q
 }
 
 // Policy is a site's roles and the role every account has.

@@ -85,8 +85,16 @@ func (s *server) routes(root *mux.Router) (api *mux.Router) {
 
 	// v2: launches answered at once, with their progress as Server-Sent Events.
 	api.Handle("/api/v2/resources", s.handleV2Launch()).Methods(http.MethodPost)
+	api.Handle("/api/v2/resources", s.handleV2Resources()).Methods(get...)
 	api.Handle("/api/v2/resources/{id}", s.handleV2Resource()).Methods(get...)
 	api.Handle("/api/v2/resources/{id}/events", s.handleV2Events()).Methods(http.MethodGet)
+	api.Handle("/api/v2/resources/{id}/connection", s.handleV2Connection()).Methods(get...)
+
+	// v2: identity and access (bearer API tokens and OpenID JWTs, or the session).
+	api.Handle("/api/v2/me", s.handleV2Me()).Methods(get...)
+	api.Handle("/api/v2/tokens", s.handleV2Tokens()).Methods(http.MethodGet, http.MethodHead, http.MethodPost)
+	api.Handle("/api/v2/tokens/{id}", s.handleV2Token()).Methods(http.MethodDelete)
+	api.Handle("/api/v2/users/{username}/roles", s.handleV2UserRoles()).Methods(http.MethodGet, http.MethodHead, http.MethodPut)
 	api.Handle("/api/v2/openapi.yaml", s.handleOpenAPI()).Methods(get...)
 	return api
 }

@@ -47,12 +47,14 @@ func (s *Store) HTTPSessionUser(ctx context.Context, token string) (SessionUser,
 		joined    sql.NullTime
 		last, got sql.NullTime
 		version   sql.NullInt64
+		roles     sql.NullString
 	)
 	err := s.queryRow(ctx, `SELECT h.username, h.data, h.expires_at,
-		u.id, u.username, u.uuid, u.is_admin, u.email, u.uid, u.gid, u.home, u.date_joined, u.last_login, u.experiments_fetched_at, u.experiments_version
+		u.id, u.username, u.uuid, u.is_admin, u.email, u.uid, u.gid, u.home, u.date_joined, u.last_login, u.experiments_fetched_at, u.experiments_version,
+		(SELECT GROUP_CONCAT(DISTINCT role) FROM user_roles WHERE user_roles.user_id = u.id)
 		FROM http_sessions h LEFT JOIN users u ON u.username = h.username AND h.username <> ''
 		WHERE h.id = ?`, sessionKey(token)).
-		Scan(&out.Username, &out.Data, &expires, &id, &name, &uuid, &admin, &email, &uid, &gid, &home, &joined, &last, &got, &version)
+		Scan(&out.Username, &out.Data, &expires, &id, &name, &uuid, &admin, &email, &uid, &gid, &home, &joined, &last, &got, &version, &roles)
 	if err != nil {
 		return SessionUser{}, s.wrap(err)
 	}
@@ -65,6 +67,7 @@ func (s *Store) HTTPSessionUser(ctx context.Context, token string) (SessionUser,
 			ID: id.Int64, Username: name.String, UUID: uuid.String, IsAdmin: admin.Bool, Email: email.String,
 			UID: intPtr(uid), GID: intPtr(gid), Home: home.String, Joined: joined.Time.UTC(),
 			LastLogin: nullTime(last), ExperimentsFetched: nullTime(got), ExperimentsVersion: version.Int64,
+			Roles: splitRoles(roles.String),
 		}
 	}
 	return out, nil

@@ -429,6 +429,11 @@ func TestHTTPSessions(t *testing.T) {
 		if err := s.SetAdmin(ctx, "test", "alice", true); err != nil {
 			t.Fatal(err)
 		}
+		for _, src := range []string{store.RoleGranted, store.RoleOIDC} {
+			if _, err := s.SetRoles(ctx, "test", "alice", src, []string{"staff", "beamline"}); err != nil {
+				t.Fatal(err)
+			}
+		}
 		if err := s.CreateHTTPSession(ctx, "tok", "alice", `{"a":1}`, time.Now().Add(time.Hour)); err != nil {
 			t.Fatal(err)
 		}
@@ -442,8 +447,9 @@ func TestHTTPSessions(t *testing.T) {
 		if err != nil || got.Username != "alice" || got.Data != `{"a":1}` {
 			t.Fatalf("get: %+v %v", got, err)
 		}
-		if got.User == nil || got.User.ID != alice.ID || got.User.UUID != alice.UUID || !got.User.IsAdmin {
-			t.Fatalf("the session's account: %+v, want alice (%d, admin)", got.User, alice.ID)
+		if got.User == nil || got.User.ID != alice.ID || got.User.UUID != alice.UUID || !got.User.IsAdmin ||
+			!slices.Equal(got.User.Roles, []string{"beamline", "staff"}) {
+			t.Fatalf("the session's account: %+v, want alice (%d, admin, beamline and staff)", got.User, alice.ID)
 		}
 		// A federated login waiting for its account, and a session whose account went.
 		for _, row := range []struct{ token, username string }{{"pending", ""}, {"orphan", "nobody"}} {

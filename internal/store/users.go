@@ -29,12 +29,19 @@ func scanUser(row interface{ Scan(...any) error }) (calipso.User, error) {
 		roles         sql.NullString
 	)
 	err := row.Scan(&u.ID, &u.Username, &u.UUID, &u.IsAdmin, &u.Email, &uid, &gid, &u.Home, &joined, &last, &fetched, &u.ExperimentsVersion, &roles)
-	if roles.String != "" {
-		u.Roles = strings.Split(roles.String, ",")
-		slices.Sort(u.Roles)
-	}
+	u.Roles = splitRoles(roles.String)
 	u.UID, u.GID, u.Joined, u.LastLogin, u.ExperimentsFetched = intPtr(uid), intPtr(gid), joined.UTC(), nullTime(last), nullTime(fetched)
 	return u, err
+}
+
+// splitRoles reads the roles column of userColumns, sorted.
+func splitRoles(s string) []string {
+	if s == "" {
+		return nil
+	}
+	roles := strings.Split(s, ",")
+	slices.Sort(roles)
+	return roles
 }
 
 // ValidUsername says whether name can be an account name: what user offices use
@@ -343,6 +350,21 @@ func (s *Store) EnsureAdmins(ctx context.Context, actor string, names []string) 
 		if err := s.SetAdmin(ctx, actor, name, true); err != nil {
 			return err
 		}
+	}
+	return nil
+}
+
+// RecordAction audits an action that changes nothing stored (a support session on
+// another user's desktop): who, what, on which object. Unlike the audit of a change,
+// its failure is returned: an action that must be audited is refused without it.
+func (s *Store) RecordAction(ctx context.Context, actor, action, objectType, objectID string, detail any) error {
+	b, err := json.Marshal(detail)
+	if err != nil {
+		return fmt.Errorf("audit %s: %w", action, err)
+	}
+	if _, err := s.exec(ctx, `INSERT INTO audit_log (at, actor, action, object_type, object_id, detail) VALUES (?, ?, ?, ?, ?, ?)`,
+		s.now(), actor, action, objectType, objectID, string(b)); err != nil {
+		return fmt.Errorf("audit %s: %w", action, s.wrap(err))
 	}
 	return nil
 }

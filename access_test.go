@@ -1,0 +1,65 @@
+package calipso_test
+
+import (
+	"slices"
+	"testing"
+
+	"github.com/calipsoplus/calipso"
+)
+
+func TestAccessOf(t *testing.T) {
+	def := calipso.Quota{MaxSimultaneous: 5, CPUs: 10, MemoryBytes: 30 << 30, DiskBytes: 80 << 30}
+	small := calipso.Quota{MaxSimultaneous: 1, CPUs: 2, MemoryBytes: 4 << 30, DiskBytes: 100 << 30}
+	big := calipso.Quota{MaxSimultaneous: 10, CPUs: 1, MemoryBytes: 64 << 30, DiskBytes: 1 << 30}
+	roles := map[string]calipso.Role{
+		"visitor": {Permissions: []calipso.Permission{calipso.PermLaunch}, Quota: &small, Images: []string{"jupyter"}},
+		"staff":   {Permissions: []calipso.Permission{calipso.PermLaunch, calipso.PermSupportAccess}, Quota: &big, Images: []string{"desktop"}},
+		"plain":   {Permissions: []calipso.Permission{calipso.PermLaunchOwn}},
+	}
+	for _, tt := range []struct {
+		name   string
+		roles  []string
+		perms  []calipso.Permission
+		quota  calipso.Quota
+		images map[string]bool // image → may use
+	}{
+		{"none", nil, nil, def, map[string]bool{"jupyter": false}},
+		{"one role", []string{"visitor"}, []calipso.Permission{calipso.PermLaunch}, small, map[string]bool{"jupyter": true, "desktop": false}},
+		{"each limit the largest", []string{"visitor", "staff"}, []calipso.Permission{calipso.PermLaunch, calipso.PermSupportAccess},
+			calipso.Quota{MaxSimultaneous: 10, CPUs: 2, MemoryBytes: 64 << 30, DiskBytes: 100 << 30}, map[string]bool{"jupyter": true, "desktop": true, "other": false}},
+		{"a role without a quota counts as the default", []string{"visitor", "plain"}, []calipso.Permission{calipso.PermLaunch, calipso.PermLaunchOwn},
+			calipso.Quota{MaxSimultaneous: 5, CPUs: 10, MemoryBytes: 30 << 30, DiskBytes: 100 << 30}, map[string]bool{"other": true}},
+		{"unknown roles are ignored", []string{"ghost", "visitor"}, []calipso.Permission{calipso.PermLaunch}, small, map[string]bool{"jupyter": true}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			a := calipso.AccessOf(roles, tt.roles)
+			if !slices.Equal(a.Permissions, tt.perms) {
+				t.Errorf("permissions %v, want %v", a.Permissions, tt.perms)
+			}
+			if got := a.QuotaOr(def); got != tt.quota {
+				t.Errorf("quota %+v, want %+v", got, tt.quota)
+			}
+			for im, want := range tt.images {
+				if a.MayUse(im) != want {
+					t.Errorf("MayUse(%q) = %v", im, !want)
+				}
+			}
+		})
+	}
+	t.Run("a scope narrows, never widens", func(t *testing.T) {
+		a := calipso.AccessOf(roles, []string{"staff"}).Within([]calipso.Permission{calipso.PermSupportAccess, calipso.PermAdmin})
+		if !slices.Equal(a.Permissions, []calipso.Permission{calipso.PermSupportAccess}) {
+			t.Errorf("permissions %v", a.Permissions)
+		}
+	})
+	t.Run("policy", func(t *testing.T) {
+		p := calipso.DefaultPolicy()
+		u := calipso.User{Username: "carol", IsAdmin: true, Roles: []string{"staff"}}
+		if got := p.RoleNames(u); !slices.Equal(got, []string{"admin", "staff", "user"}) {
+			t.Errorf("roles %v", got)
+		}
+		if !p.Access(u).Can(calipso.PermAdmin) || (calipso.Policy{}).Access(calipso.User{}).Can(calipso.PermAdmin) {
+			t.Error("admin is the is_admin flag's, and only its")
+		}
+	})
+}
