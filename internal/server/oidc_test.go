@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/http/cookiejar"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -13,8 +14,10 @@ import (
 
 	"golang.org/x/oauth2"
 
+	"github.com/calipsoplus/calipso"
 	"github.com/calipsoplus/calipso/federation/oidc"
 	"github.com/calipsoplus/calipso/internal/testenv"
+	"github.com/calipsoplus/calipso/settings"
 )
 
 // lateOpenID is the server's OpenID provider, set once the harness's URL (the
@@ -47,11 +50,11 @@ type oidcSetup struct {
 	callback string
 }
 
-func newOIDCSetup(t *testing.T, opts testenv.OIDCOptions) *oidcSetup {
+func newOIDCSetup(t *testing.T, opts testenv.OIDCOptions, hopts ...harnessOption) *oidcSetup {
 	t.Helper()
 	op := testenv.StartOIDCProvider(t, opts)
 	late := &lateOpenID{}
-	h := newHarness(t, withOpenID(late))
+	h := newHarness(t, append([]harnessOption{withOpenID(late), withStaffGroup()}, hopts...)...)
 	s := &oidcSetup{h: h, op: op, callback: h.api("oidc/callback/")}
 	s.clientID, s.secret = op.NewClient(t, s.callback, h.srv.URL+"/")
 	p, err := oidc.New(oidc.Config{IssuerURL: op.Issuer, ClientID: s.clientID, ClientSecret: s.secret, RedirectURL: s.callback,
@@ -63,6 +66,17 @@ func newOIDCSetup(t *testing.T, opts testenv.OIDCOptions) *oidcSetup {
 	late.p = p
 	late.mu.Unlock()
 	return s
+}
+
+// staffGroup is the provider's group that the OIDC tests map to the staff role.
+const staffGroup = "beamline-staff"
+
+func withStaffGroup() harnessOption {
+	return withSettings(func(c *settings.Settings) {
+		staff := c.Access.Policy.Roles[calipso.RoleStaff]
+		staff.OIDCGroups = []string{staffGroup}
+		c.Access.Policy.Roles[calipso.RoleStaff] = staff
+	})
 }
 
 // tokenFor gets an access token for user the way a script would, through a browser
@@ -103,7 +117,7 @@ func newJarClient(t *testing.T) *http.Client {
 // through the provider's logout back to the frontend.
 func TestOIDCBrowserLogin(t *testing.T) {
 	s := newOIDCSetup(t, testenv.OIDCOptions{})
-	s.op.AddUser("olga", "olga-secret", "staff")
+	s.op.AddUser("olga", "olga-secret", staffGroup)
 	b := s.h.browser()
 
 	landed := testenv.SignIn(t, b.c, s.h.api("oidc/authenticate/"), s.h.cfg.FrontendURL, "olga", "olga-secret", false)
@@ -116,6 +130,13 @@ func TestOIDCBrowserLogin(t *testing.T) {
 		t.Fatalf("authenticated/ = %s", a.body)
 	}
 	wantStatus(t, b.do(http.MethodGet, "users/olga/", nil), http.StatusOK)
+	// Her provider group made her staff: the right role, from the login.
+	var me map[string]any
+	b.do(http.MethodGet, "api/v2/me", nil).json(t, &me)
+	if roles, _ := me["roles"].([]any); !slices.Contains(roles, any(calipso.RoleStaff)) {
+		t.Errorf("olga's roles after the login = %v, want staff", me["roles"])
+	}
+	wantStatus(t, b.do(http.MethodGet, "login/type/", nil), http.StatusOK)
 
 	// Logout: the session ends here, and the browser goes to the provider and back.
 	resp, err := b.c.Get(s.h.api("oidc/logout/"))
@@ -225,5 +246,56 @@ func TestOIDCBearerTokens(t *testing.T) {
 	t.Run("expired", func(t *testing.T) {
 		time.Sleep(time.Until(tok.Expiry) + time.Second)
 		wantError(t, call(tok.AccessToken, http.MethodGet, "api/v2/resources/999999", nil), http.StatusUnauthorized)
+	})
+}
+
+// TestAccessJWT: the access matrix's v2 rows with the OpenID provider's access
+// tokens. The provider's groups give the role at every call, so a group taken away
+// is a role gone with the next token; a JWT (unlike an API token) may make tokens.
+func TestAccessJWT(t *testing.T) {
+	s := newOIDCSetup(t, testenv.OIDCOptions{})
+	s.op.AddUser("olga", "olga-secret", staffGroup)
+	s.op.AddUser("omar", "omar-secret")
+	jwt := map[string]string{
+		"olga": s.tokenFor(t, s.clientID, s.secret, s.callback, "olga", "olga-secret").AccessToken,
+		"omar": s.tokenFor(t, s.clientID, s.secret, s.callback, "omar", "omar-secret").AccessToken,
+	}
+	for _, tt := range []struct {
+		user, method, path string
+		body               any
+		want               int
+	}{
+		{"olga", http.MethodGet, "api/v2/me", nil, http.StatusOK},
+		{"olga", http.MethodGet, "api/v2/resources?all=true", nil, http.StatusOK},
+		{"omar", http.MethodGet, "api/v2/resources?all=true", nil, http.StatusForbidden},
+		{"olga", http.MethodGet, "api/v2/users/omar/roles", nil, http.StatusForbidden},
+		{"omar", http.MethodPut, "api/v2/users/omar/roles", map[string]any{"roles": []string{"admin"}}, http.StatusForbidden},
+		{"omar", http.MethodGet, "api/v2/tokens?all=true", nil, http.StatusForbidden},
+		{"omar", http.MethodPost, "api/v2/tokens", map[string]any{"name": "from a jwt"}, http.StatusCreated},
+		{"omar", http.MethodPost, "api/v2/tokens", map[string]any{"name": "beyond", "scope": []string{"see_all_resources"}}, http.StatusForbidden},
+		{"olga", http.MethodPost, "api/v2/tokens", map[string]any{"name": "support", "scope": []string{"support_access"}}, http.StatusCreated},
+	} {
+		t.Run(tt.user+" "+tt.method+" "+tt.path, func(t *testing.T) {
+			a := bearerBrowser(s.h, jwt[tt.user]).in(t).do(tt.method, tt.path, tt.body)
+			if a.status != tt.want {
+				t.Fatalf("= %d %s, want %d", a.status, a.body, tt.want)
+			}
+		})
+	}
+	var me map[string]any
+	bearerBrowser(s.h, jwt["olga"]).in(t).do(http.MethodGet, "api/v2/me", nil).json(t, &me)
+	if roles, _ := me["roles"].([]any); !slices.Contains(roles, any(calipso.RoleStaff)) || me["via"] != "oidc" {
+		t.Errorf("olga's JWT = %v, want staff by oidc", me)
+	}
+
+	t.Run("group taken away", func(t *testing.T) {
+		s.op.AddUser("olga", "olga-secret") // no group now
+		fresh := s.tokenFor(t, s.clientID, s.secret, s.callback, "olga", "olga-secret").AccessToken
+		wantError(t, bearerBrowser(s.h, fresh).in(t).do(http.MethodGet, "api/v2/resources?all=true", nil), http.StatusForbidden)
+		var me map[string]any
+		bearerBrowser(s.h, fresh).in(t).do(http.MethodGet, "api/v2/me", nil).json(t, &me)
+		if roles, _ := me["roles"].([]any); slices.Contains(roles, any(calipso.RoleStaff)) {
+			t.Errorf("olga keeps staff without the group: %v", me["roles"])
+		}
 	})
 }
