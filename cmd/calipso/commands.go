@@ -54,6 +54,11 @@ var commands = map[string]command{
 		return healthcheck(ctx, c.cfg.Listen, c.stdout)
 	}},
 	"migrate":            {needSettings, migrate},
+	"bootstrap":          {needStore, bootstrap},
+	"user role":          {needStore, userRole},
+	"token create":       {needStore, tokenCreate},
+	"token list":         {needStore, tokenList},
+	"token revoke":       {needStore, tokenRevoke},
 	"reconcile":          {needSettings, reconcile},
 	"import-calipsoplus": {needStore, importCalipsoPlus},
 	"user add":           {needStore, userAdd},

@@ -39,12 +39,14 @@ The settings come from --settings, else $CALIPSO_SETTINGS, else the embedded loc
 Commands:
   serve                          serve the API (the default)
   migrate [--status]             bring the database schema up to date
+  bootstrap [--admin NAME]       first run, safe to repeat: schema, images, admins, a check of the roles
   settings check                 validate the settings, listing every problem
   settings show [PROFILE]        print an embedded settings profile
   reconcile                      compare records with the engines and Guacamole, and fix them
   user add NAME [--admin] [--uid N --gid N] [--home DIR]
   user remove NAME
   user admin NAME [--revoke]     grant (or revoke) admin rights
+  user role NAME ROLE [--revoke] grant (or revoke) a role ([access.roles] in the settings)
   user import FILE.csv           username[,is_admin,uid,gid,home]
   experiment add PROPOSAL [--subject S] [--body B] [--beamline L] [--uid N --gid N]
   experiment remove PROPOSAL
@@ -54,6 +56,10 @@ Commands:
   link USER PROPOSAL             make USER a participant of PROPOSAL
   unlink USER PROPOSAL
   quota set USER --cpu N --memory SIZE --hdd SIZE --max N
+  token create USER --name NAME [--scope PERM,PERM] [--expires DURATION]
+                                 a personal API token (USER may be a service account); prints its secret once
+  token list [USER]              API tokens, never their secrets
+  token revoke ID
   useroffice [--listen ADDR] [--data FILE]   serve the reference user office (API.md)
   import-calipsoplus --dsn DSN   copy a CalipsoPlus database into this one
   healthcheck                    exit 0 when the server at the settings' listen address answers /healthz

@@ -77,6 +77,16 @@ func TestCommands(t *testing.T) {
 		{"quota set bad unit", []string{"quota", "set", "dave", "--cpu", "2", "--memory", "4Q", "--hdd", "10G", "--max", "2"}, true, nil},
 		{"unlink", []string{"unlink", "dave", "2024001"}, false, []string{"done"}},
 		{"user admin revoke", []string{"user", "admin", "bob", "--revoke"}, false, []string{"admin: false"}},
+		{"bootstrap", []string{"bootstrap", "--admin", "root-admin"}, false, []string{"up to date", "admins: carol, root-admin", "staff"}},
+		{"bootstrap again", []string{"bootstrap", "--admin", "root-admin"}, false, []string{"admins: carol, root-admin"}},
+		{"user role", []string{"user", "role", "bob", "staff"}, false, []string{"user bob roles: staff, user"}},
+		{"user role unknown", []string{"user", "role", "bob", "wizard"}, true, nil},
+		{"user role revoke", []string{"user", "role", "bob", "staff", "--revoke"}, false, []string{"user bob roles: user\n"}},
+		{"token create", []string{"token", "create", "svc-ci", "--name", "ci", "--scope", "launch", "--expires", "24h"}, false, []string{"scope launch", "calipso_pat_"}},
+		{"token create beyond the roles", []string{"token", "create", "svc-ci", "--name", "ci", "--scope", "admin"}, true, nil},
+		{"token create too long", []string{"token", "create", "svc-ci", "--name", "ci", "--expires", "87600h"}, true, nil},
+		{"token revoke", []string{"token", "revoke", "1"}, false, []string{"token 1 revoked"}},
+		{"token list", []string{"token", "list", "svc-ci"}, false, []string{"svc-ci", "ci", "launch", "revoked"}},
 		{"experiment remove", []string{"experiment", "remove", "2024002"}, false, []string{"removed"}},
 		{"user remove", []string{"user", "remove", "erin"}, false, []string{"removed"}},
 		{"user remove unknown", []string{"user", "remove", "erin"}, true, nil},
@@ -88,7 +98,7 @@ func TestCommands(t *testing.T) {
 				t.Fatalf("err = %v, want error %v; output:\n%s", err, c.wantErr, out)
 			}
 			for _, w := range c.want {
-				if !strings.Contains(out, w) {
+				if !strings.Contains(out, strings.ReplaceAll(w, `\n`, "\n")) {
 					t.Errorf("output lacks %q:\n%s", w, out)
 				}
 			}

@@ -93,3 +93,21 @@ func (s *Store) GrantedRoles(ctx context.Context, username string) ([]string, er
 	}
 	return out, s.wrap(rows.Err())
 }
+
+// RolesHeld lists every role some account holds, from any source, sorted.
+func (s *Store) RolesHeld(ctx context.Context) ([]string, error) {
+	rows, err := s.query(ctx, `SELECT DISTINCT role FROM user_roles ORDER BY role`)
+	if err != nil {
+		return nil, s.wrap(err)
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var r string
+		if err := rows.Scan(&r); err != nil {
+			return nil, s.wrap(err)
+		}
+		out = append(out, r)
+	}
+	return out, s.wrap(rows.Err())
+}
