@@ -19,7 +19,7 @@ type Identity struct {
 	Name    string
 	// NameID of the assertion's subject and the IdP's SessionIndex: single logout
 	// names the session by them.
-	NameID, SessionIndex string
+	NameID, NameIDFormat, SessionIndex string
 	// Values are every value of the role attribute (AttributeNames.Values), which
 	// the site maps to roles.
 	Values []string

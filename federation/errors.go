@@ -31,6 +31,7 @@ var (
 	ErrIdPStatus        = calipso.NewError(calipso.EUNAUTHORIZED, "identity provider reported a failure")
 	ErrMissingAttribute = calipso.NewError(calipso.EUNAUTHORIZED, "required attribute missing")
 	ErrMarkupInHash     = calipso.NewError(calipso.EUNAUTHORIZED, "the EAAHash holds markup or control characters")
+	ErrNoPendingLogout  = calipso.NewError(calipso.EUNAUTHORIZED, "logout response answers no logout this browser started")
 )
 
 // ErrNoSingleLogout means the identity provider publishes no HTTP-Redirect

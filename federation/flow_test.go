@@ -25,7 +25,7 @@ func TestLoginFlow(t *testing.T) {
 		{"idp clock 1m behind, within skew", idpBehaviour{clockShift: -time.Minute}, Identity{}},
 		{"EAAHash from persistent NameID", idpBehaviour{session: &saml.Session{
 			NameID: "persistent-hash-42", NameIDFormat: persistentNameIDFormat, UserName: testUID,
-		}}, Identity{EAAHash: "persistent-hash-42", UID: testUID, NameID: "persistent-hash-42"}},
+		}}, Identity{EAAHash: "persistent-hash-42", UID: testUID, NameID: "persistent-hash-42", NameIDFormat: persistentNameIDFormat}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -45,7 +45,7 @@ func TestLoginFlow(t *testing.T) {
 			}
 			want := tt.want
 			if reflect.DeepEqual(want, Identity{}) {
-				want = Identity{EAAHash: testEAAHash, UID: testUID, Email: testEmail, Name: testName, NameID: "transient-4711", SessionIndex: "idx-1"}
+				want = Identity{EAAHash: testEAAHash, UID: testUID, Email: testEmail, Name: testName, NameID: "transient-4711", NameIDFormat: "urn:oasis:names:tc:SAML:2.0:nameid-format:transient", SessionIndex: "idx-1"}
 			}
 			if !reflect.DeepEqual(got.id, want) {
 				t.Errorf("identity = %+v, want %+v", got.id, want)

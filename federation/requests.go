@@ -28,13 +28,21 @@ type pendingLogin struct {
 }
 
 type requestTracker struct {
+	prefix string // of the cookies' names; "" is requestCookiePrefix
 	key    []byte // HMAC key derived from the SP private key
 	path   string // ACS path: the cookie is sent nowhere else
 	secure bool
 	ttl    time.Duration
 }
 
-func (t requestTracker) cookieName(id string) string { return requestCookiePrefix + id }
+func (t requestTracker) cookiePrefix() string {
+	if t.prefix != "" {
+		return t.prefix
+	}
+	return requestCookiePrefix
+}
+
+func (t requestTracker) cookieName(id string) string { return t.cookiePrefix() + id }
 
 func (t requestTracker) mac(name string, payload []byte) []byte {
 	m := hmac.New(sha256.New, t.key)
@@ -75,7 +83,7 @@ func (t requestTracker) track(w http.ResponseWriter, r *http.Request, p pendingL
 func (t requestTracker) pending(r *http.Request, now time.Time) []pendingLogin {
 	var out []pendingLogin
 	for _, c := range r.Cookies() {
-		if !strings.HasPrefix(c.Name, requestCookiePrefix) {
+		if !strings.HasPrefix(c.Name, t.cookiePrefix()) {
 			continue
 		}
 		encPayload, encMAC, ok := strings.Cut(c.Value, ".")

@@ -40,6 +40,7 @@ type ServiceProvider struct {
 	current atomic.Pointer[saml.ServiceProvider] // rebuilt whenever IdP metadata changes
 	replay  *replayCache
 	tracker requestTracker
+	logouts requestTracker // the LogoutRequests this SP sent, answered at the SLO URL
 	now     func() time.Time
 	log     *slog.Logger
 }
@@ -72,6 +73,7 @@ func New(ctx context.Context, cfg Config) (*ServiceProvider, error) {
 	}
 	sum := sha256.Sum256(append([]byte("calipso federation request cookie v1\x00"), x509.MarshalPKCS1PrivateKey(key)...))
 	sp.tracker = requestTracker{key: sum[:], path: sp.acsURL.Path, secure: sp.acsURL.Scheme == "https", ttl: cfg.LoginTimeout}
+	sp.logouts = requestTracker{prefix: logoutCookiePrefix, key: sum[:], path: sp.sloURL.Path, secure: sp.sloURL.Scheme == "https", ttl: logoutTimeout}
 
 	data := cfg.IdPMetadataXML
 	if len(data) == 0 {
@@ -140,6 +142,8 @@ func (sp *ServiceProvider) install(data []byte) error {
 		AuthnNameIDFormat: saml.UnspecifiedNameIDFormat, // let the IdP pick; the EAAHash comes as an attribute
 		AllowIDPInitiated: sp.cfg.AllowIdPInitiated,
 		SignatureMethod:   dsig.RSASHA256SignatureMethod,
+		// The metadata publishes the SLO URL for both: IdPs send by either.
+		LogoutBindings: []string{saml.HTTPRedirectBinding, saml.HTTPPostBinding},
 		ValidateAudienceRestriction: func(a *saml.Assertion) error {
 			return sp.checkAudience(a)
 		},
@@ -250,19 +254,4 @@ func (sp *ServiceProvider) StartLogin(w http.ResponseWriter, r *http.Request, re
 	w.Header().Set("Cache-Control", "no-store")
 	http.Redirect(w, r, redirect.String(), http.StatusFound)
 	return nil
-}
-
-// LogoutURL is where to send the browser for single logout at the IdP
-// (HTTP-Redirect binding, no SP-side SLO endpoint: the IdP ends on its own
-// page). ErrNoSingleLogout when the IdP publishes no such endpoint.
-func (sp *ServiceProvider) LogoutURL(nameID string) (*url.URL, error) {
-	s := sp.current.Load()
-	if s.GetSLOBindingLocation(saml.HTTPRedirectBinding) == "" {
-		return nil, ErrNoSingleLogout
-	}
-	u, err := s.MakeRedirectLogoutRequest(nameID, "")
-	if err != nil {
-		return nil, fmt.Errorf("logout request: %w", err)
-	}
-	return u, nil
 }

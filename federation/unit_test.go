@@ -251,32 +251,6 @@ func TestAggregateNeedsEntityID(t *testing.T) {
 	}
 }
 
-func TestLogoutURL(t *testing.T) {
-	testKeys(t)
-	keyPEM, certPEM := spKeys.PEM()
-	base, _ := url.Parse("https://calipso.example/")
-	withSLO := newTestIdP(t, true)
-	sp, err := New(t.Context(), Config{BaseURL: base, KeyPEM: keyPEM, CertPEM: certPEM, IdPMetadataXML: withSLO.metadataXML()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	u, err := sp.LogoutURL("persistent-hash")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if u.Host != withSLO.idp.LogoutURL.Host || u.Path != "/idp/slo" || u.Query().Get("SAMLRequest") == "" {
-		t.Fatalf("logout url = %s", u)
-	}
-	without := newTestIdP(t, false)
-	sp2, err := New(t.Context(), Config{BaseURL: base, KeyPEM: keyPEM, CertPEM: certPEM, IdPMetadataXML: without.metadataXML()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := sp2.LogoutURL("x"); !errors.Is(err, ErrNoSingleLogout) {
-		t.Fatalf("no SLO endpoint: %v", err)
-	}
-}
-
 func TestConsumeAssertionBadRequests(t *testing.T) {
 	f := newFixture(t, nil)
 	tests := []struct {

@@ -419,7 +419,7 @@ func (n AttributeNames) identity(a *saml.Assertion) (Identity, error) {
 		}
 	}
 	if nid := a.Subject.NameID; nid != nil {
-		id.NameID = nid.Value
+		id.NameID, id.NameIDFormat = nid.Value, nid.Format
 		if id.EAAHash == "" && n.EAAHashFromPersistentNameID && nid.Format == persistentNameIDFormat {
 			id.EAAHash = strings.TrimSpace(nid.Value)
 		}
