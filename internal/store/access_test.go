@@ -116,3 +116,49 @@ func TestTokens(t *testing.T) {
 		}
 	})
 }
+
+// TestSessionsBySSO: the identity provider's single logout ends exactly the sessions
+// of its login: by NameID and SessionIndex, or every one of the NameID.
+func TestSessionsBySSO(t *testing.T) {
+	backends(t, func(t *testing.T, s *store.Store) {
+		ctx := context.Background()
+		for _, u := range []string{"ana", "ben"} {
+			if _, err := s.EnsureUser(ctx, u); err != nil {
+				t.Fatal(err)
+			}
+		}
+		until := time.Now().Add(time.Hour)
+		for _, row := range []struct{ token, user, nameID, index string }{
+			{"a1", "ana", "nid-ana", "idx-1"}, {"a2", "ana", "nid-ana", "idx-2"}, {"b1", "ben", "nid-ben", "idx-1"}, {"local", "ana", "", ""},
+		} {
+			if err := s.CreateHTTPSession(ctx, row.token, row.user, "{}", until); err != nil {
+				t.Fatal(err)
+			}
+			if row.nameID != "" {
+				if err := s.SetHTTPSessionSSO(ctx, row.token, store.SSOSubject(row.nameID), row.index); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+		alive := func(token string) bool {
+			_, err := s.HTTPSessionUser(ctx, token)
+			return err == nil
+		}
+		names, err := s.EndHTTPSessionsBySSO(ctx, store.SSOSubject("nid-ana"), "idx-1")
+		if err != nil || len(names) != 1 || names[0] != "ana" {
+			t.Fatalf("end ana's idx-1: %v %v", names, err)
+		}
+		if alive("a1") || !alive("a2") || !alive("b1") || !alive("local") {
+			t.Fatal("ending one login's sessions ended others")
+		}
+		if _, err := s.EndHTTPSessionsBySSO(ctx, store.SSOSubject("nid-ana"), ""); err != nil {
+			t.Fatal(err)
+		}
+		if alive("a2") || !alive("b1") || !alive("local") {
+			t.Fatal("ending every session of a NameID: wrong sessions")
+		}
+		if names, err := s.EndHTTPSessionsBySSO(ctx, "", ""); err != nil || len(names) != 0 || !alive("local") {
+			t.Fatalf("an empty subject ended sessions: %v %v", names, err)
+		}
+	})
+}

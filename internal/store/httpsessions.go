@@ -134,3 +134,60 @@ func (s *Store) PurgeLoop(ctx context.Context, interval time.Duration, log *slog
 		}
 	}
 }
+
+// SSOSubject is how a session keeps the IdP's NameID: hashed, so that the table holds
+// no identifier of the person beyond the username.
+func SSOSubject(nameID string) string {
+	sum := sha256.Sum256([]byte("calipso sso subject\x00" + nameID))
+	return hex.EncodeToString(sum[:])
+}
+
+// SetHTTPSessionSSO records which login at the identity provider the session of token
+// came from: subject (SSOSubject of the NameID) and the IdP's SessionIndex.
+func (s *Store) SetHTTPSessionSSO(ctx context.Context, token, subject, sessionIndex string) error {
+	if len(sessionIndex) > 255 {
+		return fmt.Errorf("%w: session index longer than 255 bytes", ErrInvalid)
+	}
+	if _, err := s.exec(ctx, `UPDATE http_sessions SET sso_subject = ?, sso_session = ? WHERE id = ?`, subject, sessionIndex, sessionKey(token)); err != nil {
+		return fmt.Errorf("session sso: %w", s.wrap(err))
+	}
+	return nil
+}
+
+// EndHTTPSessionsBySSO ends the sessions of the IdP's login subject: those of
+// sessionIndex, or all of subject's when sessionIndex is "". It returns their
+// usernames, for the caches to forget.
+func (s *Store) EndHTTPSessionsBySSO(ctx context.Context, subject, sessionIndex string) ([]string, error) {
+	if subject == "" {
+		return nil, nil
+	}
+	where, args := `sso_subject = ?`, []any{subject}
+	if sessionIndex != "" {
+		where, args = where+` AND sso_session = ?`, append(args, sessionIndex)
+	}
+	var names []string
+	err := s.tx(ctx, func(tx *sql.Tx) error {
+		rows, err := tx.QueryContext(ctx, `SELECT DISTINCT username FROM http_sessions WHERE `+where, args...)
+		if err != nil {
+			return err
+		}
+		for rows.Next() {
+			var n string
+			if err := rows.Scan(&n); err != nil {
+				rows.Close()
+				return err
+			}
+			names = append(names, n)
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		_, err = tx.ExecContext(ctx, `DELETE FROM http_sessions WHERE `+where, args...)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("end sessions by sso: %w", s.wrap(err))
+	}
+	return names, nil
+}

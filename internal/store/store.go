@@ -293,13 +293,15 @@ func (d dialect) migrationsFS() (fs.FS, error) {
 			"{{text}}", "TEXT",
 			"{{time}}", "DATETIME",
 			"{{table}}", "",
-			"{{on resources}}", ""), // DROP INDEX: SQLite's index names are per database
+			"{{on resources}}", "", // DROP INDEX: SQLite's index names are per database
+			"{{on http_sessions}}", ""),
 		mysqlDialect: strings.NewReplacer(
 			"{{id}}", "BIGINT NOT NULL AUTO_INCREMENT PRIMARY KEY",
 			"{{text}}", "LONGTEXT",
 			"{{time}}", "DATETIME(6)",
 			"{{table}}", " ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin",
-			"{{on resources}}", " ON resources"),
+			"{{on resources}}", " ON resources",
+			"{{on http_sessions}}", " ON http_sessions"),
 	}[d]
 	out := fstest.MapFS{}
 	err := fs.WalkDir(migrations, "migrations", func(path string, e fs.DirEntry, err error) error {
