@@ -323,7 +323,12 @@ func startAppWith(t *testing.T, tail func(base string) string, trustedProxies st
 // startSAMLApp runs the IdP and the app in SAML mode with keys and metadata in files.
 func startSAMLApp(t *testing.T, umbrellaSettings ...string) (*umbrellaApp, *umbrellaIdP) {
 	t.Helper()
-	idp := newUmbrellaIdP(t)
+	return startSAMLAppWith(t, newUmbrellaIdP(t), umbrellaSettings...)
+}
+
+// startSAMLAppWith is startSAMLApp with an IdP the caller made (and changed).
+func startSAMLAppWith(t *testing.T, idp *umbrellaIdP, umbrellaSettings ...string) (*umbrellaApp, *umbrellaIdP) {
+	t.Helper()
 	dir := t.TempDir()
 	keyFile, certFile := filepath.Join(dir, "sp.key"), filepath.Join(dir, "sp.crt")
 	keyPEM, certPEM := umbrellaSPKey.PEM()

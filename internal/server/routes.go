@@ -27,6 +27,9 @@ func (s *server) routes(root *mux.Router) (api *mux.Router) {
 		// The IdP posts cross-site by design; the assertion itself is the proof (csrf()
 		// lets this path through).
 		root.Handle(acs.Path, s.handleACS()).Methods(http.MethodPost)
+		// Single logout: the IdP's answers and its own LogoutRequests, by either binding.
+		slo := s.SAML.SLOURL()
+		root.Handle(slo.Path, s.handleSLO()).Methods(http.MethodGet, http.MethodPost)
 		// The frontend ends an Umbrella user's logout at mod_shib's logout handler, at
 		// the host's root; without mod_shib this answers it.
 		root.Handle("/Shibboleth.sso/Logout", s.handleShibbolethLogout()).Methods(get...)

@@ -40,6 +40,11 @@ type Federation interface {
 	MetadataHandler() http.Handler
 	MetadataURL() url.URL
 	ACSURL() url.URL
+	// Single logout (federation/logout.go).
+	SLOURL() url.URL
+	StartLogout(w http.ResponseWriter, r *http.Request, s federation.Session, relayState string) error
+	ConsumeLogout(w http.ResponseWriter, r *http.Request) (federation.LogoutMessage, error)
+	RespondLogout(w http.ResponseWriter, r *http.Request, requestID, relayState string) error
 }
 
 // Check is one readiness check of /readyz.
@@ -124,10 +129,12 @@ type server struct {
 	pages         *pageCache
 	images        *imageList
 	acsPath       string // the SAML assertion consumer's path, exempt from CSRF; "" without SAML
+	sloPath       string // the SAML single logout path, likewise
 	// anonymousPOST are the paths posted to by browsers not logged in yet: they need
 	// no CSRF token, only the cross-origin check.
 	anonymousPOST map[string]bool
 	federated     *securecookie.SecureCookie // seals the federated identity's cookie
+	sloLogins     *securecookie.SecureCookie // seals sloCookie (slo.go)
 	oidcLogins    *securecookie.SecureCookie // seals the OpenID login under way
 }
 
@@ -154,6 +161,7 @@ func New(d Deps) (http.Handler, error) {
 		cop:      http.NewCrossOriginProtection(),
 	}
 	srv.federated = newFederatedCodec(s.SecretKey)
+	srv.sloLogins = newSLOCodec(s.SecretKey, s.Auth.SessionMaxAge.Duration)
 	srv.oidcLogins = newOIDCCodec(s.SecretKey)
 	srv.throttle = newThrottle(time.Now)
 	srv.metrics.watchThrottle(d.Metrics, srv.throttle)
@@ -164,6 +172,7 @@ func New(d Deps) (http.Handler, error) {
 	srv.images = &imageList{ttl: s.Server.CacheTTL.Duration}
 	if d.SAML != nil {
 		srv.acsPath = d.SAML.ACSURL().Path
+		srv.sloPath = d.SAML.SLOURL().Path
 	}
 	srv.anonymousPOST = map[string]bool{s.BasePath + "login/": true, s.BasePath + "umbrella/wuo/": true}
 	for _, o := range s.CORSOrigins {
@@ -442,9 +451,10 @@ func (s *server) csrf(next http.Handler) http.Handler {
 		}
 		switch {
 		case r.Method == http.MethodGet || r.Method == http.MethodHead || r.Method == http.MethodOptions:
-		case s.acsPath != "" && r.Method == http.MethodPost && r.URL.Path == s.acsPath:
-			// The IdP's browser POST to the assertion consumer is cross-site by design
-			// and carries no token of ours; the signed assertion is what is checked.
+		case s.acsPath != "" && r.Method == http.MethodPost && (r.URL.Path == s.acsPath || r.URL.Path == s.sloPath):
+			// The IdP's browser POST to the assertion consumer (or single logout) is
+			// cross-site by design and carries no token of ours; the signed message is
+			// what is checked.
 		case s.bearerV2(r):
 			// Judged by its token alone (authedV2), never by its cookies.
 		case r.Method == http.MethodPost && s.anonymousPOST[r.URL.Path]:

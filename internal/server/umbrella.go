@@ -44,14 +44,6 @@ const federatedCookie = "calipso_federated"
 // federatedTTL is how long an identity waits for umbrella/wuo/.
 const federatedTTL = 10 * time.Minute
 
-// keySAMLNameID and keySAMLSessionIndex keep, in the login session of a native-mode
-// Umbrella login, what names the IdP's session: single logout sends them to the
-// IdP, and an IdP's LogoutRequest finds the session by them.
-const (
-	keySAMLNameID       = "saml_name_id"
-	keySAMLSessionIndex = "saml_session_index"
-)
-
 // federatedIdentity is what federatedCookie holds.
 type federatedIdentity struct {
 	Hash string `json:"h"` // the EAA hash
@@ -64,12 +56,13 @@ type federatedIdentity struct {
 	Values []string `json:"v,omitempty"`
 	// NameID and SessionIndex name the IdP's session, for single logout.
 	NameID       string `json:"i,omitempty"`
+	Format       string `json:"f,omitempty"`
 	SessionIndex string `json:"s,omitempty"`
 }
 
 // fromFederation is what the cookie keeps of a federated identity.
 func fromFederation(id federation.Identity) federatedIdentity {
-	return federatedIdentity{Hash: id.EAAHash, UID: id.UID, Values: id.Values, NameID: id.NameID, SessionIndex: id.SessionIndex}
+	return federatedIdentity{Hash: id.EAAHash, UID: id.UID, Values: id.Values, NameID: id.NameID, Format: id.NameIDFormat, SessionIndex: id.SessionIndex}
 }
 
 // newFederatedCodec seals federatedCookie with keys of its own, derived from the
@@ -275,15 +268,12 @@ func (s *server) handleUmbrellaWUO() http.HandlerFunc {
 			writeJSON(w, http.StatusForbidden, map[string]string{"msg": "uid is not the account of this Umbrella identity: use the uid umbrella/session/ answers"})
 			return
 		}
-		keep := map[string]string{}
-		if id.NameID != "" {
-			keep[keySAMLNameID], keep[keySAMLSessionIndex] = id.NameID, id.SessionIndex
-		}
-		if err := s.startSession(w, r, username, keep); err != nil {
+		if err := s.startSession(w, r, username, nil); err != nil {
 			s.metrics.login("umbrella", "error")
 			writeError(w, r, s.Log, err)
 			return
 		}
+		s.rememberSAMLLogin(w, r, id)
 		if s.Config.SAMLRoleAttribute != "" {
 			s.mapRoles(r.Context(), username, store.RoleSAML, s.Config.Policy.SAMLRoles(id.Values))
 		}
@@ -295,32 +285,37 @@ func (s *server) handleUmbrellaWUO() http.HandlerFunc {
 
 // handleUmbrellaLogout ends the login session only: the autologin page calls it right
 // before umbrella/session/, which must still find the federated identity.
+//
+// A browser navigating to it (not the frontend's call) is sent on to the Shibboleth
+// logout, mod_shib's behind Apache or this server's in native mode, which ends the
+// login at the identity provider too, and returns to the frontend.
 func (s *server) handleUmbrellaLogout() http.HandlerFunc {
-	return s.stateChangingGET(func(w http.ResponseWriter, r *http.Request) {
+	return func(w http.ResponseWriter, r *http.Request) {
+		// Another site must not log the user out: the frontend's calls, as
+		// stateChangingGET allows them, and navigations the browser vouches for as
+		// this site's own or the user's (Sec-Fetch-Site same-origin or none; a browser
+		// too old to say is refused, as a link from anywhere would look the same).
+		if err := s.crossOrigin(r); err != nil {
+			writeError(w, r, s.Log, err)
+			return
+		}
+		if site := r.Header.Get("Sec-Fetch-Site"); navigation(r) && site != "same-origin" && site != "none" {
+			writeError(w, r, s.Log, fmt.Errorf("%w: this call changes state and is not a page: call it from the frontend or a script", errCrossSite))
+			return
+		}
 		if err := s.endSession(w, r); err != nil {
 			writeError(w, r, s.Log, err)
+			return
+		}
+		if navigation(r) {
+			if s.Header == nil && s.SAML == nil {
+				http.Redirect(w, r, s.frontendURL("/"), http.StatusFound)
+				return
+			}
+			http.Redirect(w, r, "/Shibboleth.sso/Logout?return="+url.QueryEscape(s.frontendURL("/")), http.StatusFound)
 			return
 		}
 		writeJSON(w, http.StatusOK, "ok logout")
-	})
-}
-
-// handleShibbolethLogout stands in for mod_shib's logout handler in native SAML mode:
-// it ends the login session and the federated identity, then sends the browser to
-// ?return= when that is the frontend (never elsewhere: an open redirect), else to the
-// frontend's root.
-func (s *server) handleShibbolethLogout() http.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) {
-		if err := s.endSession(w, r); err != nil {
-			writeError(w, r, s.Log, err)
-			return
-		}
-		s.forgetIdentity(w)
-		target := s.frontendURL("/")
-		if ret := queryOf(r).Get("return"); ret != "" && sameOrigin(ret, s.Config.FrontendURL) {
-			target = ret
-		}
-		http.Redirect(w, r, target, http.StatusFound)
 	}
 }
 
