@@ -149,7 +149,7 @@ func StartSAMLIdP(t testing.TB) *SAMLIdP {
 		mustWrite(t, filepath.Join(p.dir, "config", "config.php"), p.config(), 0o644, "")
 		mustWrite(t, filepath.Join(p.dir, "config", "metadata", "saml20-idp-hosted.php"), p.idpHosted(), 0o644, "")
 		conf := p.httpdConf(ports[0], install, modPHP, run)
-		p.httpd, err = startHTTPD(t, "SimpleSAMLphp's Apache", bin, p.dir, conf, p.MetadataURL, filepath.Join(p.dir, "log", "simplesamlphp.log"))
+		p.httpd, err = startHTTPD(t, "SimpleSAMLphp's Apache", bin, p.dir, conf, p.MetadataURL, filepath.Join(p.dir, "log", "simplesamlphp.log"), nil)
 		if err == nil {
 			return p
 		}
@@ -516,11 +516,11 @@ type httpd struct {
 
 var errPortInUse = errors.New("the port is in use")
 
-// startHTTPD checks conf (written to dir/httpd.conf), runs apache in the foreground in
-// its own process group and waits until ready answers 200. When the test ends it stops
+// startHTTPD checks conf (written to dir/httpd.conf), runs apache (with env added to
+// the environment) in the foreground in its own process group and waits until ready answers 200. When the test ends it stops
 // it (SIGTERM, then SIGKILL of the whole group) and, when the test failed, logs the
 // tail of the error log and of extraLog.
-func startHTTPD(t testing.TB, what, bin, dir, conf, ready, extraLog string) (*httpd, error) {
+func startHTTPD(t testing.TB, what, bin, dir, conf, ready, extraLog string, env []string) (*httpd, error) {
 	t.Helper()
 	confPath := filepath.Join(dir, "httpd.conf")
 	if err := os.WriteFile(confPath, []byte(conf), 0o644); err != nil {
@@ -528,7 +528,9 @@ func startHTTPD(t testing.TB, what, bin, dir, conf, ready, extraLog string) (*ht
 	}
 	errLog := filepath.Join(dir, "error.log")
 	_ = os.Remove(errLog)
-	if out, err := exec.Command(bin, "-t", "-f", confPath).CombinedOutput(); err != nil {
+	check := exec.Command(bin, "-t", "-f", confPath)
+	check.Env = append(os.Environ(), env...)
+	if out, err := check.CombinedOutput(); err != nil {
 		t.Fatalf("%s: apache2 -t: %v\n%s\n--- %s ---\n%s", what, err, out, confPath, conf)
 	}
 	out, err := os.Create(filepath.Join(dir, "httpd.out"))
@@ -537,6 +539,7 @@ func startHTTPD(t testing.TB, what, bin, dir, conf, ready, extraLog string) (*ht
 	}
 	defer out.Close()
 	cmd := exec.Command(bin, "-f", confPath, "-DFOREGROUND")
+	cmd.Env = append(os.Environ(), env...)
 	cmd.Stdout, cmd.Stderr = out, out
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
