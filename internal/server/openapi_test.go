@@ -56,6 +56,9 @@ func TestOpenAPIAnswers(t *testing.T) {
 	b.readEvents(t, "api/v2/resources/"+id+"/events", "") // to its end: the launch is over
 
 	anonymous := h.browser()
+	created := b.do(http.MethodPost, "api/v2/tokens", map[string]any{"name": "openapi", "scope": []string{"launch"}})
+	wantStatus(t, created, http.StatusCreated)
+	tokenID := strconv.Itoa(int(created.object(t)["id"].(float64)))
 	for _, tt := range []struct {
 		name   string
 		who    *browser
@@ -68,6 +71,18 @@ func TestOpenAPIAnswers(t *testing.T) {
 		{"record", b, http.MethodGet, "api/v2/resources/" + id, nil, http.StatusOK},
 		{"events", b, http.MethodGet, "api/v2/resources/" + id + "/events", nil, http.StatusOK},
 		{"document", anonymous, http.MethodGet, "api/v2/openapi.yaml", nil, http.StatusOK},
+		{"resources", b, http.MethodGet, "api/v2/resources", nil, http.StatusOK},
+		{"all resources", b, http.MethodGet, "api/v2/resources?all=true", nil, http.StatusForbidden},
+		{"connection", b, http.MethodGet, "api/v2/resources/" + id + "/connection", nil, http.StatusOK},
+		{"me", b, http.MethodGet, "api/v2/me", nil, http.StatusOK},
+		{"tokens", b, http.MethodGet, "api/v2/tokens", nil, http.StatusOK},
+		{"create token", b, http.MethodPost, "api/v2/tokens", map[string]any{"name": "doc", "scope": []string{"launch"}, "expires_in": 3600}, http.StatusCreated},
+		{"create token beyond the roles", b, http.MethodPost, "api/v2/tokens", map[string]any{"name": "doc", "scope": []string{"admin"}}, http.StatusForbidden},
+		{"revoke token", b, http.MethodDelete, "api/v2/tokens/" + tokenID, nil, http.StatusNoContent},
+		{"roles, not an admin", b, http.MethodGet, "api/v2/users/alice/roles", nil, http.StatusForbidden},
+		{"roles", h.loggedIn("carol"), http.MethodGet, "api/v2/users/alice/roles", nil, http.StatusOK},
+		{"grant roles", h.loggedIn("carol"), http.MethodPut, "api/v2/users/alice/roles", map[string]any{"roles": []string{"staff"}}, http.StatusOK},
+		{"grant an unknown role", h.loggedIn("carol"), http.MethodPut, "api/v2/users/alice/roles", map[string]any{"roles": []string{"wizard"}}, http.StatusBadRequest},
 		{"not JSON", b, http.MethodPost, "api/v2/resources", "{", http.StatusBadRequest},
 		{"unknown image", b, http.MethodPost, "api/v2/resources", map[string]string{"experiment": "2019002~2019002-01", "image": "nope"}, http.StatusNotFound},
 		{"bad id", b, http.MethodGet, "api/v2/resources/0", nil, http.StatusBadRequest},
