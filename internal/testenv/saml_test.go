@@ -41,7 +41,6 @@ func TestSAMLIdPMetadata(t *testing.T) {
 	if len(md.IdP) != 1 || len(md.IdP[0].SSO) == 0 || len(md.IdP[0].SLO) == 0 {
 		t.Fatalf("no IDPSSODescriptor with SingleSignOnService and SingleLogoutService:\n%s", raw)
 	}
-	t.Logf("%s", raw)
 }
 
 // headerEcho is a backend that answers the request headers it got, as JSON.
@@ -88,6 +87,17 @@ func echoed(t *testing.T, body []byte) (path string, h http.Header) {
 	return e.Path, e.Headers
 }
 
+// traced reports whether a step of the browser's last Browse starts with prefix and
+// holds part.
+func traced(b *SAMLBrowser, prefix, part string) bool {
+	for _, step := range b.Trace {
+		if strings.HasPrefix(step, prefix) && strings.Contains(step, part) {
+			return true
+		}
+	}
+	return false
+}
+
 func TestShibbolethSPLoginAndLogout(t *testing.T) {
 	p := startSAMLPair(t)
 	protected := p.sp.BaseURL + "calipsoplus-services/umbrella/frontend/"
@@ -113,13 +123,19 @@ func TestShibbolethSPLoginAndLogout(t *testing.T) {
 	if sess == nil {
 		t.Fatal("no Shibboleth session after the login")
 	}
-	t.Logf("session: %+v", sess)
+	if sess.IdentityProv != p.idp.EntityID {
+		t.Errorf("session's IdP %q; want %q", sess.IdentityProv, p.idp.EntityID)
+	}
 
 	// SP-initiated single logout.
 	returnTo := p.backend.URL + "/logged-out"
 	landed, _ = b.Browse(t, p.sp.LogoutURL(returnTo), returnTo, "", "")
 	if landed != returnTo {
 		t.Fatalf("logout landed at %s (%d): %s\ntrace:\n%s\n%s%s", landed, b.LastStatus, b.LastBody, strings.Join(b.Trace, "\n"), p.idp.LogTail(), p.sp.LogTail())
+	}
+	// A signed LogoutRequest went to the IdP, a signed LogoutResponse came back.
+	if !traced(b, "GET "+p.idp.SLOURL+"?SAMLRequest=", "&Signature=") || !traced(b, "GET "+p.sp.HandlerURL+"/SLO/Redirect?SAMLResponse=", "&Signature=") {
+		t.Errorf("no signed LogoutRequest to the IdP and LogoutResponse back:\n%s", strings.Join(b.Trace, "\n"))
 	}
 	if p.sp.SessionActive(t, b) {
 		t.Error("the Shibboleth session outlived the logout")
@@ -135,5 +151,96 @@ func TestShibbolethSPLoginAndLogout(t *testing.T) {
 	_, asked = b.Browse(t, protected, "", "alice", "alice-pw")
 	if asked {
 		t.Error("password asked again while the session stands")
+	}
+}
+
+func TestShibbolethSPIdPInitiatedLogout(t *testing.T) {
+	p := startSAMLPair(t)
+	protected := p.sp.BaseURL + "calipsoplus-services/umbrella/frontend/"
+	b := NewSAMLBrowser(t)
+	if _, asked := b.Browse(t, protected, "", "alice", "alice-pw"); !asked || b.LastStatus != 200 {
+		t.Fatalf("login: %d (password asked %v): %s", b.LastStatus, asked, b.LastBody)
+	}
+	if !p.sp.SessionActive(t, b) {
+		t.Fatal("no Shibboleth session after the login")
+	}
+	returnTo := p.backend.URL + "/idp-logged-out"
+	landed, asked := b.Browse(t, p.idp.LogoutURL(returnTo), returnTo, "", "")
+	if landed != returnTo || asked {
+		t.Fatalf("IdP logout landed at %s (%d, password asked %v): %s\ntrace:\n%s%s%s", landed, b.LastStatus, asked, b.LastBody, strings.Join(b.Trace, "\n"), p.idp.LogTail(), p.sp.LogTail())
+	}
+	// The IdP sent the SP a signed LogoutRequest through the browser (HTTP-Redirect).
+	if !traced(b, "GET "+p.sp.HandlerURL+"/SLO/Redirect?SAMLRequest=", "&Signature=") {
+		t.Errorf("no signed LogoutRequest to the SP's SLO/Redirect:\n%s", strings.Join(b.Trace, "\n"))
+	}
+	if p.sp.SessionActive(t, b) {
+		t.Error("the Shibboleth session outlived the IdP-initiated logout")
+	}
+	if _, asked := b.Browse(t, protected, "", "alice", "alice-pw"); !asked {
+		t.Error("no password asked after the IdP-initiated logout")
+	}
+}
+
+func TestSAMLIdPUserChanges(t *testing.T) {
+	p := startSAMLPair(t)
+	protected := p.sp.BaseURL + "calipsoplus-services/umbrella/frontend/"
+	// A user added after the SP, with a URN-named and an unknown attribute.
+	p.idp.AddUser("bob", "bob-pw", map[string][]string{AttrUID: {"bob"}, "eduPersonTargetedID": {"hash-of-bob"}, "office": {"42"}})
+	b := NewSAMLBrowser(t)
+	b.Browse(t, protected, "", "bob", "bob-pw")
+	if _, h := echoed(t, b.LastBody); h.Get("Uid") != "bob" || h.Get("Eaahash") != "hash-of-bob" {
+		t.Fatalf("bob's headers: %v", h)
+	}
+	// A changed attribute is seen at the next login.
+	p.idp.AddUser("bob", "bob-pw", map[string][]string{"uid": {"bob"}, "eduPersonTargetedID": {"new-hash"}})
+	returnTo := p.backend.URL + "/out"
+	b.Browse(t, p.sp.LogoutURL(returnTo), returnTo, "", "")
+	b.Browse(t, protected, "", "bob", "bob-pw")
+	if _, h := echoed(t, b.LastBody); h.Get("Eaahash") != "new-hash" {
+		t.Fatalf("bob's EAAHash after the change: %q", h.Get("Eaahash"))
+	}
+	// Headers a client sends never reach the backend: mod_shib's spoof check answers 500.
+	c := NewSAMLBrowser(t)
+	req, _ := http.NewRequest(http.MethodGet, p.sp.BaseURL+"calipsoplus-services/public/", nil)
+	req.Header.Set("EAAHash", "forged")
+	res, body := c.Do(t, req)
+	if res.StatusCode == 200 {
+		if _, h := echoed(t, body); h.Get("Eaahash") != "" {
+			t.Errorf("a forged EAAHash reached the backend: %v", h)
+		}
+	} else if !strings.Contains(string(body), "spoof") {
+		t.Errorf("forged EAAHash: %s %s", res.Status, body)
+	}
+	// Without it, the unprotected path is proxied without a session.
+	res, body = c.Get(t, p.sp.BaseURL+"calipsoplus-services/public/")
+	if _, h := echoed(t, body); res.StatusCode != 200 || h.Get("Eaahash") != "" || h.Get("Uid") != "" {
+		t.Errorf("unprotected path without a session: %s %v", res.Status, h)
+	}
+}
+
+func TestParseForms(t *testing.T) {
+	page := `<html><body onload="document.forms[0].submit()">
+<!-- <form action="/commented"><input name="SAMLResponse" value="x"></form> -->
+<form method="post" action="http://sp.example/Shibboleth.sso/SAML2/POST">
+<input type="hidden" name="RelayState" value="ss:mem:a&amp;b" />
+<input type="hidden" name='SAMLResponse' value="PHNhbWw+" >
+<noscript><input type="submit" value="Continue"/></noscript>
+</form>
+<FORM action="?" method="POST" name="f"><input id="username" type="text" name="username" value="">
+<input type=password name=password><input type="checkbox" name="remember" value="Yes">
+<input type="hidden" name="AuthState" value="_abc:http://x/?a=1&amp;b=2"></FORM></body></html>`
+	forms := parseForms(page)
+	if len(forms) != 2 {
+		t.Fatalf("%d forms: %+v", len(forms), forms)
+	}
+	f := samlForm(forms)
+	if f == nil || f.method != "POST" || f.action != "http://sp.example/Shibboleth.sso/SAML2/POST" ||
+		f.fields.Get("SAMLResponse") != "PHNhbWw+" || f.fields.Get("RelayState") != "ss:mem:a&b" || len(f.fields) != 2 {
+		t.Errorf("SAML form: %+v", f)
+	}
+	l := loginForm(forms)
+	if l == nil || l.action != "?" || l.userField != "username" || l.passwordField != "password" ||
+		l.fields.Get("AuthState") != "_abc:http://x/?a=1&b=2" || l.fields.Has("remember") {
+		t.Errorf("login form: %+v", l)
 	}
 }

@@ -149,7 +149,7 @@ func StartSAMLIdP(t testing.TB) *SAMLIdP {
 		mustWrite(t, filepath.Join(p.dir, "config", "config.php"), p.config(), 0o644, "")
 		mustWrite(t, filepath.Join(p.dir, "config", "metadata", "saml20-idp-hosted.php"), p.idpHosted(), 0o644, "")
 		conf := p.httpdConf(ports[0], install, modPHP, run)
-		p.httpd, err = startHTTPD(t, "SimpleSAMLphp's Apache", bin, p.dir, conf, p.MetadataURL, filepath.Join(p.dir, "log", "simplesamlphp.log"), nil)
+		p.httpd, err = startHTTPD(t, "SimpleSAMLphp's Apache", bin, p.dir, conf, p.MetadataURL, "log/simplesamlphp.log", nil)
 		if err == nil {
 			return p
 		}
@@ -453,14 +453,7 @@ func (p *SAMLIdP) LoginURL(spEntityID, relayState string) string {
 func (p *SAMLIdP) LogTail() string { return p.logTail() }
 
 func (p *SAMLIdP) logTail() string {
-	var b strings.Builder
-	for _, f := range []string{"log/simplesamlphp.log", "log/php.log", "error.log"} {
-		data, err := os.ReadFile(filepath.Join(p.dir, f))
-		if err == nil && len(data) > 0 {
-			fmt.Fprintf(&b, "\n--- %s, last lines ---\n%s", filepath.Join(p.dir, f), tail(string(data), 40))
-		}
-	}
-	return b.String()
+	return logTails(p.dir, 60, "log/simplesamlphp.log", "log/php.log", "error.log")
 }
 
 // --- Shared by the IdP and the SP: Apache, files, keys.
@@ -519,7 +512,7 @@ var errPortInUse = errors.New("the port is in use")
 // startHTTPD checks conf (written to dir/httpd.conf), runs apache (with env added to
 // the environment) in the foreground in its own process group and waits until ready answers 200. When the test ends it stops
 // it (SIGTERM, then SIGKILL of the whole group) and, when the test failed, logs the
-// tail of the error log and of extraLog.
+// tail of the error log and of extraLog (a file of dir).
 func startHTTPD(t testing.TB, what, bin, dir, conf, ready, extraLog string, env []string) (*httpd, error) {
 	t.Helper()
 	confPath := filepath.Join(dir, "httpd.conf")
@@ -558,16 +551,11 @@ func startHTTPD(t testing.TB, what, bin, dir, conf, ready, extraLog string, env 
 		<-h.done
 	}
 	logs := func() string {
-		var b strings.Builder
-		for _, f := range []string{filepath.Join(dir, "httpd.out"), errLog, extraLog} {
-			if f == "" {
-				continue
-			}
-			if data, err := os.ReadFile(f); err == nil && len(data) > 0 {
-				fmt.Fprintf(&b, "\n--- %s, last lines ---\n%s", f, tail(string(data), 60))
-			}
+		files := []string{"httpd.out", "error.log"}
+		if extraLog != "" {
+			files = append(files, extraLog)
 		}
-		return b.String()
+		return logTails(dir, 60, files...)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()

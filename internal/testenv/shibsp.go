@@ -1,6 +1,7 @@
 package testenv
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -166,8 +167,11 @@ func StartShibbolethSP(t testing.TB, opts ShibSPOptions) *ShibSP {
 	mustWrite(t, filepath.Join(s.dir, "sp-cert.pem"), certPEM, 0o644, "")
 	mustWrite(t, filepath.Join(s.dir, "attribute-map.xml"), shibAttributeMap(opts.Attributes), 0o644, "")
 	mustWrite(t, filepath.Join(s.dir, "attribute-policy.xml"), []byte(shibAttributePolicy), 0o644, "")
-	mustWrite(t, filepath.Join(s.dir, "console.logger"), []byte(shibConsoleLogger), 0o644, "")
-	mustWrite(t, filepath.Join(s.dir, "native.logger"), []byte(shibConsoleLogger), 0o644, "")
+	mustWrite(t, filepath.Join(s.dir, "shibd.logger"), shibLogger(filepath.Join(s.dir, "shibd.log"), "INFO"), 0o644, "")
+	mustWrite(t, filepath.Join(s.dir, "native.logger"), shibLogger(filepath.Join(s.dir, "native.log"), "WARN"), 0o644, "")
+	// mod_shib writes native.log from Apache's workers.
+	mustWrite(t, filepath.Join(s.dir, "native.log"), nil, 0o664, run.group)
+	chownTo(t, filepath.Join(s.dir, "native.log"), run.user, "")
 
 	var last error
 	for attempt := 0; attempt < 3; attempt++ {
@@ -188,7 +192,7 @@ func StartShibbolethSP(t testing.TB, opts ShibSPOptions) *ShibSP {
 			t.Fatal(err)
 		}
 		conf := s.httpdConf(ports[0], modShib, run, opts)
-		_, err = startHTTPD(t, "the Shibboleth SP's Apache", bin, s.dir, conf, s.MetadataURL, filepath.Join(s.dir, "shibd.log"), s.env())
+		_, err = startHTTPD(t, "the Shibboleth SP's Apache", bin, s.dir, conf, s.MetadataURL, "native.log", s.env())
 		if err == nil {
 			return s
 		}
@@ -210,7 +214,7 @@ func (s *ShibSP) env() []string {
 		"SHIBSP_RUNDIR=" + s.dir,
 		"SHIBSP_CACHEDIR=" + s.dir,
 		"SHIBSP_LOGDIR=" + s.dir,
-		"SHIBSP_LOGGING=" + filepath.Join(s.dir, "console.logger"),
+		"SHIBSP_LOGGING=" + filepath.Join(s.dir, "shibd.logger"),
 	}
 }
 
@@ -221,7 +225,7 @@ func (s *ShibSP) config(idpEntityID, signing string, allow []string) []byte {
     xmlns:conf="urn:mace:shibboleth:3.0:native:sp:config"
     clockSkew="180">
     <!-- Written by internal/testenv (StartShibbolethSP): a private SP for one test. -->
-    <OutOfProcess logger="` + p("console.logger") + `" tranLogFormat="%u|%s|%IDP|%i|%ac|%t|%attr|%n|%b|%E|%S|%SS|%L|%UA|%a"/>
+    <OutOfProcess logger="` + p("shibd.logger") + `" tranLogFormat="%u|%s|%IDP|%i|%ac|%t|%attr|%n|%b|%E|%S|%SS|%L|%UA|%a"/>
     <InProcess logger="` + p("native.logger") + `"/>
     <UnixListener address="` + p("shibd.sock") + `"/>
     <StorageService type="Memory" id="mem" cleanupInterval="900"/>
@@ -299,26 +303,30 @@ const shibAttributePolicy = `<AttributeFilterPolicyGroup
 </AttributeFilterPolicyGroup>
 `
 
-// shibConsoleLogger logs to the standard error (shibd's goes to shibd.log, mod_shib's
-// to Apache's error log).
-const shibConsoleLogger = `log4j.rootCategory=INFO, console
+// shibLogger is a log4shib configuration that appends what is at least level to
+// file (unbuffered, unlike the console appender).
+func shibLogger(file, level string) []byte {
+	return []byte(strings.NewReplacer("FILE", file, "LEVEL", level).Replace(shibLoggerTemplate))
+}
+
+const shibLoggerTemplate = `log4j.rootCategory=LEVEL, file
 log4j.category.XMLTooling.XMLObject=WARN
 log4j.category.XMLTooling.XMLObjectBuilder=WARN
 log4j.category.XMLTooling.KeyInfoResolver=WARN
 log4j.category.Shibboleth.IPRange=WARN
 log4j.category.Shibboleth.PropertySet=WARN
 log4j.category.XMLTooling.libcurl=WARN
-log4j.appender.console=org.apache.log4j.ConsoleAppender
-log4j.appender.console.layout=org.apache.log4j.PatternLayout
-log4j.appender.console.layout.ConversionPattern=%d{%Y-%m-%d %H:%M:%S} %p %c %x: %m%n
+log4j.appender.file=org.apache.log4j.FileAppender
+log4j.appender.file.fileName=FILE
+log4j.appender.file.layout=org.apache.log4j.PatternLayout
+log4j.appender.file.layout.ConversionPattern=%d{%Y-%m-%d %H:%M:%S} %p %c %x: %m%n
 `
 
 // startShibd runs shibd in the foreground and waits until its socket is there.
 func (s *ShibSP) startShibd(t testing.TB, bin string) error {
 	t.Helper()
 	sock := filepath.Join(s.dir, "shibd.sock")
-	logPath := filepath.Join(s.dir, "shibd.log")
-	logFile, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	logFile, err := os.OpenFile(filepath.Join(s.dir, "shibd.out"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		return err
 	}
@@ -369,18 +377,24 @@ func (s *ShibSP) startShibd(t testing.TB, bin string) error {
 	return nil
 }
 
-func (s *ShibSP) shibdLogTail() string {
-	data, _ := os.ReadFile(filepath.Join(s.dir, "shibd.log"))
-	return fmt.Sprintf("\n--- %s, last lines ---\n%s", filepath.Join(s.dir, "shibd.log"), tail(string(data), 60))
+func (s *ShibSP) shibdLogTail() string { return logTails(s.dir, 60, "shibd.out", "shibd.log") }
+
+// LogTail returns the last lines of shibd's and mod_shib's logs and of Apache's error
+// log.
+func (s *ShibSP) LogTail() string {
+	return logTails(s.dir, 60, "shibd.out", "shibd.log", "native.log", "error.log")
 }
 
-// LogTail returns the last lines of shibd's log and of Apache's error log.
-func (s *ShibSP) LogTail() string {
-	out := s.shibdLogTail()
-	if data, err := os.ReadFile(filepath.Join(s.dir, "error.log")); err == nil {
-		out += fmt.Sprintf("\n--- %s, last lines ---\n%s", filepath.Join(s.dir, "error.log"), tail(string(data), 60))
+// logTails is the last lines of each non-empty file of dir, with a title.
+func logTails(dir string, lines int, files ...string) string {
+	var b strings.Builder
+	for _, f := range files {
+		path := filepath.Join(dir, f)
+		if data, err := os.ReadFile(path); err == nil && len(bytes.TrimSpace(data)) > 0 {
+			fmt.Fprintf(&b, "\n--- %s, last lines ---\n%s", path, tail(string(data), lines))
+		}
 	}
-	return out
+	return b.String()
 }
 
 // httpdConf is Apache's configuration: mod_shib, proxying, the test's snippet.
