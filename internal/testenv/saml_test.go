@@ -176,8 +176,13 @@ func TestShibbolethSPIdPInitiatedLogout(t *testing.T) {
 	if p.sp.SessionActive(t, b) {
 		t.Error("the Shibboleth session outlived the IdP-initiated logout")
 	}
-	if _, asked := b.Browse(t, protected, "", "alice", "alice-pw"); !asked {
+	// An IdP-initiated login (unsolicited response) asks for the password again.
+	landed, asked = b.Browse(t, p.idp.LoginURL(p.sp.EntityID, protected), "", "alice", "alice-pw")
+	if !asked {
 		t.Error("no password asked after the IdP-initiated logout")
+	}
+	if landed != protected || b.LastStatus != 200 || !p.sp.SessionActive(t, b) {
+		t.Errorf("IdP-initiated login landed at %s (%d)\ntrace:\n%s", landed, b.LastStatus, strings.Join(b.Trace, "\n"))
 	}
 }
 

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -188,7 +189,8 @@ func StartShibbolethSP(t testing.TB, opts ShibSPOptions) *ShibSP {
 			allow = append(allow, opts.Backend+"/")
 		}
 		mustWrite(t, filepath.Join(s.dir, "shibboleth2.xml"), s.config(idpEntityID, opts.Signing, allow), 0o644, "")
-		if err := s.startShibd(t, shibd); err != nil {
+		stopShibd, err := s.startShibd(t, shibd)
+		if err != nil {
 			t.Fatal(err)
 		}
 		conf := s.httpdConf(ports[0], modShib, run, opts)
@@ -197,6 +199,7 @@ func StartShibbolethSP(t testing.TB, opts ShibSPOptions) *ShibSP {
 			return s
 		}
 		last = err
+		stopShibd() // its configuration names the port
 		if !errors.Is(err, errPortInUse) {
 			break
 		}
@@ -322,34 +325,39 @@ log4j.appender.file.layout=org.apache.log4j.PatternLayout
 log4j.appender.file.layout.ConversionPattern=%d{%Y-%m-%d %H:%M:%S} %p %c %x: %m%n
 `
 
-// startShibd runs shibd in the foreground and waits until its socket is there.
-func (s *ShibSP) startShibd(t testing.TB, bin string) error {
+// startShibd runs shibd in the foreground and waits until its socket is there. stop
+// ends it (also called when the test ends).
+func (s *ShibSP) startShibd(t testing.TB, bin string) (stop func(), err error) {
 	t.Helper()
 	sock := filepath.Join(s.dir, "shibd.sock")
 	logFile, err := os.OpenFile(filepath.Join(s.dir, "shibd.out"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer logFile.Close()
+	_ = os.Remove(sock)
 	cmd := exec.Command(bin, "-F", "-f", "-c", filepath.Join(s.dir, "shibboleth2.xml"), "-p", filepath.Join(s.dir, "shibd.pid"))
 	cmd.Env = append([]string{"PATH=" + os.Getenv("PATH"), "HOME=" + s.dir, "TMPDIR=" + s.dir}, s.env()...)
 	cmd.Dir = s.dir
 	cmd.Stdout, cmd.Stderr = logFile, logFile
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
-		return fmt.Errorf("start shibd: %v", err)
+		return nil, fmt.Errorf("start shibd: %v", err)
 	}
 	exited := make(chan struct{})
 	var waitErr error
 	go func() { waitErr = cmd.Wait(); close(exited) }()
-	stop := func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-exited:
-		case <-time.After(10 * time.Second):
-			_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-			<-exited
-		}
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			_ = cmd.Process.Signal(syscall.SIGTERM)
+			select {
+			case <-exited:
+			case <-time.After(10 * time.Second):
+				_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+				<-exited
+			}
+		})
 	}
 	deadline := time.After(60 * time.Second)
 	for {
@@ -358,10 +366,10 @@ func (s *ShibSP) startShibd(t testing.TB, bin string) error {
 		}
 		select {
 		case <-exited:
-			return fmt.Errorf("shibd exited (%v) before its socket %s was there%s", waitErr, sock, s.shibdLogTail())
+			return nil, fmt.Errorf("shibd exited (%v) before its socket %s was there%s", waitErr, sock, s.shibdLogTail())
 		case <-deadline:
 			stop()
-			return fmt.Errorf("shibd made no socket %s in 60 s%s", sock, s.shibdLogTail())
+			return nil, fmt.Errorf("shibd made no socket %s in 60 s%s", sock, s.shibdLogTail())
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
@@ -374,7 +382,7 @@ func (s *ShibSP) startShibd(t testing.TB, bin string) error {
 			t.Logf("shibd (%s):%s", s.dir, s.shibdLogTail())
 		}
 	})
-	return nil
+	return stop, nil
 }
 
 func (s *ShibSP) shibdLogTail() string { return logTails(s.dir, 60, "shibd.out", "shibd.log") }
