@@ -54,17 +54,13 @@ func nonNil[T any](s []T) []T {
 func (s *server) handleV2Resources() http.HandlerFunc {
 	return s.authedV2(func(w http.ResponseWriter, r *http.Request, u calipso.User) {
 		f := store.ResourceFilter{UserID: u.ID, States: calipso.LiveStates}
-		switch all := queryOf(r).Get("all"); all {
-		case "", "false":
-		case "true":
-			if !accessOf(r).Can(calipso.PermSeeAllResources) {
-				writeError(w, r, s.Log, fmt.Errorf("%w: all=true needs the see_all_resources permission", errForbidden))
-				return
-			}
-			f.UserID = 0
-		default:
-			writeError(w, r, s.Log, fmt.Errorf("%w: all must be true or false", errBadRequest))
+		all, err := wantAll(r, calipso.PermSeeAllResources)
+		if err != nil {
+			writeError(w, r, s.Log, err)
 			return
+		}
+		if all {
+			f.UserID = 0
 		}
 		rs, err := s.Store.Resources(r.Context(), f)
 		if err != nil {
@@ -77,6 +73,21 @@ func (s *server) handleV2Resources() http.HandlerFunc {
 		}
 		writeJSON(w, http.StatusOK, out)
 	})
+}
+
+// wantAll reads ?all=true|false: every user's, which needs perm.
+func wantAll(r *http.Request, perm calipso.Permission) (bool, error) {
+	switch queryOf(r).Get("all") {
+	case "", "false":
+		return false, nil
+	case "true":
+		if !accessOf(r).Can(perm) {
+			return false, fmt.Errorf("%w: all=true needs the %s permission", errForbidden, perm)
+		}
+		return true, nil
+	default:
+		return false, fmt.Errorf("%w: all must be true or false", errBadRequest)
+	}
 }
 
 // connectionV2 is how to reach a running resource: its URL or port, and for
@@ -151,17 +162,13 @@ func (s *server) notByToken(h func(w http.ResponseWriter, r *http.Request, u cal
 func (s *server) handleV2Tokens() http.HandlerFunc {
 	list := s.authedV2(s.notByToken(func(w http.ResponseWriter, r *http.Request, u calipso.User) {
 		owner := u.ID
-		switch queryOf(r).Get("all") {
-		case "", "false":
-		case "true":
-			if !accessOf(r).Can(calipso.PermAdmin) {
-				writeError(w, r, s.Log, fmt.Errorf("%w: all=true needs the admin permission", errForbidden))
-				return
-			}
-			owner = 0
-		default:
-			writeError(w, r, s.Log, fmt.Errorf("%w: all must be true or false", errBadRequest))
+		all, err := wantAll(r, calipso.PermAdmin)
+		if err != nil {
+			writeError(w, r, s.Log, err)
 			return
+		}
+		if all {
+			owner = 0
 		}
 		ts, err := s.Store.Tokens(r.Context(), owner)
 		if err != nil {

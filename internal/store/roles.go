@@ -77,37 +77,29 @@ func (s *Store) SetRoles(ctx context.Context, actor, username, source string, ro
 
 // GrantedRoles lists the roles granted to username (source RoleGranted).
 func (s *Store) GrantedRoles(ctx context.Context, username string) ([]string, error) {
-	rows, err := s.query(ctx, `SELECT role FROM user_roles JOIN users ON users.id = user_roles.user_id
+	return s.column(ctx, `SELECT role FROM user_roles JOIN users ON users.id = user_roles.user_id
 		WHERE users.username = ? AND source = ? ORDER BY role`, username, RoleGranted)
-	if err != nil {
-		return nil, s.wrap(err)
-	}
-	defer rows.Close()
-	var out []string
-	for rows.Next() {
-		var r string
-		if err := rows.Scan(&r); err != nil {
-			return nil, s.wrap(err)
-		}
-		out = append(out, r)
-	}
-	return out, s.wrap(rows.Err())
 }
 
 // RolesHeld lists every role some account holds, from any source, sorted.
 func (s *Store) RolesHeld(ctx context.Context) ([]string, error) {
-	rows, err := s.query(ctx, `SELECT DISTINCT role FROM user_roles ORDER BY role`)
+	return s.column(ctx, `SELECT DISTINCT role FROM user_roles ORDER BY role`)
+}
+
+// column runs a query of one text column and returns its values.
+func (s *Store) column(ctx context.Context, query string, args ...any) ([]string, error) {
+	rows, err := s.query(ctx, query, args...)
 	if err != nil {
 		return nil, s.wrap(err)
 	}
 	defer rows.Close()
 	var out []string
 	for rows.Next() {
-		var r string
-		if err := rows.Scan(&r); err != nil {
+		var v string
+		if err := rows.Scan(&v); err != nil {
 			return nil, s.wrap(err)
 		}
-		out = append(out, r)
+		out = append(out, v)
 	}
 	return out, s.wrap(rows.Err())
 }
