@@ -27,6 +27,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/calipsoplus/calipso"
 )
 
 // SAML attribute names (urn:oid form) of the well-known attributes that AddUser
@@ -507,7 +509,7 @@ type httpd struct {
 	err  error // cmd.Wait's, once done is closed
 }
 
-var errPortInUse = errors.New("the port is in use")
+var errPortInUse = calipso.NewError(calipso.EUNAVAILABLE, "the port is in use")
 
 // startHTTPD checks conf (written to dir/httpd.conf), runs apache (with env added to
 // the environment) in the foreground in its own process group and waits until ready answers 200. When the test ends it stops
