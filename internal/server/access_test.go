@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/calipsoplus/calipso"
+	"github.com/calipsoplus/calipso/experiments/useroffice"
 	"github.com/calipsoplus/calipso/internal/store"
 	"github.com/calipsoplus/calipso/settings"
 )
@@ -368,4 +369,41 @@ func mustUser(t *testing.T, h *harness, name string) calipso.User {
 		t.Fatal(err)
 	}
 	return u
+}
+
+// TestOfficeRole: with access.office_role, the user office's "is authorised" answer
+// gives the role and takes it back, at login/type/ (which every Resources page asks).
+func TestOfficeRole(t *testing.T) {
+	h := newHarness(t, withSettings(func(c *settings.Settings) {
+		c.Access.Policy.Roles["operator"] = calipso.Role{Name: "operator", Permissions: []calipso.Permission{calipso.PermLaunch, calipso.PermLaunchOwn}}
+		c.Access.Policy.OfficeRole = "operator"
+	}))
+	data, err := useroffice.Demo()
+	if err != nil {
+		t.Fatal(err)
+	}
+	authorise := func(yes bool) {
+		for i := range data.Accounts {
+			if data.Accounts[i].Username == "alice" {
+				data.Accounts[i].Authorized = yes
+			}
+		}
+		h.setOfficeData(data)
+	}
+	alice := h.loggedIn("alice")
+	check := func(t *testing.T, want bool) {
+		t.Helper()
+		var lt struct{ Result bool }
+		alice.in(t).do(http.MethodGet, "login/type/", nil).json(t, &lt)
+		var me struct{ Roles []string }
+		alice.in(t).do(http.MethodGet, "api/v2/me", nil).json(t, &me)
+		if lt.Result != want || slices.Contains(me.Roles, "operator") != want {
+			t.Fatalf("login/type/ = %v, roles %v; want authorised %v", lt.Result, me.Roles, want)
+		}
+	}
+	check(t, false)
+	authorise(true)
+	check(t, true)
+	authorise(false)
+	check(t, false) // the office's role is asked again, not taken as an answer
 }

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
 	"strings"
 
 	"github.com/gorilla/sessions"
@@ -244,9 +245,19 @@ func (s *server) mapRoles(ctx context.Context, username, source string, roles []
 	return changed
 }
 
+// withoutRole is u without the role named (none when it is "").
+func withoutRole(u calipso.User, role string) calipso.User {
+	if role != "" {
+		u.Roles = slices.DeleteFunc(slices.Clone(u.Roles), func(r string) bool { return r == role })
+	}
+	return u
+}
+
 func (s *server) handleLoginType() http.HandlerFunc {
 	return s.authed(func(w http.ResponseWriter, r *http.Request, u calipso.User) {
-		if accessOf(r).Can(calipso.PermLaunchOwn) {
+		// A role other than the office's may give launch_own; the office's own role is
+		// the office's answer, asked again here (every Resources page asks).
+		if s.Config.Policy.Access(withoutRole(u, s.Config.Policy.OfficeRole)).Can(calipso.PermLaunchOwn) {
 			writeJSON(w, http.StatusOK, map[string]bool{"result": true})
 			return
 		}
