@@ -407,3 +407,50 @@ func TestOfficeRole(t *testing.T) {
 	authorise(false)
 	check(t, false) // the office's role is asked again, not taken as an answer
 }
+
+// TestGuacamoleCredentialsNeedSupportAccess: seeing another user's desktop in a list
+// (see_all_resources) is not connecting to it: its Guacamole credentials go only to
+// its owner and to holders of support_access.
+func TestGuacamoleCredentialsNeedSupportAccess(t *testing.T) {
+	h := newHarness(t, withDocker(), withSettings(func(c *settings.Settings) {
+		c.Access.Policy.Roles["auditor"] = calipso.Role{Name: "auditor", Permissions: []calipso.Permission{calipso.PermLaunch, calipso.PermSeeAllResources}}
+	}))
+	ctx := context.Background()
+	if _, err := h.db.EnsureUser(ctx, "bob"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.db.SetRoles(ctx, "test", "bob", store.RoleGranted, []string{"auditor"}); err != nil {
+		t.Fatal(err)
+	}
+	alice, bob, carol := h.loggedIn("alice"), h.loggedIn("bob"), h.loggedIn("carol")
+	wantStatus(t, alice.do(http.MethodGet, "users/alice/experiments/", nil), http.StatusOK)
+	a := alice.do(http.MethodPost, "api/v2/resources", map[string]string{"experiment": accessSessions["alice"], "image": desktopImage})
+	wantStatus(t, a, http.StatusAccepted)
+	id := strconv.FormatInt(int64(a.object(t)["id"].(float64)), 10)
+	alice.readEvents(t, "api/v2/resources/"+id+"/events", "")
+	password := func(b *browser) string {
+		t.Helper()
+		var list []map[string]any
+		b.in(t).do(http.MethodGet, "resource/list/alice/", nil).json(t, &list)
+		if len(list) != 1 {
+			t.Fatalf("list = %v", list)
+		}
+		p, _ := list[0]["guacamole_password"].(string)
+		return p
+	}
+	if password(alice) == "" {
+		t.Fatal("the owner's desktop has no Guacamole password: the test proves nothing")
+	}
+	if p := password(bob); p != "" {
+		t.Errorf("see_all_resources alone shows another's Guacamole password %q", p)
+	}
+	if password(carol) == "" {
+		t.Error("support_access does not show the Guacamole password")
+	}
+	wantError(t, bob.do(http.MethodGet, "api/v2/resources/"+id+"/connection", nil), http.StatusForbidden)
+	var conn map[string]any
+	carol.do(http.MethodGet, "api/v2/resources/"+id+"/connection", nil).json(t, &conn)
+	if conn["guacamole_password"] != password(alice) {
+		t.Errorf("carol's connection = %v", conn)
+	}
+}
