@@ -160,6 +160,12 @@ type Resource struct {
 	Info              string // engine details, JSON
 	Error             string // why it failed, as users may read it
 	Created, Updated  time.Time
+	// ExpiresAt is when its lifetime ends (nil: never); IdleSince, since when every
+	// activity signal says idle (nil: active, or not watched); WarnedAt, when its user
+	// was last warned of an action. Started and Ended are when it became running and
+	// when it left the live states (accounting).
+	ExpiresAt, IdleSince, WarnedAt *time.Time
+	Started, Ended                 *time.Time
 }
 
 // SplitExperiment splits a resource's experiment reference as the original did: of
@@ -195,4 +201,25 @@ func (limit Quota) Exceeded(used, add Quota) string {
 		return "Max hdd exceeded"
 	}
 	return ""
+}
+
+// The states of an extension request.
+const (
+	ExtensionPending = "pending" // waiting for an admin
+	ExtensionGranted = "granted"
+	ExtensionRefused = "refused"
+)
+
+// Extension is a request for more lifetime for a resource, with the reason its user
+// gave: granted at once within the role's limit, otherwise decided by an admin.
+type Extension struct {
+	ID          int64
+	ResourceID  int64
+	RequestedBy string
+	Duration    time.Duration // added to the resource's expiry when granted
+	Reason      string
+	State       string // ExtensionPending, ExtensionGranted or ExtensionRefused
+	DecidedBy   string // "policy" when granted within the role's limit
+	Created     time.Time
+	Decided     *time.Time
 }

@@ -21,20 +21,22 @@ func liveArgs() []any {
 
 const resourceColumns = `r.id, r.user_id, u.username, r.experiment, r.session_id, r.public_name, r.image, r.protocol, r.resource_type, r.state,
 	r.cpu, r.memory_bytes, r.hdd_bytes, r.engine_name, r.engine_id, r.host_port, r.guacamole_username, r.guacamole_password,
-	r.vnc_password, r.info, r.error, r.created_at, r.updated_at, i.id`
+	r.vnc_password, r.info, r.error, r.created_at, r.updated_at, i.id, r.expires_at, r.idle_since, r.warned_at, r.started_at, r.ended_at`
 
 const resourceFrom = ` FROM resources r JOIN users u ON u.id = r.user_id LEFT JOIN images i ON i.public_name = r.public_name`
 
 func scanResource(row interface{ Scan(...any) error }) (calipso.Resource, error) {
 	var (
-		r       calipso.Resource
-		session sql.NullInt64
-		imageID sql.NullInt64
-		state   string
+		r                                 calipso.Resource
+		session                           sql.NullInt64
+		imageID                           sql.NullInt64
+		state                             string
+		expires, idle, warned, start, end sql.NullTime
 	)
 	err := row.Scan(&r.ID, &r.UserID, &r.Username, &r.Experiment, &session, &r.PublicName, &r.Image, &r.Protocol, &r.ResourceType, &state,
 		&r.CPU, &r.MemoryBytes, &r.DiskBytes, &r.EngineName, &r.EngineID, &r.HostPort, &r.GuacamoleUsername, &r.GuacamolePassword,
-		&r.VNCPassword, &r.Info, &r.Error, &r.Created, &r.Updated, &imageID)
+		&r.VNCPassword, &r.Info, &r.Error, &r.Created, &r.Updated, &imageID, &expires, &idle, &warned, &start, &end)
+	r.ExpiresAt, r.IdleSince, r.WarnedAt, r.Started, r.Ended = nullTime(expires), nullTime(idle), nullTime(warned), nullTime(start), nullTime(end)
 	if session.Valid {
 		r.SessionID = &session.Int64
 	}
@@ -58,6 +60,8 @@ type Launch struct {
 	OnePerSession bool                  // refuse a second live resource for the session
 	// Lease is the launching process's hold on the pending record.
 	Lease Lease
+	// ExpiresAt is when the record's lifetime ends (nil: never).
+	ExpiresAt *time.Time
 }
 
 // InterruptedLaunch is the error of a launch whose process let its lease expire.
@@ -141,11 +145,15 @@ func (s *Store) Reserve(ctx context.Context, l Launch) (calipso.Resource, error)
 		if l.Lease.Owner != "" {
 			leaseExpires = l.Lease.Expires.UTC()
 		}
+		var expiresAt any
+		if l.ExpiresAt != nil {
+			expiresAt = l.ExpiresAt.UTC()
+		}
 		res, err := tx.ExecContext(ctx, `INSERT INTO resources (user_id, experiment, session_id, public_name, image, protocol, resource_type, state,
-			cpu, memory_bytes, hdd_bytes, vnc_password, info, error, created_at, updated_at, lease_owner, lease_expires)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, '', '', ?, ?, ?, ?)`,
+			cpu, memory_bytes, hdd_bytes, vnc_password, info, error, created_at, updated_at, lease_owner, lease_expires, expires_at)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, '', '', ?, ?, ?, ?, ?)`,
 			l.UserID, l.Experiment, l.SessionID, l.Image.PublicName, l.Image.Image, l.Image.Protocol, l.Image.ResourceType, string(calipso.Pending),
-			share.CPUs, share.MemoryBytes, share.DiskBytes, l.VNCPassword, now, now, l.Lease.Owner, leaseExpires)
+			share.CPUs, share.MemoryBytes, share.DiskBytes, l.VNCPassword, now, now, l.Lease.Owner, leaseExpires, expiresAt)
 		if err != nil {
 			return err
 		}
@@ -309,6 +317,14 @@ func (s *Store) move(ctx context.Context, id int64, from []calipso.State, to cal
 	now := s.now()
 	set := []string{`state = ?`, `updated_at = ?`}
 	args := []any{string(to), now}
+	switch {
+	case to == calipso.Running:
+		set = append(set, `started_at = COALESCE(started_at, ?)`)
+		args = append(args, now)
+	case !to.Live():
+		set = append(set, `ended_at = COALESCE(ended_at, ?)`) // the first end counts: removing a stopped record is no second one
+		args = append(args, now)
+	}
 	switch {
 	case u.Lease != nil:
 		set = append(set, `lease_owner = ?`, `lease_expires = ?`)
