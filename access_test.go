@@ -3,6 +3,7 @@ package calipso_test
 import (
 	"slices"
 	"testing"
+	"time"
 
 	"github.com/calipsoplus/calipso"
 )
@@ -62,4 +63,41 @@ func TestAccessOf(t *testing.T) {
 			t.Error("admin is the is_admin flag's, and only its")
 		}
 	})
+}
+
+func TestLifetime(t *testing.T) {
+	now := time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC)
+	at := func(d time.Duration) *time.Time { v := now.Add(d); return &v }
+	session := &calipso.Session{EndDate: now.Add(24 * time.Hour)}
+	policy := calipso.Lifetime{Default: 72 * time.Hour, Images: map[string]time.Duration{"jupyter": 8 * time.Hour, "forever": 0}, TieToSession: true, SessionGrace: 12 * time.Hour}
+	for _, tt := range []struct {
+		name    string
+		policy  calipso.Lifetime
+		image   string
+		access  calipso.Access
+		session *calipso.Session
+		want    *time.Time
+	}{
+		{"none", calipso.Lifetime{}, "desktop", calipso.Access{}, nil, nil},
+		{"default", policy, "desktop", calipso.Access{}, nil, at(72 * time.Hour)},
+		{"per image", policy, "jupyter", calipso.Access{}, nil, at(8 * time.Hour)},
+		{"an image without one", policy, "forever", calipso.Access{}, nil, nil},
+		{"the role bounds it", policy, "desktop", calipso.Access{MaxLifetime: 48 * time.Hour}, nil, at(48 * time.Hour)},
+		{"the role gives one", policy, "forever", calipso.Access{MaxLifetime: 48 * time.Hour}, nil, at(48 * time.Hour)},
+		{"the session's end comes first", policy, "desktop", calipso.Access{}, session, at(36 * time.Hour)},
+		{"the lifetime comes first", policy, "jupyter", calipso.Access{}, session, at(8 * time.Hour)},
+		{"after the beamtime", policy, "desktop", calipso.Access{}, &calipso.Session{EndDate: now.Add(-48 * time.Hour)}, at(0)},
+		{"a session without an end", policy, "desktop", calipso.Access{}, &calipso.Session{}, at(72 * time.Hour)},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			got := tt.policy.ExpiresAt(now, tt.image, tt.access, tt.session)
+			if (got == nil) != (tt.want == nil) || (got != nil && !got.Equal(*tt.want)) {
+				t.Fatalf("ExpiresAt = %v, want %v", got, tt.want)
+			}
+		})
+	}
+	a := calipso.Access{MaxLifetime: 48 * time.Hour}
+	if !a.WithinLimit(now, now.Add(48*time.Hour)) || a.WithinLimit(now, now.Add(49*time.Hour)) || !(calipso.Access{}).WithinLimit(now, now.Add(1e6*time.Hour)) {
+		t.Error("WithinLimit")
+	}
 }
