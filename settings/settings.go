@@ -83,6 +83,8 @@ type Settings struct {
 	Umbrella   Umbrella   `toml:"umbrella"`
 	OIDC       OIDC       `toml:"oidc"`
 	Access     Access     `toml:"access"`
+	Lifecycle  Lifecycle  `toml:"lifecycle"`
+	Mail       Mail       `toml:"mail"`
 
 	// Filled by Load, not read from the file.
 	SecretKey       []byte         `toml:"-"`
@@ -490,7 +492,9 @@ func Defaults() *Settings {
 			GroupsClaim:   "groups",
 			Timeout:       Duration{10 * time.Second},
 		},
-		Access: defaultAccess(),
+		Access:    defaultAccess(),
+		Lifecycle: defaultLifecycle(),
+		Mail:      defaultMail(),
 		Umbrella: Umbrella{
 			Mode:        "saml",
 			ClockSkew:   Duration{2 * time.Minute},
@@ -530,6 +534,9 @@ func (s *Settings) resolveSecrets(getenv func(string) string) []error {
 	}
 	if s.Server.MetricsToken, err = secret(getenv, "CALIPSO_METRICS_TOKEN", s.Server.MetricsTokenFile, s.Server.MetricsToken); err != nil {
 		problems = append(problems, fmt.Errorf("server.metrics_token_file: %w", err))
+	}
+	if s.Mail.Password, err = secret(getenv, "CALIPSO_MAIL_PASSWORD", s.Mail.PasswordFile, s.Mail.Password); err != nil {
+		problems = append(problems, fmt.Errorf("mail.password_file: %w", err))
 	}
 	if s.OIDC.ClientSecret, err = secret(getenv, "CALIPSO_OIDC_CLIENT_SECRET", s.OIDC.ClientSecretFile, s.OIDC.ClientSecret); err != nil {
 		problems = append(problems, fmt.Errorf("oidc.client_secret_file: %w", err))
@@ -695,6 +702,7 @@ func (s *Settings) validate() []error {
 		bad("quotas.hdd", "%v", err)
 	}
 	s.Access.policy(s.Quotas.Default, bad)
+	s.lifecycle(bad)
 	if s.Pagination.Experiments < 1 || s.Pagination.Experiments > 1000 {
 		bad("pagination.experiments", "must be between 1 and 1000")
 	}

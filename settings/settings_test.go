@@ -371,3 +371,37 @@ saml_values = ["urn:visitor"]
 		})
 	}
 }
+
+func TestLifecycleSettings(t *testing.T) {
+	local, _ := settings.Embedded("local")
+	s, err := settings.Parse(append(local, []byte("\n[lifecycle.image_lifetimes]\nbase_jupyter = \"8h\"\n")...), "ok", noenv)
+	if err == nil {
+		t.Fatal("a second [lifecycle.image_lifetimes] table was accepted")
+	}
+	text := strings.Replace(string(local), "[lifecycle.image_lifetimes]          # public name = lifetime, overriding default_lifetime\n",
+		"[lifecycle.image_lifetimes]\nbase_jupyter = \"8h\"\n", 1)
+	text = strings.Replace(text, `default_lifetime = "0s"`, `default_lifetime = "72h"`, 1)
+	if s, err = settings.Parse([]byte(text), "ok", noenv); err != nil {
+		t.Fatal(err)
+	}
+	if p := s.Lifecycle.Policy; p.Default != 72*time.Hour || p.Images["base_jupyter"] != 8*time.Hour || p.SessionGrace != 168*time.Hour {
+		t.Errorf("policy = %+v", p)
+	}
+	for _, c := range []struct{ name, from, to, want string }{
+		{"action", `expiry_action = "stop"`, `expiry_action = "delete"`, "lifecycle.expiry_action"},
+		{"idle too soon", `idle_after = "0s"`, `idle_after = "5m"`, "lifecycle.idle_after"},
+		{"negative lifetime", `default_lifetime = "0s"`, `default_lifetime = "-1h"`, "lifecycle.default_lifetime"},
+		{"mail without a server", "[mail]\nenabled = false", "[mail]\nenabled = true", "mail.host"},
+		{"mail from nobody", "[mail]\nenabled = false\nhost = \"\"", "[mail]\nenabled = true\nhost = \"smtp.example\"", "mail.from"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			if !strings.Contains(string(local), c.from) {
+				t.Fatalf("local.toml has no %q", c.from)
+			}
+			_, err := settings.Parse([]byte(strings.Replace(string(local), c.from, c.to, 1)), c.name, noenv)
+			if err == nil || !strings.Contains(err.Error(), c.want) {
+				t.Fatalf("got %v, want an error naming %q", err, c.want)
+			}
+		})
+	}
+}
