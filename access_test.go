@@ -2,6 +2,7 @@ package calipso_test
 
 import (
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -99,5 +100,38 @@ func TestLifetime(t *testing.T) {
 	a := calipso.Access{MaxLifetime: 48 * time.Hour}
 	if !a.WithinLimit(now, now.Add(48*time.Hour)) || a.WithinLimit(now, now.Add(49*time.Hour)) || !(calipso.Access{}).WithinLimit(now, now.Add(1e6*time.Hour)) {
 		t.Error("WithinLimit")
+	}
+}
+
+func TestReclaimNext(t *testing.T) {
+	now := time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC)
+	at := func(d time.Duration) *time.Time { v := now.Add(d); return &v }
+	p := calipso.Reclaim{ExpiryAction: calipso.ActionStop, IdleAfter: 4 * time.Hour, IdleAction: calipso.ActionRemove, WarnBefore: time.Hour}
+	for _, tt := range []struct {
+		name         string
+		r            calipso.Resource
+		cause, doing string
+		when         time.Time
+		ok           bool
+	}{
+		{"nothing due", calipso.Resource{State: calipso.Running}, "", "", time.Time{}, false},
+		{"not live", calipso.Resource{State: calipso.Stopped, ExpiresAt: at(0)}, "", "", time.Time{}, false},
+		{"expiry", calipso.Resource{State: calipso.Running, ExpiresAt: at(time.Hour)}, calipso.CauseExpired, calipso.ActionStop, now.Add(time.Hour), true},
+		{"idle first", calipso.Resource{State: calipso.Running, ExpiresAt: at(10 * time.Hour), IdleSince: at(0)}, calipso.CauseIdle, calipso.ActionRemove, now.Add(4 * time.Hour), true},
+		{"expiry first", calipso.Resource{State: calipso.Running, ExpiresAt: at(2 * time.Hour), IdleSince: at(0)}, calipso.CauseExpired, calipso.ActionStop, now.Add(2 * time.Hour), true},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			cause, doing, when, ok := p.Next(tt.r)
+			if cause != tt.cause || doing != tt.doing || !when.Equal(tt.when) || ok != tt.ok {
+				t.Fatalf("Next = %q %q %v %v", cause, doing, when, ok)
+			}
+			if p.Notice(tt.r) != "" {
+				t.Error("a notice before any warning")
+			}
+		})
+	}
+	warned := calipso.Resource{State: calipso.Running, ExpiresAt: at(time.Hour), WarnedAt: at(0)}
+	if n := p.Notice(warned); !strings.Contains(n, "stopped") || !strings.Contains(n, "2026-12-01 11:00") {
+		t.Errorf("notice %q", n)
 	}
 }

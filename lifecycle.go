@@ -48,3 +48,55 @@ func (l Lifetime) ExpiresAt(now time.Time, publicName string, a Access, session 
 func (a Access) WithinLimit(created, until time.Time) bool {
 	return a.MaxLifetime == 0 || until.Sub(created) <= a.MaxLifetime
 }
+
+// The causes of a reclaim, as metrics and notices name them.
+const (
+	CauseExpired          = "expired"
+	CauseIdle             = "idle"
+	CauseExtensionRefused = "extension_refused"
+)
+
+// The actions of a reclaim.
+const (
+	ActionStop   = "stop"
+	ActionRemove = "remove"
+)
+
+// Reclaim is what the policies do to resources, and when.
+type Reclaim struct {
+	ExpiryAction string        // at the lifetime's end
+	IdleAfter    time.Duration // idle this long (0: idleness is not acted on)
+	IdleAction   string
+	WarnBefore   time.Duration // the warning comes this long before the action
+}
+
+// Next is the next action due to r: its cause, what, and when; ok is false when
+// none is (no lifetime, not idle, not live).
+func (p Reclaim) Next(r Resource) (cause, action string, at time.Time, ok bool) {
+	if !r.State.Live() {
+		return "", "", time.Time{}, false
+	}
+	if r.IdleSince != nil && p.IdleAfter > 0 {
+		cause, action, at, ok = CauseIdle, p.IdleAction, r.IdleSince.Add(p.IdleAfter), true
+	}
+	if r.ExpiresAt != nil && (!ok || !r.ExpiresAt.After(at)) {
+		cause, action, at, ok = CauseExpired, p.ExpiryAction, *r.ExpiresAt, true
+	}
+	return cause, action, at, ok
+}
+
+// Notice tells r's user what is coming, once they have been warned ("" otherwise).
+func (p Reclaim) Notice(r Resource) string {
+	cause, action, at, ok := p.Next(r)
+	if !ok || r.WarnedAt == nil {
+		return ""
+	}
+	done := map[string]string{ActionStop: "stopped", ActionRemove: "removed"}[action]
+	when := at.UTC().Format("2006-01-02 15:04 MST")
+	if cause == CauseIdle {
+		return "Idle since " + r.IdleSince.UTC().Format("2006-01-02 15:04 MST") + ": it will be " + done + " at " + when +
+			" unless it is used. Results in the output folder are kept."
+	}
+	return "Its lifetime ends at " + when + ": it will be " + done + " then. Ask for an extension to keep it longer. " +
+		"Results in the output folder are kept."
+}

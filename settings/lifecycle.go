@@ -39,8 +39,10 @@ type Lifecycle struct {
 	CheckInterval Duration `toml:"check_interval"`
 	CallTimeout   Duration `toml:"call_timeout"`
 
-	// Policy is the lifetime policy as the domain uses it, made when the settings load.
-	Policy calipso.Lifetime `toml:"-"`
+	// Policy is the lifetime policy as the domain uses it, and Reclaim what the
+	// policies do (none when off), made when the settings load.
+	Policy  calipso.Lifetime `toml:"-"`
+	Reclaim calipso.Reclaim  `toml:"-"`
 }
 
 // Mail is [mail]: the SMTP server warnings go out through.
@@ -104,6 +106,9 @@ func (s *Settings) lifecycle(bad func(key, format string, args ...any)) {
 		images[name] = d.Duration
 	}
 	l.Policy = calipso.Lifetime{Default: l.DefaultLifetime.Duration, Images: images, TieToSession: l.TieToSession, SessionGrace: l.SessionGrace.Duration}
+	if l.Enabled {
+		l.Reclaim = calipso.Reclaim{ExpiryAction: l.ExpiryAction, IdleAfter: l.IdleAfter.Duration, IdleAction: l.IdleAction, WarnBefore: l.WarnBefore.Duration}
+	}
 
 	m := s.Mail
 	if !m.Enabled {

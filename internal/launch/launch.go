@@ -25,6 +25,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/calipsoplus/calipso"
 	"github.com/calipsoplus/calipso/experiments"
@@ -116,6 +117,8 @@ type Config struct {
 	DefaultQuota calipso.Quota // for users whose roles set no quota and who have none of their own
 	// Policy gives each user's roles their quota and allowed images.
 	Policy calipso.Policy
+	// Lifetime gives each launch its expiry.
+	Lifetime calipso.Lifetime
 	// Guacd is how desktops' Guacamole connections are written.
 	Guacd struct {
 		Hostname             string // what guacd connects to; "" is the engine's host address
@@ -125,7 +128,7 @@ type Config struct {
 
 // ConfigFrom takes the lifecycle's part of the settings.
 func ConfigFrom(s *settings.Settings) Config {
-	c := Config{Instance: s.Instance, Workloads: s.Workloads, DefaultQuota: s.Quotas.Default, Policy: s.Access.Policy}
+	c := Config{Instance: s.Instance, Workloads: s.Workloads, DefaultQuota: s.Quotas.Default, Policy: s.Access.Policy, Lifetime: s.Lifecycle.Policy}
 	c.Guacd.Hostname, c.Guacd.VNCParams, c.Guacd.RDPParams = s.Guacamole.Hostname, s.Guacamole.VNCParams, s.Guacamole.RDPParams
 	return c
 }
@@ -303,12 +306,14 @@ func (s *Service) Reserve(ctx context.Context, u calipso.User, ref, publicName s
 		return nil, err
 	}
 	var sessionID *int64
+	var session *calipso.Session
 	if so.SessionID != 0 {
-		sessionID = &so.SessionID
+		sessionID, session = &so.SessionID, &so.Experiment.Sessions[0]
 	}
 	r, err := s.db.Reserve(ctx, store.Launch{
 		UserID: u.ID, Experiment: ref, SessionID: sessionID, Image: im, Default: access.QuotaOr(s.cfg.DefaultQuota),
 		VNCPassword: randomPassword(), NameOf: s.name, OnePerSession: true, Lease: s.lease(),
+		ExpiresAt: s.cfg.Lifetime.ExpiresAt(time.Now(), im.PublicName, access, session),
 	})
 	if err != nil {
 		return nil, err

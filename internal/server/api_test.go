@@ -22,7 +22,9 @@ var (
 		"container_id": "string", "container_name": "string", "container_status": "string", "container_logs": "string",
 		"guacamole_username": "string", "guacamole_password": "string", "creation_date": "string", "host_port": "string",
 		"public_name": "string", "container_info": "string", "image": "number|null", "num_cpus": "number",
-		"memory_allocated": "string", "hdd_allocated": "string"}
+		"memory_allocated": "string", "hdd_allocated": "string",
+		// Calipso's own, which the frontend ignores (lifecycle policies).
+		"expires_at": "string|null", "idle_since": "string|null"}
 )
 
 // TestFrontendWalk makes the frontend's calls in the order it makes them.

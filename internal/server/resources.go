@@ -35,6 +35,10 @@ type containerJSON struct {
 	NumCPUs           float64   `json:"num_cpus"`
 	MemoryAllocated   string    `json:"memory_allocated"`
 	HDDAllocated      string    `json:"hdd_allocated"`
+	// Calipso's own (the frontend reads none of them): when the lifetime ends, and
+	// since when the resource is idle.
+	ExpiresAt *time.Time `json:"expires_at"`
+	IdleSince *time.Time `json:"idle_since"`
 }
 
 // compatStatus maps our states to the statuses the frontend knows: "created" is the
@@ -71,6 +75,7 @@ func toContainerJSON(r calipso.Resource) containerJSON {
 		ContainerLogs: r.Error, GuacamoleUsername: r.GuacamoleUsername, GuacamolePassword: r.GuacamolePassword,
 		CreationDate: r.Created.UTC(), HostPort: r.HostPort, PublicName: r.PublicName, ContainerInfo: proposal,
 		Image: r.ImageID, NumCPUs: r.CPU, MemoryAllocated: quotas.FormatGiB(r.MemoryBytes), HDDAllocated: quotas.FormatGiB(r.DiskBytes),
+		ExpiresAt: r.ExpiresAt, IdleSince: r.IdleSince,
 	}
 }
 

@@ -74,6 +74,8 @@ type Config struct {
 	// TokenLifetime is a new API token's life unless its creator names one, up to
 	// TokenMaxLifetime.
 	TokenLifetime, TokenMaxLifetime time.Duration
+	// Reclaim is what the lifecycle policies do, for the notices of the v2 API.
+	Reclaim calipso.Reclaim
 	// SAMLRoleAttribute names the SAML attribute (header mode: the header) whose
 	// values map to roles; "": none.
 	SAMLRoleAttribute string
@@ -89,7 +91,7 @@ func ConfigFrom(s *settings.Settings) Config {
 		TrustedPrefixes: s.TrustedPrefixes, SecretKey: s.SecretKey, Auth: s.Auth, Server: s.Server, Pagination: s.Pagination,
 		DefaultQuota: s.Quotas.Default, UmbrellaLoginURL: s.Umbrella.LoginURL, OIDCLoginRedirect: s.OIDC.LoginRedirect,
 		Policy: s.Access.Policy, TokenLifetime: s.Access.TokenLifetime.Duration, TokenMaxLifetime: s.Access.TokenMaxLifetime.Duration,
-		SAMLRoleAttribute: s.Access.SAMLAttribute}
+		SAMLRoleAttribute: s.Access.SAMLAttribute, Reclaim: s.Lifecycle.Reclaim}
 	if c.OIDCLoginRedirect == "" {
 		c.OIDCLoginRedirect = strings.TrimSuffix(s.FrontendURL, "/") + "/"
 	}

@@ -25,6 +25,12 @@ type resourceV2 struct {
 	State      string `json:"state"`
 	Error      string `json:"error,omitempty"`
 	Events     string `json:"events"` // the progress stream's path
+	// ExpiresAt is when the lifetime ends (null: never); IdleSince, since when the
+	// resource is idle (null: active or not watched); Notice, what the policies are
+	// about to do, once its user has been warned.
+	ExpiresAt *time.Time `json:"expires_at"`
+	IdleSince *time.Time `json:"idle_since"`
+	Notice    string     `json:"notice,omitempty"`
 }
 
 func (s *server) v2Path(id int64) string {
@@ -33,7 +39,8 @@ func (s *server) v2Path(id int64) string {
 
 func (s *server) toResourceV2(r calipso.Resource) resourceV2 {
 	return resourceV2{ID: r.ID, Name: r.EngineName, Owner: r.Username, Experiment: r.Experiment, Image: r.PublicName,
-		State: string(r.State), Error: r.Error, Events: s.v2Path(r.ID) + "/events"}
+		State: string(r.State), Error: r.Error, Events: s.v2Path(r.ID) + "/events", ExpiresAt: r.ExpiresAt, IdleSince: r.IdleSince,
+		Notice: s.Config.Reclaim.Notice(r)}
 }
 
 // handleV2Launch is POST api/v2/resources {"experiment": "proposal~session" or an
