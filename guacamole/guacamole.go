@@ -96,6 +96,12 @@ func Open(ctx context.Context, driver, dsn string) (*sql.DB, error) {
 		// One round trip per statement instead of prepare, execute and close (the
 		// driver escapes safely, and refuses to for charsets where it could not).
 		cfg.InterpolateParams = true
+		// Guacamole's history dates are DATETIME in the server's zone, UTC as its
+		// documentation sets it up; read them as times (Activity).
+		cfg.ParseTime = true
+		if cfg.Loc == nil {
+			cfg.Loc = time.UTC
+		}
 		connector, err := mysql.NewConnector(cfg)
 		if err != nil {
 			return nil, fmt.Errorf("guacamole mysql dsn: %w", err)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"time"
 )
 
 // Ping checks that Guacamole's database answers.
@@ -345,4 +346,22 @@ func (s *Store) delete(ctx context.Context, tx *sql.Tx, name string) (int, error
 		n++
 	}
 	return n, nil
+}
+
+// Activity is the use of the connection name, from the history Guacamole writes of
+// every session (guacamole_connection_history: a row per connection, its end_date
+// NULL while it is open): whether a session is open now, and when the last one
+// ended (zero: none ever did).
+func (s *Store) Activity(ctx context.Context, name string) (open bool, lastEnd time.Time, err error) {
+	var openCount int
+	var last sql.NullTime
+	err = s.db.QueryRowContext(ctx, s.q(`SELECT COUNT(CASE WHEN end_date IS NULL THEN 1 END), MAX(end_date)
+		FROM guacamole_connection_history WHERE connection_name = ?`), name).Scan(&openCount, &last)
+	if err != nil {
+		return false, time.Time{}, fmt.Errorf("guacamole history of %s: %w", name, classify(err))
+	}
+	if last.Valid {
+		lastEnd = last.Time.UTC()
+	}
+	return openCount > 0, lastEnd, nil
 }

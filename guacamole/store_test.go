@@ -491,3 +491,57 @@ func BenchmarkCreateDelete(b *testing.B) {
 		})
 	}
 }
+
+// TestActivity reads the history as Guacamole writes it: a row when a user connects,
+// its end_date when they disconnect; an open row means in use now.
+func TestActivity(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, b backend) {
+		s, db := newStore(t, b)
+		ctx := context.Background()
+		c := rdpConnection(7)
+		if err := s.Create(ctx, c); err != nil {
+			t.Fatal(err)
+		}
+		open, last, err := s.Activity(ctx, c.Name)
+		if err != nil || open || !last.IsZero() {
+			t.Fatalf("never used: %v %v %v", open, last, err)
+		}
+		var connID int64
+		if err := db.QueryRowContext(ctx, s.q(`SELECT connection_id FROM guacamole_connection WHERE connection_name = ?`), c.Name).Scan(&connID); err != nil {
+			t.Fatal(err)
+		}
+		// Guacamole's own rows: user and connection by id and name, dates in UTC.
+		connect := func(start time.Time) {
+			t.Helper()
+			if _, err := db.ExecContext(ctx, s.q(`INSERT INTO guacamole_connection_history (user_id, username, remote_host, connection_id, connection_name, start_date, end_date)
+				VALUES (NULL, ?, '10.0.0.9', ?, ?, ?, NULL)`), c.Username, connID, c.Name, start); err != nil {
+				t.Fatal(err)
+			}
+		}
+		disconnect := func(end time.Time) {
+			t.Helper()
+			if _, err := db.ExecContext(ctx, s.q(`UPDATE guacamole_connection_history SET end_date = ? WHERE connection_name = ? AND end_date IS NULL`), end, c.Name); err != nil {
+				t.Fatal(err)
+			}
+		}
+		t0 := time.Date(2026, 12, 1, 9, 0, 0, 0, time.UTC)
+		connect(t0)
+		if open, _, err := s.Activity(ctx, c.Name); err != nil || !open {
+			t.Fatalf("a connected user: open %v, %v", open, err)
+		}
+		disconnect(t0.Add(2 * time.Hour))
+		connect(t0.Add(3 * time.Hour))
+		disconnect(t0.Add(5 * time.Hour))
+		open, last, err = s.Activity(ctx, c.Name)
+		if err != nil || open || !last.Equal(t0.Add(5*time.Hour)) {
+			t.Fatalf("after two sessions: open %v, last %v (want %v), %v", open, last, t0.Add(5*time.Hour), err)
+		}
+		// The connection deleted (history rows keep their names): still read by name.
+		if err := s.Delete(ctx, c.Name); err != nil {
+			t.Fatal(err)
+		}
+		if _, last, err := s.Activity(ctx, c.Name); err != nil || !last.Equal(t0.Add(5*time.Hour)) {
+			t.Fatalf("after the delete: %v %v", last, err)
+		}
+	})
+}
