@@ -77,7 +77,7 @@ func (n NotebookSignal) Activity(ctx context.Context, r calipso.Resource, _ time
 }
 
 // CPUTimes is what the CPU signal needs of an engine: a workload's CPU time so far
-// (provisioner.UsageReader).
+// (the Docker provisioner's CPUTime).
 type CPUTimes interface {
 	CPUTime(ctx context.Context, name string) (time.Duration, error)
 }
@@ -104,7 +104,9 @@ func (*CPUSignal) Name() string { return "cpu" }
 func (c *CPUSignal) Activity(ctx context.Context, r calipso.Resource, now time.Time) (bool, time.Time, error) {
 	engine, ok := c.Engines[r.ResourceType]
 	if !ok {
-		return false, time.Time{}, nil // no engine that can tell (static links use none)
+		// An engine that cannot tell (Kubernetes without a metrics API; static links
+		// run nothing): busy work is never culled on a signal that cannot be read.
+		return true, time.Time{}, nil
 	}
 	cpu, err := engine.CPUTime(ctx, r.EngineName)
 	if err != nil {

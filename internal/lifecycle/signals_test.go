@@ -91,7 +91,7 @@ func TestCPUSignal(t *testing.T) {
 	step(t0, 0, true, time.Time{})                                                        // first reading
 	step(t0.Add(5*time.Minute), 2*time.Minute, true, t0.Add(5*time.Minute))               // 0.4 cores
 	step(t0.Add(10*time.Minute), 2*time.Minute+time.Second, false, t0.Add(5*time.Minute)) // idle since the busy one
-	if active, _, _ := sig.Activity(context.Background(), calipso.Resource{ResourceType: calipso.StaticLink}, t0); active {
-		t.Error("a static link is active by CPU")
+	if active, _, _ := sig.Activity(context.Background(), calipso.Resource{ResourceType: calipso.Kubernetes}, t0); !active {
+		t.Error("an engine that cannot tell made the workload idle")
 	}
 }

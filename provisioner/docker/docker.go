@@ -30,6 +30,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -517,6 +518,24 @@ func (p *Provisioner) Inspect(ctx context.Context, name string) (provisioner.Wor
 		return provisioner.Workload{}, fmt.Errorf("inspect %s: %w (a container of another owner has that name)", name, provisioner.ErrNotFound)
 	}
 	return p.instance(info), nil
+}
+
+// CPUTime is the CPU time the workload's processes have used so far (the engine's
+// own counter, cgroup cpuacct): the lifecycle's CPU signal reads it at each pass.
+func (p *Provisioner) CPUTime(ctx context.Context, name string) (time.Duration, error) {
+	if err := p.negotiate(ctx); err != nil {
+		return 0, err
+	}
+	stats, err := p.cli.ContainerStatsOneShot(ctx, name)
+	if err != nil {
+		return 0, engineError("stats "+name, err)
+	}
+	defer stats.Body.Close()
+	var st container.StatsResponse
+	if err := json.NewDecoder(io.LimitReader(stats.Body, 1<<20)).Decode(&st); err != nil {
+		return 0, fmt.Errorf("%w: stats %s: %w", provisioner.ErrUnavailable, name, err)
+	}
+	return time.Duration(st.CPUStats.CPUUsage.TotalUsage), nil
 }
 
 // List reports every container of this installation, in any state.

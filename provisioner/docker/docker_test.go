@@ -425,6 +425,42 @@ func TestEngineUnreachable(t *testing.T) {
 	}
 }
 
+// TestCPUTime: the engine's CPU counter of a busy workload grows and an idle one's
+// hardly does, over the same seconds (the lifecycle's CPU signal).
+func TestCPUTime(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	p := newProvisioner(t, nil)
+	specs := map[string]provisioner.Spec{}
+	for i, mode := range []string{"busy", "idle"} {
+		spec := workloadSpec(t, p.Instance(), int64(i+1))
+		if mode == "busy" {
+			spec.Env = map[string]string{"BUSY": "1"}
+		}
+		if _, err := p.Start(ctx, spec); err != nil {
+			t.Fatalf("Start %s: %v", mode, err)
+		}
+		specs[mode] = spec
+	}
+	read := func(mode string) time.Duration {
+		t.Helper()
+		d, err := p.CPUTime(ctx, specs[mode].Name())
+		if err != nil {
+			t.Fatalf("CPUTime %s: %v", mode, err)
+		}
+		return d
+	}
+	busy0, idle0 := read("busy"), read("idle")
+	time.Sleep(2 * time.Second) // the window the counters are compared over, not a timed assertion
+	busy, idle := read("busy")-busy0, read("idle")-idle0
+	if busy < 500*time.Millisecond || busy < 20*idle {
+		t.Fatalf("over two seconds the busy workload used %v of CPU and the idle one %v", busy, idle)
+	}
+	if _, err := p.CPUTime(ctx, "calipso-no-such-workload"); !errors.Is(err, provisioner.ErrNotFound) {
+		t.Errorf("CPUTime of no workload: %v", err)
+	}
+}
+
 func TestOutOfMemoryIsAnError(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()

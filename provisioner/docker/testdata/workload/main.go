@@ -14,6 +14,8 @@
 //	                              "fork test: started k of n" and the cgroup's pids.max and
 //	                              pids.current, then end the children
 //	READ_TEST=/a/file,/b/file     print each file's mode, owner and content ("read <path>: ...")
+//	BUSY=1                        keep one core busy until terminated (a job the idle
+//	                              policies must spare)
 //	SWAP_LOOP=/a,/b               exchange /a and /b (renameat2 RENAME_EXCHANGE) in a tight loop
 //	                              until terminated: a workload racing another's mount of /a
 package main
@@ -78,6 +80,14 @@ func main() {
 			continue
 		}
 		readTest(path)
+	}
+
+	if os.Getenv("BUSY") != "" {
+		go func() {
+			for x := uint64(1); ctx.Err() == nil; x = x*6364136223846793005 + 1 {
+				_ = x
+			}
+		}()
 	}
 
 	if a, b, ok := strings.Cut(os.Getenv("SWAP_LOOP"), ","); ok {
