@@ -20,6 +20,8 @@ import (
 	"github.com/calipsoplus/calipso/federation/oidc"
 	"github.com/calipsoplus/calipso/guacamole"
 	"github.com/calipsoplus/calipso/internal/launch"
+	"github.com/calipsoplus/calipso/internal/lifecycle"
+	"github.com/calipsoplus/calipso/internal/mail"
 	"github.com/calipsoplus/calipso/internal/server"
 	"github.com/calipsoplus/calipso/internal/store"
 	"github.com/calipsoplus/calipso/provisioner"
@@ -40,7 +42,8 @@ type app struct {
 	missing  map[calipso.ResourceType]string // why an engine kind is absent, for the users' error
 	desktops *guacamole.Store
 	launch   *launch.Service
-	elector  launch.Elector // nil: the database's
+	policies *lifecycle.Controller // nil unless lifecycle.enabled
+	elector  launch.Elector        // nil: the database's
 	saml     *federation.ServiceProvider
 	openID   *oidc.Provider // nil unless oidc.enabled
 	checks   []server.Check
@@ -111,6 +114,9 @@ func build(ctx context.Context, cfg *settings.Settings, log *slog.Logger) (*app,
 	a.launch = launch.New(db, a.engines, desktops, launch.ConfigFrom(cfg), log)
 	for kind, why := range a.missing {
 		a.launch.ExplainMissing(kind, why)
+	}
+	if err := a.buildPolicies(); err != nil {
+		return nil, err
 	}
 	if name := cfg.Kubernetes.LeaderLease; name != "" {
 		k, ok := a.engines[calipso.Kubernetes].(*kubernetes.Provisioner)
@@ -258,10 +264,49 @@ func newServiceProvider(ctx context.Context, cfg *settings.Settings, log *slog.L
 	return sp, nil
 }
 
+// buildPolicies makes the lifecycle controller (lifecycle.enabled), its mailer
+// (mail.enabled) and its activity signals, and has the leader run it.
+func (a *app) buildPolicies() error {
+	cfg := a.cfg
+	if !cfg.Lifecycle.Enabled {
+		return nil
+	}
+	var notifier lifecycle.Notifier
+	if cfg.Mail.Enabled {
+		m, err := mail.New(mail.ConfigFrom(cfg))
+		if err != nil {
+			return err
+		}
+		notifier = m
+	} else {
+		a.log.Warn("lifecycle policies without mail: users are warned in the v2 API only (mail.enabled)")
+	}
+	lc := cfg.Lifecycle
+	signals := []lifecycle.Signal{lifecycle.NotebookSignal{Client: &http.Client{Timeout: lc.CallTimeout.Duration}}}
+	if a.desktops != nil {
+		signals = append(signals, lifecycle.GuacamoleSignal{History: a.desktops})
+	}
+	cpu := &lifecycle.CPUSignal{Engines: map[calipso.ResourceType]lifecycle.CPUTimes{}, Threshold: lc.IdleCPU}
+	for kind, e := range a.engines {
+		if t, ok := e.(lifecycle.CPUTimes); ok {
+			cpu.Engines[kind] = t
+		}
+	}
+	signals = append(signals, cpu)
+	a.policies = lifecycle.New(lifecycle.Config{Reclaim: lc.Reclaim, Interval: lc.CheckInterval.Duration, CallTimeout: lc.CallTimeout.Duration,
+		Admins: cfg.Mail.Admins, Log: a.log.With("component", "lifecycle")}, a.db, a.launch, notifier, signals...)
+	a.launch.WhileLeading(a.policies.Run)
+	return nil
+}
+
 // handler builds the HTTP handler of the app.
 func (a *app) handler() (http.Handler, error) {
 	reg := prometheus.NewRegistry()
-	for _, c := range a.launch.Collectors() {
+	collectors := a.launch.Collectors()
+	if a.policies != nil {
+		collectors = append(collectors, a.policies.Collectors()...)
+	}
+	for _, c := range collectors {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("metrics: %w", err)
 		}
