@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/mail"
 	"slices"
 	"strings"
 
@@ -243,6 +244,21 @@ func (s *server) mapRoles(ctx context.Context, username, source string, roles []
 		s.sessions.forgetUser(username)
 	}
 	return changed
+}
+
+// keepEmail records the address the identity provider gives for username (the
+// lifecycle policies write to it); a failure is logged, the login stands.
+func (s *server) keepEmail(ctx context.Context, username, email string) {
+	if email == "" {
+		return
+	}
+	if _, err := mail.ParseAddress(email); err != nil {
+		s.Log.InfoContext(ctx, "the identity provider's e-mail address is not one: not kept", "user", username)
+		return
+	}
+	if err := s.Store.SetProfile(ctx, "login", username, email, ""); err != nil {
+		s.Log.WarnContext(ctx, "keep the e-mail address", "user", username, "err", err)
+	}
 }
 
 // withoutRole is u without the role named (none when it is "").

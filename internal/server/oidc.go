@@ -103,6 +103,7 @@ func (s *server) handleOIDCCallback() http.HandlerFunc {
 			return
 		}
 		s.mapRoles(r.Context(), id.Username, store.RoleOIDC, s.Config.Policy.OIDCRoles(id.Groups))
+		s.keepEmail(r.Context(), id.Username, id.Email)
 		s.metrics.login("oidc", "ok")
 		http.Redirect(w, r, s.Config.OIDCLoginRedirect, http.StatusFound)
 	}

@@ -55,6 +55,7 @@ type federatedIdentity struct {
 	// umbrella/wuo/.
 	Values []string `json:"v,omitempty"`
 	// NameID and SessionIndex name the IdP's session, for single logout.
+	Email        string `json:"e,omitempty"` // where the lifecycle policies' warnings go
 	NameID       string `json:"i,omitempty"`
 	Format       string `json:"f,omitempty"`
 	SessionIndex string `json:"s,omitempty"`
@@ -62,7 +63,7 @@ type federatedIdentity struct {
 
 // fromFederation is what the cookie keeps of a federated identity.
 func fromFederation(id federation.Identity) federatedIdentity {
-	return federatedIdentity{Hash: id.EAAHash, UID: id.UID, Values: id.Values, NameID: id.NameID, Format: id.NameIDFormat, SessionIndex: id.SessionIndex}
+	return federatedIdentity{Hash: id.EAAHash, UID: id.UID, Values: id.Values, Email: id.Email, NameID: id.NameID, Format: id.NameIDFormat, SessionIndex: id.SessionIndex}
 }
 
 // newFederatedCodec seals federatedCookie with keys of its own, derived from the
@@ -274,6 +275,7 @@ func (s *server) handleUmbrellaWUO() http.HandlerFunc {
 			return
 		}
 		s.rememberSAMLLogin(w, r, id)
+		s.keepEmail(r.Context(), username, id.Email)
 		if s.Config.SAMLRoleAttribute != "" {
 			s.mapRoles(r.Context(), username, store.RoleSAML, s.Config.Policy.SAMLRoles(id.Values))
 		}
