@@ -42,7 +42,7 @@ type Message struct {
 	From    string   // the address of the From header
 	To      []string // the addresses of the To header
 	Subject string
-	Text    string // the plain text body (as mailpit decodes it)
+	Text    string // the plain text body, decoded (its line breaks as sent, e.g. "\r\n")
 }
 
 // StartSMTPServer starts mailpit (CALIPSO_TEST_MAILPIT, built by deploy/test.sh) and
@@ -78,7 +78,7 @@ func StartSMTPServer(t testing.TB) *SMTPServer {
 			return s
 		}
 		log, _ := os.ReadFile(s.logPath)
-		last = fmt.Sprintf("%v\n--- mailpit's log (%s) ---\n%s", err, s.logPath, tail(string(log), 60))
+		last = fmt.Sprintf("%v\n--- mailpit's log (%s) ---\n%s", err, s.logPath, mailpitLogTail(s.logPath))
 		if !bytes.Contains(log, []byte("address already in use")) {
 			break
 		}
@@ -102,6 +102,7 @@ func (s *SMTPServer) start(t testing.TB, bin, dir, dbPath string) error {
 		// Any AUTH PLAIN/LOGIN credentials pass (and none is needed), without TLS.
 		"--smtp-auth-accept-any", "--smtp-auth-allow-insecure",
 		"--smtp-disable-rdns", "--disable-version-check",
+		"--verbose", // its log, shown when the test fails, then has every SMTP exchange
 		"--max", "0", // keep every message (the default drops all but the last 500)
 	)
 	// A clean environment: mailpit reads any MP_* variable as an option.
@@ -136,10 +137,12 @@ func (s *SMTPServer) start(t testing.TB, bin, dir, dbPath string) error {
 		return err
 	}
 	s.cmd = cmd
+	// On failure (of StartSMTPServer's caller, Messages or WaitFor alike) the tail of
+	// mailpit's log is shown here, once.
 	t.Cleanup(func() {
 		stop()
 		if t.Failed() {
-			t.Logf("mailpit's log (%s), last lines:\n%s", s.logPath, s.logTail())
+			t.Logf("mailpit's log (%s), last lines:\n%s", s.logPath, mailpitLogTail(s.logPath))
 		}
 	})
 	return nil
@@ -183,9 +186,17 @@ func greeting(ctx context.Context, addr string) error {
 	return nil
 }
 
-func (s *SMTPServer) logTail() string {
-	log, _ := os.ReadFile(s.logPath)
-	return tail(string(log), 60)
+// mailpitLogTail is the end of mailpit's log without its database timings ("[db] ..."
+// lines), which the polling of Messages and WaitFor would fill it with.
+func mailpitLogTail(path string) string {
+	log, _ := os.ReadFile(path)
+	var keep []string
+	for _, line := range strings.Split(string(log), "\n") {
+		if !strings.Contains(line, `msg="[db] `) {
+			keep = append(keep, line)
+		}
+	}
+	return tail(strings.Join(keep, "\n"), 60)
 }
 
 // mailpit's JSON (its API's field names).
@@ -291,13 +302,13 @@ func (s *SMTPServer) Messages(t testing.TB) []Message {
 	defer cancel()
 	list, err := s.summaries(ctx)
 	if err != nil {
-		t.Fatalf("mailpit: %v\n--- mailpit's log ---\n%s", err, s.logTail())
+		t.Fatalf("mailpit: %v", err)
 	}
 	msgs := make([]Message, 0, len(list))
 	for _, sum := range list {
 		m, err := s.message(ctx, sum.ID)
 		if err != nil {
-			t.Fatalf("mailpit: %v\n--- mailpit's log ---\n%s", err, s.logTail())
+			t.Fatalf("mailpit: %v", err)
 		}
 		msgs = append(msgs, m)
 	}
@@ -308,7 +319,7 @@ func (s *SMTPServer) Messages(t testing.TB) []Message {
 // compared without regard to case; Bcc are the envelope recipients that no header
 // names) whose subject contains subjectPart has arrived, and returns it: the oldest
 // such message when there are several. It fails the test when none comes, showing what
-// did arrive and mailpit's log.
+// did arrive (and, at cleanup, mailpit's log).
 func (s *SMTPServer) WaitFor(t testing.TB, to, subjectPart string) Message {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
@@ -326,7 +337,7 @@ func (s *SMTPServer) WaitFor(t testing.TB, to, subjectPart string) Message {
 					m, err = s.message(ctx, sum.ID)
 					cancel()
 					if err != nil {
-						t.Fatalf("mailpit: %v\n--- mailpit's log ---\n%s", err, s.logTail())
+						t.Fatalf("mailpit: %v", err)
 					}
 					return m
 				}
@@ -345,8 +356,8 @@ func (s *SMTPServer) WaitFor(t testing.TB, to, subjectPart string) Message {
 	if err != nil {
 		fmt.Fprintf(&got, "  (last error: %v)\n", err)
 	}
-	t.Fatalf("no mail to %s with %q in its subject within 10 s; received %d:\n%s--- mailpit's log ---\n%s",
-		to, subjectPart, len(list), got.String(), s.logTail())
+	t.Fatalf("no mail to %s with %q in its subject within 10 s; received %d:\n%s",
+		to, subjectPart, len(list), got.String())
 	return Message{}
 }
 
