@@ -92,6 +92,9 @@ func (s *server) routes(root *mux.Router) (api *mux.Router) {
 	api.Handle("/api/v2/resources/{id}", s.handleV2Resource()).Methods(get...)
 	api.Handle("/api/v2/resources/{id}/events", s.handleV2Events()).Methods(http.MethodGet)
 	api.Handle("/api/v2/resources/{id}/connection", s.handleV2Connection()).Methods(get...)
+	api.Handle("/api/v2/resources/{id}/extensions", s.handleV2Extensions()).Methods(http.MethodGet, http.MethodHead, http.MethodPost)
+	api.Handle("/api/v2/extensions", s.handleV2PendingExtensions()).Methods(get...)
+	api.Handle("/api/v2/extensions/{id}", s.handleV2DecideExtension()).Methods(http.MethodPost)
 
 	// v2: identity and access (bearer API tokens and OpenID JWTs, or the session).
 	api.Handle("/api/v2/me", s.handleV2Me()).Methods(get...)

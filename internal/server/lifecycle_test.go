@@ -1,0 +1,79 @@
+package server_test
+
+import (
+	"context"
+	"net/http"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/calipsoplus/calipso"
+	"github.com/calipsoplus/calipso/settings"
+)
+
+// TestExtensions: a user asks for more lifetime with a reason; within the roles'
+// max_lifetime it is granted at once and the expiry moves, beyond it an admin
+// decides; records show their expiry.
+func TestExtensions(t *testing.T) {
+	h := newHarness(t, withSettings(func(c *settings.Settings) {
+		user := c.Access.Policy.Roles[calipso.RoleUser]
+		user.MaxLifetime = 48 * time.Hour
+		c.Access.Policy.Roles[calipso.RoleUser] = user
+	}))
+	ctx := context.Background()
+	alice, bob, carol := h.loggedIn("alice"), h.loggedIn("bob"), h.loggedIn("carol")
+	wantStatus(t, alice.do(http.MethodGet, "users/alice/experiments/", nil), http.StatusOK)
+	a := alice.do(http.MethodPost, "api/v2/resources", map[string]string{"experiment": accessSessions["alice"], "image": "static_link"})
+	wantStatus(t, a, http.StatusAccepted)
+	id := int64(a.object(t)["id"].(float64))
+	waitRunning(t, h, id, "alice")
+	r, _ := h.db.Resource(ctx, id)
+	if r.ExpiresAt == nil || (r.ExpiresAt.Sub(r.Created)-48*time.Hour).Abs() > time.Second {
+		t.Fatalf("expiry %v of a record created %v: want the role's max_lifetime", r.ExpiresAt, r.Created)
+	}
+	day := r.Created.Add(24 * time.Hour)
+	if err := h.db.SetExpiry(ctx, id, &day); err != nil {
+		t.Fatal(err)
+	}
+	path := "api/v2/resources/" + strconv.FormatInt(id, 10) + "/extensions"
+	for _, bad := range []map[string]any{{"hours": 0, "reason": "x"}, {"hours": 1.5, "reason": "x"}, {"hours": 12}, {"reason": "x"}} {
+		wantError(t, alice.do(http.MethodPost, path, bad), http.StatusBadRequest)
+	}
+	wantError(t, bob.do(http.MethodPost, path, map[string]any{"hours": 1, "reason": "not mine"}), http.StatusNotFound)
+
+	granted := alice.do(http.MethodPost, path, map[string]any{"hours": 12, "reason": "the scan runs late"})
+	wantStatus(t, granted, http.StatusCreated)
+	if got := granted.object(t); got["state"] != "granted" || got["decided_by"] != "policy" {
+		t.Fatalf("within the limit: %v", got)
+	}
+	var rec map[string]any
+	alice.do(http.MethodGet, "api/v2/resources/"+strconv.FormatInt(id, 10), nil).json(t, &rec)
+	if at, _ := time.Parse(time.RFC3339Nano, rec["expires_at"].(string)); !at.Equal(day.Add(12 * time.Hour)) {
+		t.Fatalf("expires_at %v, want %v", rec["expires_at"], day.Add(12*time.Hour))
+	}
+
+	pending := alice.do(http.MethodPost, path, map[string]any{"hours": 100, "reason": "a second beamtime"})
+	wantStatus(t, pending, http.StatusAccepted)
+	ext := strconv.FormatInt(int64(pending.object(t)["id"].(float64)), 10)
+	wantError(t, alice.do(http.MethodGet, "api/v2/extensions?state=pending", nil), http.StatusForbidden)
+	wantError(t, alice.do(http.MethodPost, "api/v2/extensions/"+ext, map[string]any{"grant": true}), http.StatusForbidden)
+	var waiting []map[string]any
+	carol.do(http.MethodGet, "api/v2/extensions?state=pending", nil).json(t, &waiting)
+	if len(waiting) != 1 || waiting[0]["reason"] != "a second beamtime" {
+		t.Fatalf("pending for the admin: %v", waiting)
+	}
+	decided := carol.do(http.MethodPost, "api/v2/extensions/"+ext, map[string]any{"grant": false})
+	wantStatus(t, decided, http.StatusOK)
+	if got := decided.object(t); got["state"] != "refused" || got["decided_by"] != "carol" {
+		t.Fatalf("refused: %v", got)
+	}
+	wantError(t, carol.do(http.MethodPost, "api/v2/extensions/"+ext, map[string]any{"grant": true}), http.StatusConflict)
+	var all []map[string]any
+	alice.do(http.MethodGet, path, nil).json(t, &all)
+	if len(all) != 2 {
+		t.Fatalf("the record's requests: %v", all)
+	}
+	if r, _ := h.db.Resource(ctx, id); !r.ExpiresAt.Equal(day.Add(12 * time.Hour)) {
+		t.Fatalf("a refused extension moved the expiry to %v", r.ExpiresAt)
+	}
+}
