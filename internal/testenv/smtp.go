@@ -102,7 +102,7 @@ func (s *SMTPServer) start(t testing.TB, bin, dir, dbPath string) error {
 		// Any AUTH PLAIN/LOGIN credentials pass (and none is needed), without TLS.
 		"--smtp-auth-accept-any", "--smtp-auth-allow-insecure",
 		"--smtp-disable-rdns", "--disable-version-check",
-		"--verbose", // its log, shown when the test fails, then has every SMTP exchange
+		"--verbose",  // its log, shown when the test fails, then has every SMTP exchange
 		"--max", "0", // keep every message (the default drops all but the last 500)
 	)
 	// A clean environment: mailpit reads any MP_* variable as an option.
