@@ -302,7 +302,7 @@ func (a *app) buildPolicies() error {
 // handler builds the HTTP handler of the app.
 func (a *app) handler() (http.Handler, error) {
 	reg := prometheus.NewRegistry()
-	collectors := a.launch.Collectors()
+	collectors := append(a.launch.Collectors(), lifecycle.UsageCollector{DB: a.db, Timeout: a.cfg.Database.Timeout.Duration})
 	if a.policies != nil {
 		collectors = append(collectors, a.policies.Collectors()...)
 	}

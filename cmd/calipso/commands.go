@@ -55,6 +55,7 @@ var commands = map[string]command{
 	}},
 	"migrate":            {needSettings, migrate},
 	"bootstrap":          {needStore, bootstrap},
+	"accounting":         {needStore, accounting},
 	"user role":          {needStore, userRole},
 	"token create":       {needStore, tokenCreate},
 	"token list":         {needStore, tokenList},

@@ -60,6 +60,8 @@ Commands:
                                  a personal API token (USER may be a service account); prints its secret once
   token list [USER]              API tokens, never their secrets
   token revoke ID
+  accounting [--from DATE] [--to DATE] [--by proposal|user]
+                                 core-, memory- and session-hours of what ran, as CSV
   useroffice [--listen ADDR] [--data FILE]   serve the reference user office (API.md)
   import-calipsoplus --dsn DSN   copy a CalipsoPlus database into this one
   healthcheck                    exit 0 when the server at the settings' listen address answers /healthz
