@@ -31,18 +31,19 @@ calipso_mailpit() {
   local work
   work=$(mktemp -d "$cache/build.XXXXXX") || { _mp_log "cannot write $cache: mail tests will skip"; return 0; }
   # Everything below runs in a subshell so that a failed build leaves the caller's
-  # environment and working directory alone; the caller then skips the tests.
+  # environment and working directory alone; the caller then skips the tests. The
+  # subshell is the condition of an `if`, where bash ignores `set -e`: each step
+  # therefore exits on failure itself.
   if (
-    set -euo pipefail
     export GOTOOLCHAIN=local GOFLAGS=-mod=mod GOCACHE=$work/gocache GOWORK=off CGO_ENABLED=0 GOBIN=$work/bin
-    mkdir -p "$work/bin" && cd "$work"
+    mkdir -p "$work/bin" && cd "$work" || exit 1
 
     _mp_log "building mailpit v$version (about 1.5 minutes cold)"
     go install -trimpath \
       -ldflags "-s -w -X github.com/axllent/mailpit/config.Version=v$version" \
-      "github.com/axllent/mailpit@v$version" >>"$work/build.log" 2>&1
+      "github.com/axllent/mailpit@v$version" >>"$work/build.log" 2>&1 || exit 1
 
-    "$work/bin/mailpit" version --no-release-check >/dev/null
+    "$work/bin/mailpit" version --no-release-check >>"$work/build.log" 2>&1 || exit 1
     rm -rf "$dir" && mv "$work/bin" "$dir"
   ); then
     rm -rf "$work"
