@@ -135,11 +135,16 @@ func (c *Controller) one(ctx context.Context, r calipso.Resource, start time.Tim
 		if err != nil {
 			return err
 		}
-		if err := c.db.SetIdleSince(ctx, r.ID, idle); err != nil {
-			return err
-		}
-		if r, err = c.db.Resource(ctx, r.ID); err != nil {
-			return err
+		if !sameTime(idle, r.IdleSince) {
+			// Activity moved the idleness (or ended it): a warning about it is void.
+			// One about the lifetime's end stands.
+			cause, _, _, _ := p.Next(r)
+			if err := c.db.SetIdleSince(ctx, r.ID, idle, r.WarnedAt != nil && cause == calipso.CauseIdle); err != nil {
+				return err
+			}
+			if r, err = c.db.Resource(ctx, r.ID); err != nil {
+				return err
+			}
 		}
 	}
 	cause, action, at, ok := p.Next(r)
@@ -178,6 +183,15 @@ func (c *Controller) one(ctx context.Context, r calipso.Resource, start time.Tim
 	rep.Reclaimed++
 	c.cfg.Log.InfoContext(ctx, "resource reclaimed by policy", "resource", r.ID, "user", r.Username, "cause", cause, "action", action)
 	return nil
+}
+
+// sameTime reports whether a and b are both nil or the same instant (to the
+// microsecond the databases keep).
+func sameTime(a, b *time.Time) bool {
+	if a == nil || b == nil {
+		return a == b
+	}
+	return a.Truncate(time.Microsecond).Equal(b.Truncate(time.Microsecond))
 }
 
 // idleSince reads every signal: nil when one says active (or cannot be read), else

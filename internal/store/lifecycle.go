@@ -23,14 +23,19 @@ func (s *Store) SetExpiry(ctx context.Context, id int64, at *time.Time) error {
 	return nil
 }
 
-// SetIdleSince records since when the resource of id is idle (nil: it is active). An
-// active resource's warning is cleared too: its user came back.
-func (s *Store) SetIdleSince(ctx context.Context, id int64, since *time.Time) error {
-	q, args := `UPDATE resources SET idle_since = NULL, warned_at = NULL WHERE id = ? AND idle_since IS NOT NULL`, []any{id}
+// SetIdleSince records since when the resource of id is idle (its latest activity;
+// nil: it is active now). With clearWarning, its warning goes too: it was about this
+// idleness, which activity has just moved.
+func (s *Store) SetIdleSince(ctx context.Context, id int64, since *time.Time, clearWarning bool) error {
+	var v any
 	if since != nil {
-		q, args = `UPDATE resources SET idle_since = ? WHERE id = ? AND idle_since IS NULL`, []any{since.UTC(), id}
+		v = since.UTC()
 	}
-	if _, err := s.exec(ctx, q, args...); err != nil {
+	q := `UPDATE resources SET idle_since = ? WHERE id = ?`
+	if clearWarning {
+		q = `UPDATE resources SET idle_since = ?, warned_at = NULL WHERE id = ?`
+	}
+	if _, err := s.exec(ctx, q, v, id); err != nil {
 		return fmt.Errorf("resource %d: idle since: %w", id, s.wrap(err))
 	}
 	return nil

@@ -31,20 +31,21 @@ func TestLifecycleFields(t *testing.T) {
 			t.Fatalf("running: %+v %v", r.Started, err)
 		}
 		idle := time.Now().Add(-time.Hour).Truncate(time.Second)
+		later := idle.Add(time.Minute)
 		for _, step := range []func() error{
-			func() error { return s.SetIdleSince(ctx, r.ID, &idle) },
-			func() error { later := idle.Add(time.Minute); return s.SetIdleSince(ctx, r.ID, &later) }, // idle already: kept
+			func() error { return s.SetIdleSince(ctx, r.ID, &idle, false) },
 			func() error { return s.SetWarned(ctx, r.ID, time.Now()) },
+			func() error { return s.SetIdleSince(ctx, r.ID, &later, false) }, // a warning about something else stays
 		} {
 			if err := step(); err != nil {
 				t.Fatal(err)
 			}
 		}
 		r, _ = s.Resource(ctx, r.ID)
-		if r.IdleSince == nil || !r.IdleSince.Equal(idle) || r.WarnedAt == nil {
+		if r.IdleSince == nil || !r.IdleSince.Equal(later) || r.WarnedAt == nil {
 			t.Fatalf("idle %v warned %v", r.IdleSince, r.WarnedAt)
 		}
-		if err := s.SetIdleSince(ctx, r.ID, nil); err != nil {
+		if err := s.SetIdleSince(ctx, r.ID, nil, true); err != nil {
 			t.Fatal(err)
 		}
 		if r, _ = s.Resource(ctx, r.ID); r.IdleSince != nil || r.WarnedAt != nil {
