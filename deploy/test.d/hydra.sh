@@ -38,7 +38,9 @@ calipso_hydra() {
     mkdir -p "$work/bin" "$work/hydra" && cd "$work/hydra"
 
     _hy_log "building hydra v$version (a few minutes cold)"
-    go mod init calipso.local/hydra >>"$work/build.log" 2>&1
+    # set -e does not hold in a subshell that is an if's condition: each step that
+    # can fail says so itself.
+    go mod init calipso.local/hydra >>"$work/build.log" 2>&1 || exit 1
     # A dependency's replace directives are ignored, so hydra's own must be repeated
     # here: the ones to a published version as they are. The ones to a directory of
     # hydra's repository point at that directory in the module cache when the module zip
@@ -71,13 +73,13 @@ calipso_hydra() {
         esac
       done >>go.mod
     _hy_log "$(grep -c '^replace' go.mod || true) replace directives carried over"
-    go get -tool "github.com/ory/hydra/v2@v$version" >>"$work/build.log" 2>&1
+    go get -tool "github.com/ory/hydra/v2@v$version" >>"$work/build.log" 2>&1 || exit 1
     go build -trimpath -tags sqlite,sqlite_omit_load_extension \
       -ldflags "-s -w -X github.com/ory/hydra/v2/driver/config.Version=v$version" \
-      -o "$work/bin/hydra" github.com/ory/hydra/v2 >>"$work/build.log" 2>&1
+      -o "$work/bin/hydra" github.com/ory/hydra/v2 >>"$work/build.log" 2>&1 || exit 1
 
-    "$work/bin/hydra" version >/dev/null
-    rm -rf "$dir" && mv "$work/bin" "$dir"
+    "$work/bin/hydra" version >/dev/null || exit 1
+    rm -rf "$dir" && mv "$work/bin" "$dir" || exit 1
   ); then
     rm -rf "$work"
     export CALIPSO_TEST_HYDRA=$dir/hydra
