@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/calipsoplus/calipso"
+	"github.com/calipsoplus/calipso/experiments/useroffice"
 	"github.com/calipsoplus/calipso/settings"
 )
 
@@ -75,5 +76,44 @@ func TestExtensions(t *testing.T) {
 	}
 	if r, _ := h.db.Resource(ctx, id); !r.ExpiresAt.Equal(day.Add(12 * time.Hour)) {
 		t.Fatalf("a refused extension moved the expiry to %v", r.ExpiresAt)
+	}
+}
+
+// TestLifetimeTiedToSession: with lifecycle.tie_to_session, a session's resources
+// expire session_grace after the session's end date, as the user office gives it; one
+// launched after that grace expires at once (the policies stop it at their next pass).
+func TestLifetimeTiedToSession(t *testing.T) {
+	data, err := useroffice.Demo()
+	if err != nil {
+		t.Fatal(err)
+	}
+	end := time.Now().Add(48 * time.Hour).UTC().Truncate(time.Second)
+	for i, e := range data.Experiments {
+		if e.ProposalID == "2019001" {
+			data.Experiments[i].Sessions[0].EndDate = []byte(`"` + end.Format(time.RFC3339) + `"`)
+		}
+	}
+	h := newHarness(t, withOffice(data), withSettings(func(c *settings.Settings) {
+		c.Lifecycle.Policy = calipso.Lifetime{Default: 30 * 24 * time.Hour, TieToSession: true, SessionGrace: 24 * time.Hour}
+		c.Lifecycle.Policy.Images = map[string]time.Duration{}
+	}))
+	alice := h.loggedIn("alice")
+	wantStatus(t, alice.do(http.MethodGet, "users/alice/experiments/", nil), http.StatusOK)
+	expiry := func(session string) time.Time {
+		t.Helper()
+		a := alice.do(http.MethodPost, "api/v2/resources", map[string]string{"experiment": session, "image": "static_link"})
+		wantStatus(t, a, http.StatusAccepted)
+		r, err := h.db.Resource(context.Background(), int64(a.object(t)["id"].(float64)))
+		if err != nil || r.ExpiresAt == nil {
+			t.Fatalf("%s: %+v %v", session, r.ExpiresAt, err)
+		}
+		return *r.ExpiresAt
+	}
+	if got := expiry("2019001~2019001-01"); !got.Equal(end.Add(24 * time.Hour)) {
+		t.Errorf("a session ending %v: expiry %v, want its end plus the grace", end, got)
+	}
+	// 2019002-01 ended in May 2019: its grace is long over.
+	if got := expiry("2019002~2019002-01"); time.Since(got).Abs() > time.Minute {
+		t.Errorf("a session over long ago: expiry %v, want now", got)
 	}
 }

@@ -437,7 +437,8 @@ type SessionOf struct {
 // (the frontend sends either, as CalipsoPlus accepted).
 func (s *Store) UserSession(ctx context.Context, userID int64, ref string) (SessionOf, error) {
 	proposal, session, split := strings.Cut(ref, "~")
-	q := `SELECT s.id, e.proposal_id, e.subject, e.body, e.beam_line, e.uid, e.gid, s.session_number, s.subject, s.body, s.data_set_path
+	q := `SELECT s.id, e.proposal_id, e.subject, e.body, e.beam_line, e.uid, e.gid, s.session_number, s.subject, s.body, s.data_set_path,
+		s.start_date, s.end_date
 		FROM user_experiments l JOIN experiments e ON e.id = l.experiment_id JOIN sessions s ON s.experiment_id = e.id
 		WHERE l.user_id = ? AND `
 	args := []any{userID}
@@ -456,13 +457,21 @@ func (s *Store) UserSession(ctx context.Context, userID int64, ref string) (Sess
 	var found []SessionOf
 	for rows.Next() {
 		var (
-			so       SessionOf
-			ss       calipso.Session
-			uid, gid sql.NullInt64
+			so         SessionOf
+			ss         calipso.Session
+			uid, gid   sql.NullInt64
+			start, end sql.NullTime
 		)
 		e := &so.Experiment
-		if err := rows.Scan(&so.SessionID, &e.ProposalID, &e.Subject, &e.Body, &e.BeamLine, &uid, &gid, &ss.SessionNumber, &ss.Subject, &ss.Body, &ss.DataSetPath); err != nil {
+		if err := rows.Scan(&so.SessionID, &e.ProposalID, &e.Subject, &e.Body, &e.BeamLine, &uid, &gid, &ss.SessionNumber, &ss.Subject, &ss.Body, &ss.DataSetPath,
+			&start, &end); err != nil {
 			return SessionOf{}, s.wrap(err)
+		}
+		if start.Valid {
+			ss.StartDate = start.Time.UTC()
+		}
+		if end.Valid {
+			ss.EndDate = end.Time.UTC()
 		}
 		e.UID, e.GID = intPtr(uid), intPtr(gid)
 		e.Sessions = []calipso.Session{ss}
