@@ -123,6 +123,9 @@ func (s *Settings) lifecycle(bad func(key, format string, args ...any)) {
 	if s.Environment == "prod" && m.TLS == "none" {
 		bad("mail.tls", "prod sends mail over TLS")
 	}
+	if m.TLS == "none" && m.Username != "" {
+		bad("mail.username", "credentials are not sent in clear: with a username, mail.tls must be starttls or tls")
+	}
 	if _, err := mail.ParseAddress(m.From); err != nil {
 		bad("mail.from", "is not an address: %v", err)
 	}

@@ -42,6 +42,9 @@ func New(cfg Config) (*Mailer, error) {
 	if cfg.Host == "" || cfg.Port <= 0 || cfg.From == "" {
 		return nil, fmt.Errorf("mail: host, port and from are required")
 	}
+	if cfg.TLS == "none" && cfg.Username != "" {
+		return nil, fmt.Errorf("mail: credentials are not sent in clear: with a username, tls must be starttls or tls")
+	}
 	if cfg.Timeout <= 0 {
 		cfg.Timeout = 30 * time.Second
 	}
