@@ -116,6 +116,7 @@ type serverSpec struct {
 	extraUsers []string // besides crashUser; password "<name>-secret"
 	mysqlDSN   string   // the application database; "" for SQLite in the server's directory
 	workloads  string   // more lines for the [workloads] table
+	tail       string   // more tables, after the others
 }
 
 // newLiveServer prepares (not starts) a server for users ana plus extra
@@ -228,8 +229,8 @@ allow_unenforced = ["disk"]
 enabled = true
 host_address = "127.0.0.1"
 publish_address = "127.0.0.1"
-`, s.instance, s.addr, s.dir, filepath.Join(s.dir, "secret_key"), s.dbDriver, s.dbDSN, s.guacDSN,
-		filepath.Join(s.dir, "office.json"), filepath.Join(s.dir, "datasets"), filepath.Join(s.dir, "results"), s.spec.workloads)
+%s`, s.instance, s.addr, s.dir, filepath.Join(s.dir, "secret_key"), s.dbDriver, s.dbDSN, s.guacDSN,
+		filepath.Join(s.dir, "office.json"), filepath.Join(s.dir, "datasets"), filepath.Join(s.dir, "results"), s.spec.workloads, s.spec.tail)
 	f, err := os.CreateTemp(s.dir, "settings-*.toml")
 	if err != nil {
 		s.t.Fatal(err)
@@ -467,6 +468,65 @@ func TestCrashDuringLaunch(t *testing.T) {
 				t.Errorf("%d containers after removal", n)
 			}
 		})
+	}
+}
+
+// TestCrashDuringReclaim: the server dies (SIGKILL) while the lifecycle policy stops
+// an expired desktop, the engine's stop not yet asked for; the restarted server
+// converges: the record stopped, the workload stopped, its Guacamole record gone,
+// the quota free. The policy warned before it acted.
+func TestCrashDuringReclaim(t *testing.T) {
+	s := newServer(t, serverSpec{sessions: 1, tail: `
+[lifecycle]
+enabled = true
+default_lifetime = "3s"
+warn_before = "2s"
+check_interval = "1s"
+`})
+	s.start("CALIPSO_CRASH_AT=stop")
+	c := s.client(crashUser, crashPassword)
+	status, body, err := c.Call(context.Background(), http.MethodGet, apiclient.LaunchPath(crashUser, crashProposal+"~s1", crashImage), nil)
+	if err != nil || status != http.StatusCreated {
+		t.Fatalf("launch = %d %s, %v", status, body, err)
+	}
+	s.waitKilled() // the policy's stop, seconds later
+
+	recs := s.records()
+	if len(recs) != 1 || recs[0].State != calipso.Stopping || recs[0].WarnedAt == nil {
+		t.Fatalf("records after the crash = %+v, want one stopping, warned first", recs)
+	}
+	if list := s.containers(); len(list) != 1 || list[0].State != "running" {
+		t.Fatalf("containers after the crash: %+v, want the workload still running", list)
+	}
+
+	s.start()
+	deadline := time.Now().Add(60 * time.Second) // generous: proves no hang only
+	var problems []string
+	for time.Now().Before(deadline) {
+		problems = nil
+		if r := s.records(); len(r) != 1 || r[0].State != calipso.Stopped {
+			problems = append(problems, fmt.Sprintf("record %+v", r))
+		}
+		for _, ct := range s.containers() {
+			if ct.State == "running" {
+				problems = append(problems, "the workload runs")
+			}
+		}
+		if n := s.guacRows(); n != 0 {
+			problems = append(problems, fmt.Sprintf("%d guacamole rows", n))
+		}
+		if len(problems) == 0 {
+			break
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if len(problems) > 0 {
+		t.Fatalf("after restart: %s\n%s", strings.Join(problems, "; "), s.logs)
+	}
+	c = s.client(crashUser, crashPassword)
+	status, body, err = c.Call(context.Background(), http.MethodGet, "used_quota/"+crashUser+"/", nil)
+	if err != nil || status != http.StatusOK || !strings.Contains(string(body), `"max_simultaneous":0`) {
+		t.Fatalf("used quota after the reclaim = %d %s, %v", status, body, err)
 	}
 }
 

@@ -32,7 +32,10 @@ const Env = "CALIPSO_CRASH_AT"
 //     provisioner's create and start calls: a created, never-started container of this
 //     installation, with the record pending;
 //   - started: after the engine's Start returned a running workload, before the record
-//     says running or the Guacamole record is written (launch.StageStarted).
+//     says running or the Guacamole record is written (launch.StageStarted);
+//   - stop: when a stop asks the Docker engine to stop a workload (the record is
+//     stopping under this process's lease, the workload still runs): the lifecycle
+//     policies' reclaim, or a user's stop, cut in the middle.
 //
 // engines is the map svc launches with (it reads it at each launch), dockerURL the
 // settings' docker.url.
@@ -49,6 +52,12 @@ func Install(getenv func(string) string, log *slog.Logger, svc *launch.Service, 
 				crash()
 			}
 		})
+	case "stop":
+		engine, ok := engines[calipso.Docker]
+		if !ok {
+			return fmt.Errorf("%s=stop needs the Docker engine", Env)
+		}
+		engines[calipso.Docker] = crashOnStop{Provisioner: engine}
 	case "created":
 		engine, ok := engines[calipso.Docker]
 		if !ok {
@@ -64,7 +73,7 @@ func Install(getenv func(string) string, log *slog.Logger, svc *launch.Service, 
 		}
 		engines[calipso.Docker] = createThenCrash{Provisioner: engine, cli: cli}
 	default:
-		return fmt.Errorf("%s=%q: want reserved, created or started", Env, at)
+		return fmt.Errorf("%s=%q: want reserved, created, started or stop", Env, at)
 	}
 	return nil
 }
@@ -83,6 +92,14 @@ func (c createThenCrash) Start(ctx context.Context, spec provisioner.Spec) (prov
 	}
 	crash()
 	return provisioner.Workload{}, nil // not reached
+}
+
+// crashOnStop dies when asked to stop a workload, before the engine hears of it.
+type crashOnStop struct{ provisioner.Provisioner }
+
+func (crashOnStop) Stop(context.Context, string) error {
+	crash()
+	return nil // not reached
 }
 
 // crash ends the process the way a power cut or the OOM killer would.
