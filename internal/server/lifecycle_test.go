@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/http"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -115,5 +116,40 @@ func TestLifetimeTiedToSession(t *testing.T) {
 	// 2019002-01 ended in May 2019: its grace is long over.
 	if got := expiry("2019002~2019002-01"); time.Since(got).Abs() > time.Minute {
 		t.Errorf("a session over long ago: expiry %v, want now", got)
+	}
+}
+
+// TestNotice: once its user was warned, the v2 record says what the policies will do
+// and when; before, nothing.
+func TestNotice(t *testing.T) {
+	h := newHarness(t, withSettings(func(c *settings.Settings) {
+		c.Lifecycle.Enabled = true
+		c.Lifecycle.Reclaim = calipso.Reclaim{ExpiryAction: calipso.ActionStop, IdleAction: calipso.ActionStop, WarnBefore: time.Hour}
+	}))
+	ctx := context.Background()
+	alice := h.loggedIn("alice")
+	wantStatus(t, alice.do(http.MethodGet, "users/alice/experiments/", nil), http.StatusOK)
+	a := alice.do(http.MethodPost, "api/v2/resources", map[string]string{"experiment": accessSessions["alice"], "image": "static_link"})
+	wantStatus(t, a, http.StatusAccepted)
+	id := int64(a.object(t)["id"].(float64))
+	waitRunning(t, h, id, "alice")
+	soon := time.Date(2030, 1, 2, 15, 4, 0, 0, time.UTC)
+	if err := h.db.SetExpiry(ctx, id, &soon); err != nil {
+		t.Fatal(err)
+	}
+	notice := func() string {
+		var rec map[string]any
+		alice.do(http.MethodGet, "api/v2/resources/"+strconv.FormatInt(id, 10), nil).json(t, &rec)
+		n, _ := rec["notice"].(string)
+		return n
+	}
+	if n := notice(); n != "" {
+		t.Fatalf("a notice before any warning: %q", n)
+	}
+	if err := h.db.SetWarned(ctx, id, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if n := notice(); !strings.Contains(n, "2030-01-02 15:04") || !strings.Contains(n, "stopped") {
+		t.Fatalf("notice %q", n)
 	}
 }
