@@ -205,19 +205,6 @@ func (s *Store) Extensions(ctx context.Context, resourceID int64, state string) 
 // RanBetween lists the resources that were running at some time between from and
 // to (started before to, and not ended before from), for accounting.
 func (s *Store) RanBetween(ctx context.Context, from, to time.Time) ([]calipso.Resource, error) {
-	rows, err := s.query(ctx, `SELECT `+resourceColumns+resourceFrom+` WHERE r.started_at IS NOT NULL AND r.started_at < ?
+	return s.resources(ctx, `SELECT `+resourceColumns+resourceFrom+` WHERE r.started_at IS NOT NULL AND r.started_at < ?
 		AND (r.ended_at IS NULL OR r.ended_at > ?) ORDER BY r.id`, to.UTC(), from.UTC())
-	if err != nil {
-		return nil, s.wrap(err)
-	}
-	defer rows.Close()
-	var out []calipso.Resource
-	for rows.Next() {
-		r, err := scanResource(rows)
-		if err != nil {
-			return nil, s.wrap(err)
-		}
-		out = append(out, r)
-	}
-	return out, s.wrap(rows.Err())
 }

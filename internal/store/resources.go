@@ -257,7 +257,12 @@ func (s *Store) Resources(ctx context.Context, f ResourceFilter) ([]calipso.Reso
 	if len(where) > 0 {
 		q += ` WHERE ` + strings.Join(where, " AND ")
 	}
-	rows, err := s.query(ctx, q+` ORDER BY r.id`, args...) // oldest first, as the original listed them
+	return s.resources(ctx, q+` ORDER BY r.id`, args...) // oldest first, as the original listed them
+}
+
+// resources runs a query of resourceColumns and returns its records.
+func (s *Store) resources(ctx context.Context, query string, args ...any) ([]calipso.Resource, error) {
+	rows, err := s.query(ctx, query, args...)
 	if err != nil {
 		return nil, fmt.Errorf("resources: %w", s.wrap(err))
 	}
