@@ -18,6 +18,13 @@ type UserOffice interface {
 	AllExperiments(ctx context.Context, login string) ([]Experiment, error)
 }
 
+// ExperimentSource lists a user's experiments: the user office (UserOffice), or an
+// ICAT catalogue (experiments/icat). Safe for concurrent use; bounded by the
+// client's timeout.
+type ExperimentSource interface {
+	AllExperiments(ctx context.Context, login string) ([]Experiment, error)
+}
+
 // ResourceService launches and ends resources (internal/launch). Launch reserves
 // the user's quota before anything else, so concurrent launches never exceed it;
 // Stop and Remove are idempotent (a stopped, failed or removed record is answered

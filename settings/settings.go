@@ -85,6 +85,7 @@ type Settings struct {
 	Access     Access     `toml:"access"`
 	Lifecycle  Lifecycle  `toml:"lifecycle"`
 	Mail       Mail       `toml:"mail"`
+	ICAT       ICAT       `toml:"icat"`
 
 	// Filled by Load, not read from the file.
 	SecretKey       []byte         `toml:"-"`
@@ -495,6 +496,7 @@ func Defaults() *Settings {
 		Access:    defaultAccess(),
 		Lifecycle: defaultLifecycle(),
 		Mail:      defaultMail(),
+		ICAT:      defaultICAT(),
 		Umbrella: Umbrella{
 			Mode:        "saml",
 			ClockSkew:   Duration{2 * time.Minute},
@@ -534,6 +536,9 @@ func (s *Settings) resolveSecrets(getenv func(string) string) []error {
 	}
 	if s.Server.MetricsToken, err = secret(getenv, "CALIPSO_METRICS_TOKEN", s.Server.MetricsTokenFile, s.Server.MetricsToken); err != nil {
 		problems = append(problems, fmt.Errorf("server.metrics_token_file: %w", err))
+	}
+	if s.ICAT.Password, err = secret(getenv, "CALIPSO_ICAT_PASSWORD", s.ICAT.PasswordFile, s.ICAT.Password); err != nil {
+		problems = append(problems, fmt.Errorf("icat.password_file: %w", err))
 	}
 	if s.Mail.Password, err = secret(getenv, "CALIPSO_MAIL_PASSWORD", s.Mail.PasswordFile, s.Mail.Password); err != nil {
 		problems = append(problems, fmt.Errorf("mail.password_file: %w", err))
@@ -677,7 +682,7 @@ func (s *Settings) validate() []error {
 		checkURL("user_office.login_url", uo.LoginURL, true)
 		checkURL("user_office.umbrella_hash_url", uo.UmbrellaHashURL, s.Umbrella.Enabled)
 		checkURL("user_office.is_authorized_url", uo.IsAuthorizedURL, !s.Auth.DefaultAuthorised)
-		checkURL("user_office.experiments_url", uo.ExperimentsURL, uo.DynamicExperiments)
+		checkURL("user_office.experiments_url", uo.ExperimentsURL, uo.DynamicExperiments && !s.ICAT.Enabled) // ICAT lists them instead
 		if uo.ExperimentsURL != "" && !strings.Contains(uo.ExperimentsURL, "$USERNAME") {
 			bad("user_office.experiments_url", "must contain $USERNAME")
 		}
@@ -703,6 +708,7 @@ func (s *Settings) validate() []error {
 	}
 	s.Access.policy(s.Quotas.Default, bad)
 	s.lifecycle(bad)
+	s.icat(bad, checkURL)
 	if s.Pagination.Experiments < 1 || s.Pagination.Experiments > 1000 {
 		bad("pagination.experiments", "must be between 1 and 1000")
 	}

@@ -15,6 +15,7 @@ import (
 
 	"github.com/calipsoplus/calipso"
 	"github.com/calipsoplus/calipso/experiments"
+	"github.com/calipsoplus/calipso/experiments/icat"
 	"github.com/calipsoplus/calipso/experiments/useroffice"
 	"github.com/calipsoplus/calipso/federation"
 	"github.com/calipsoplus/calipso/federation/oidc"
@@ -46,6 +47,7 @@ type app struct {
 	elector  launch.Elector        // nil: the database's
 	saml     *federation.ServiceProvider
 	openID   *oidc.Provider // nil unless oidc.enabled
+	icat     *icat.Client   // nil unless icat.enabled
 	checks   []server.Check
 	closers  []func()
 }
@@ -188,6 +190,39 @@ func (a *app) buildOffice(ctx context.Context) error {
 	}
 	a.office = client
 	a.checks = append(a.checks, server.Check{Name: "user_office", Fn: client.Ping})
+	return a.buildCatalogue(ctx)
+}
+
+// buildCatalogue makes the ICAT client (icat.enabled), and the embedded reference
+// ICAT+ server it talks to with icat.embedded.
+func (a *app) buildCatalogue(ctx context.Context) error {
+	c := a.cfg.ICAT
+	if !c.Enabled {
+		return nil
+	}
+	cfg := icat.Config{URL: c.URL, Plugin: c.Plugin, Username: c.Username, Password: c.Password, OpenID: c.OpenIDConnect,
+		IncludeReleased: c.IncludeReleased, Timeout: c.Timeout.Duration, Retries: c.Retries, Logger: a.log.With("component", "icat")}
+	if c.Embedded {
+		data, err := icat.Demo()
+		if err != nil {
+			return err
+		}
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return fmt.Errorf("embedded ICAT+: %w", err)
+		}
+		srv := &http.Server{Handler: icat.NewServer(data), ReadHeaderTimeout: 5 * time.Second}
+		go func() { _ = srv.Serve(ln) }()
+		a.closers = append(a.closers, func() { srv.Close() })
+		cfg.URL, cfg.Plugin, cfg.Username, cfg.Password = "http://"+ln.Addr().String(), data.Reader.Plugin, data.Reader.Username, data.Reader.Password
+		a.log.Info("embedded reference ICAT+ started with demo investigations", "url", cfg.URL)
+	}
+	client, err := icat.New(cfg)
+	if err != nil {
+		return err
+	}
+	a.icat = client
+	return nil
 	return nil
 }
 
@@ -320,6 +355,9 @@ func (a *app) handler() (http.Handler, error) {
 	}
 	if a.openID != nil {
 		deps.OpenID = a.openID
+	}
+	if a.icat != nil {
+		deps.Experiments, deps.Catalogue = a.icat, a.icat
 	}
 	if a.cfg.Umbrella.Enabled && a.cfg.Umbrella.Mode == "header" {
 		deps.Header = &federation.HeaderMode{

@@ -57,9 +57,11 @@ type Identity struct {
 	Email    string
 	Groups   []string
 	// IDToken is the raw ID token of a browser login: the hint of a logout at the
-	// provider. Empty for bearer tokens.
-	IDToken string
-	Expiry  time.Time
+	// provider. Empty for bearer tokens. AccessToken is the login's access token (for
+	// a catalogue that takes it: icat.openid_connect).
+	IDToken     string
+	AccessToken string
+	Expiry      time.Time
 }
 
 // Pending is a login between Begin and Finish: the browser keeps it (sealed) and
@@ -198,7 +200,7 @@ func (p *Provider) Finish(ctx context.Context, pd Pending, state, code string) (
 	if err != nil {
 		return Identity{}, err
 	}
-	id.IDToken = raw
+	id.IDToken, id.AccessToken = raw, tok.AccessToken
 	return id, nil
 }
 

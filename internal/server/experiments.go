@@ -18,6 +18,7 @@ import (
 
 	"github.com/calipsoplus/calipso"
 	"github.com/calipsoplus/calipso/experiments"
+	"github.com/calipsoplus/calipso/experiments/icat"
 	"github.com/calipsoplus/calipso/internal/store"
 )
 
@@ -26,7 +27,7 @@ import (
 // or slow, the local copy is served marked stale; with no local copy, 503.
 type officeCache struct {
 	db      *store.Store
-	office  calipso.UserOffice
+	office  calipso.ExperimentSource
 	dynamic bool          // fetch from the user office at all
 	maxAge  time.Duration // how old a user's copy may get
 	timeout time.Duration // per fetch
@@ -34,7 +35,7 @@ type officeCache struct {
 	flights singleflight.Group // one fetch per user at a time
 }
 
-func newOfficeCache(db *store.Store, office calipso.UserOffice, dynamic bool, refresh, timeout time.Duration, log *slog.Logger) *officeCache {
+func newOfficeCache(db *store.Store, office calipso.ExperimentSource, dynamic bool, refresh, timeout time.Duration, log *slog.Logger) *officeCache {
 	return &officeCache{db: db, office: office, dynamic: dynamic, maxAge: refresh, timeout: timeout, log: log}
 }
 
@@ -229,7 +230,11 @@ func (s *server) handleExperiments() http.HandlerFunc {
 		// at a length no proposal field reaches.
 		query.Search = truncateText(query.Search, maxSearch)
 		query.Favorite = favoriteFilter(q.Get("calipsouserexperiment__favorite"))
-		stale, fetched, err := s.office.refresh(r.Context(), target)
+		ctx := r.Context()
+		if token, _ := s.session(r).Values[keyAccessToken].(string); token != "" && target.ID == callerOf(r).user.ID {
+			ctx = icat.AccessTokenContext(ctx, token) // the catalogue's session is the user's own
+		}
+		stale, fetched, err := s.office.refresh(ctx, target)
 		if fetched { // the fetch time and version read with the session are behind
 			s.sessions.forgetUser(target.Username)
 			if err == nil {
@@ -329,4 +334,24 @@ func favoriteFilter(v string) *bool {
 		return nil
 	}
 	return &fav
+}
+
+// handleInvestigationUsers is GET experiments/<investigation_id>/users (with ICAT):
+// who took part in the investigation (name, fullName, role, investigationName,
+// investigationId, as CalipsoPlus' ICAT plugin answered), to its participants and to
+// admins only; the original answered anyone logged in.
+func (s *server) handleInvestigationUsers() http.HandlerFunc {
+	return s.authed(func(w http.ResponseWriter, r *http.Request, u calipso.User) {
+		id, err := strconv.ParseInt(mux.Vars(r)["investigation_id"], 10, 64)
+		if err != nil || id <= 0 {
+			writeError(w, r, s.Log, fmt.Errorf("%w: investigation id %q is not a positive integer", errBadRequest, mux.Vars(r)["investigation_id"]))
+			return
+		}
+		users, err := s.Catalogue.Participants(r.Context(), id, u.Username, accessOf(r).Can(calipso.PermAdmin))
+		if err != nil {
+			writeError(w, r, s.Log, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, users)
+	})
 }

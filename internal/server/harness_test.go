@@ -22,6 +22,7 @@ import (
 
 	"github.com/calipsoplus/calipso"
 	"github.com/calipsoplus/calipso/experiments"
+	"github.com/calipsoplus/calipso/experiments/icat"
 	"github.com/calipsoplus/calipso/experiments/useroffice"
 	"github.com/calipsoplus/calipso/guacamole"
 	"github.com/calipsoplus/calipso/internal/launch"
@@ -50,9 +51,15 @@ type harnessConfig struct {
 	docker bool
 	log    io.Writer // the server's log (text, debug level); nil: discarded
 	openID server.OpenID
+	// catalogue, when set, is the ICAT+ server experiments come from (withCatalogue).
+	catalogue http.Handler
 }
 
 type harnessOption func(*harnessConfig)
+
+// withCatalogue takes experiments from the ICAT+ server h (the reference one, or one
+// that misbehaves) instead of the user office.
+func withCatalogue(h http.Handler) harnessOption { return func(c *harnessConfig) { c.catalogue = h } }
 
 func withMySQL() harnessOption { return func(c *harnessConfig) { c.driver = "mysql" } }
 
@@ -211,8 +218,20 @@ func newHarness(t testing.TB, opts ...harnessOption) *harness {
 	if hc.log != nil {
 		serverLog = slog.New(slog.NewTextHandler(hc.log, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
-	handler, err := server.New(server.Deps{Config: server.ConfigFrom(cfg), Store: db, Office: client, Resources: resources, Checks: checks, Log: serverLog,
-		OpenID: hc.openID})
+	deps := server.Deps{Config: server.ConfigFrom(cfg), Store: db, Office: client, Resources: resources, Checks: checks, Log: serverLog,
+		OpenID: hc.openID}
+	if hc.catalogue != nil {
+		srv := httptest.NewServer(hc.catalogue)
+		t.Cleanup(srv.Close)
+		demo, _ := icat.Demo()
+		c, err := icat.New(icat.Config{URL: srv.URL, Plugin: demo.Reader.Plugin, Username: demo.Reader.Username, Password: demo.Reader.Password,
+			Timeout: 2 * time.Second, Retries: 1, Logger: quiet})
+		if err != nil {
+			t.Fatal(err)
+		}
+		deps.Experiments, deps.Catalogue = c, c
+	}
+	handler, err := server.New(deps)
 	if err != nil {
 		t.Fatalf("server.New: %v", err)
 	}

@@ -36,8 +36,10 @@ const (
 	oidcCookie = "calipso_oidc"
 	oidcTTL    = 10 * time.Minute
 	// keyIDToken keeps the ID token in the login session: the hint of the logout at
-	// the provider.
-	keyIDToken = "oidc_id_token"
+	// the provider. keyAccessToken keeps the access token, for a catalogue that opens
+	// its sessions with it (icat.openid_connect).
+	keyIDToken     = "oidc_id_token"
+	keyAccessToken = "oidc_access_token"
 )
 
 func newOIDCCodec(secret []byte) *securecookie.SecureCookie {
@@ -97,7 +99,11 @@ func (s *server) handleOIDCCallback() http.HandlerFunc {
 			writeError(w, r, s.Log, fmt.Errorf("%w: the provider's username cannot name an account here", oidc.ErrRefused))
 			return
 		}
-		if err := s.startSession(w, r, id.Username, map[string]string{keyIDToken: id.IDToken}); err != nil {
+		keep := map[string]string{keyIDToken: id.IDToken}
+		if s.Config.CatalogueTakesTokens && id.AccessToken != "" {
+			keep[keyAccessToken] = id.AccessToken
+		}
+		if err := s.startSession(w, r, id.Username, keep); err != nil {
 			s.metrics.login("oidc", "error")
 			writeError(w, r, s.Log, err)
 			return

@@ -68,6 +68,9 @@ func (s *server) routes(root *mux.Router) (api *mux.Router) {
 	// Experiments.
 	api.Handle("/users/{username}/experiments/", s.handleExperiments()).Methods(get...)
 	api.Handle("/favorite/{id}/", s.handleFavorite()).Methods(http.MethodPut)
+	if s.Catalogue != nil {
+		api.Handle("/experiments/{investigation_id}/users", s.handleInvestigationUsers()).Methods(get...)
+	}
 
 	// Images and quotas.
 	api.Handle("/images/", s.handleImages()).Methods(get...)

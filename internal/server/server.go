@@ -28,6 +28,7 @@ import (
 	"github.com/rs/cors"
 
 	"github.com/calipsoplus/calipso"
+	"github.com/calipsoplus/calipso/experiments/icat"
 	"github.com/calipsoplus/calipso/federation"
 	"github.com/calipsoplus/calipso/internal/store"
 	"github.com/calipsoplus/calipso/settings"
@@ -45,6 +46,11 @@ type Federation interface {
 	StartLogout(w http.ResponseWriter, r *http.Request, s federation.Session, relayState string) error
 	ConsumeLogout(w http.ResponseWriter, r *http.Request) (federation.LogoutMessage, error)
 	RespondLogout(w http.ResponseWriter, r *http.Request, requestID, relayState string) error
+}
+
+// Catalogue is what experiments/<id>/users needs of an ICAT catalogue (icat.Client).
+type Catalogue interface {
+	Participants(ctx context.Context, id int64, login string, admin bool) ([]icat.InvestigationUser, error)
 }
 
 // Check is one readiness check of /readyz.
@@ -74,6 +80,9 @@ type Config struct {
 	// TokenLifetime is a new API token's life unless its creator names one, up to
 	// TokenMaxLifetime.
 	TokenLifetime, TokenMaxLifetime time.Duration
+	// CatalogueTakesTokens keeps an OpenID login's access token in its session, for
+	// the catalogue's sessions (icat.openid_connect).
+	CatalogueTakesTokens bool
 	// Reclaim is what the lifecycle policies do, for the notices of the v2 API.
 	Reclaim calipso.Reclaim
 	// SAMLRoleAttribute names the SAML attribute (header mode: the header) whose
@@ -91,7 +100,8 @@ func ConfigFrom(s *settings.Settings) Config {
 		TrustedPrefixes: s.TrustedPrefixes, SecretKey: s.SecretKey, Auth: s.Auth, Server: s.Server, Pagination: s.Pagination,
 		DefaultQuota: s.Quotas.Default, UmbrellaLoginURL: s.Umbrella.LoginURL, OIDCLoginRedirect: s.OIDC.LoginRedirect,
 		Policy: s.Access.Policy, TokenLifetime: s.Access.TokenLifetime.Duration, TokenMaxLifetime: s.Access.TokenMaxLifetime.Duration,
-		SAMLRoleAttribute: s.Access.SAMLAttribute, Reclaim: s.Lifecycle.Reclaim}
+		SAMLRoleAttribute: s.Access.SAMLAttribute, Reclaim: s.Lifecycle.Reclaim,
+		CatalogueTakesTokens: s.ICAT.Enabled && s.ICAT.OpenIDConnect}
 	if c.OIDCLoginRedirect == "" {
 		c.OIDCLoginRedirect = strings.TrimSuffix(s.FrontendURL, "/") + "/"
 	}
@@ -111,10 +121,14 @@ type Deps struct {
 	SAML   Federation
 	Header *federation.HeaderMode
 	// OpenID is nil unless oidc.enabled.
-	OpenID  OpenID
-	Checks  []Check
-	Log     *slog.Logger
-	Metrics *prometheus.Registry
+	OpenID OpenID
+	// Experiments lists users' experiments (nil: Office); Catalogue, with ICAT, also
+	// answers who took part in an investigation (experiments/<id>/users).
+	Experiments calipso.ExperimentSource
+	Catalogue   Catalogue
+	Checks      []Check
+	Log         *slog.Logger
+	Metrics     *prometheus.Registry
 }
 
 // server holds what the handlers share.
@@ -169,7 +183,11 @@ func New(d Deps) (http.Handler, error) {
 	srv.metrics.watchThrottle(d.Metrics, srv.throttle)
 	srv.csrfKey = deriveKey(s.SecretKey, "calipso csrf token")
 	srv.trustedOrigin = map[string]bool{}
-	srv.office = newOfficeCache(d.Store, d.Office, s.Experiments.Dynamic, s.Experiments.RefreshInterval, s.Experiments.Timeout, d.Log)
+	source := d.Experiments
+	if source == nil && d.Office != nil {
+		source = d.Office
+	}
+	srv.office = newOfficeCache(d.Store, source, s.Experiments.Dynamic, s.Experiments.RefreshInterval, s.Experiments.Timeout, d.Log)
 	srv.pages = newPageCache(4096)
 	srv.images = &imageList{ttl: s.Server.CacheTTL.Duration}
 	if d.SAML != nil {
