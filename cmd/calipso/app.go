@@ -223,7 +223,6 @@ func (a *app) buildCatalogue(ctx context.Context) error {
 	}
 	a.icat = client
 	return nil
-	return nil
 }
 
 // buildEngines sets up the configured engines. An engine that doesn't answer is kept

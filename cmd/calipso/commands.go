@@ -50,6 +50,7 @@ var commands = map[string]command{
 	"settings show":  {needNothing, settingsShow},
 	"settings check": {needSettings, settingsCheck},
 	"useroffice":     {needSettings, serveUserOffice},
+	"icat":           {needNothing, serveICAT},
 	"healthcheck": {needSettings, func(ctx context.Context, c *cli, _ []string) error {
 		return healthcheck(ctx, c.cfg.Listen, c.stdout)
 	}},

@@ -63,6 +63,7 @@ Commands:
   accounting [--from DATE] [--to DATE] [--by proposal|user]
                                  core-, memory- and session-hours of what ran, as CSV
   useroffice [--listen ADDR] [--data FILE]   serve the reference user office (API.md)
+  icat [--listen ADDR]           serve the reference ICAT+ server with demo investigations
   import-calipsoplus --dsn DSN   copy a CalipsoPlus database into this one
   healthcheck                    exit 0 when the server at the settings' listen address answers /healthz
                                  (for container HEALTHCHECKs: the image has no shell or curl)

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/calipsoplus/calipso/experiments/icat"
 	"github.com/calipsoplus/calipso/experiments/useroffice"
 	"github.com/calipsoplus/calipso/internal/apiclient"
 	"github.com/calipsoplus/calipso/internal/cliflags"
@@ -110,4 +111,34 @@ func healthcheck(ctx context.Context, listen string, stdout io.Writer) error {
 	}
 	_, err := fmt.Fprintln(stdout, "ok")
 	return err
+}
+
+// serveICAT is `icat [--listen ADDR]`: the reference ICAT+ server with its demo
+// investigations (experiments/icat), for a demo or a site's trial of [icat].
+func serveICAT(ctx context.Context, c *cli, args []string) error {
+	fs := cliflags.New("icat")
+	listen := fs.String("listen", "127.0.0.1:8082", "listen address")
+	if _, err := cliflags.Split(fs, args); err != nil {
+		return err
+	}
+	data, err := icat.Demo()
+	if err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", *listen)
+	if err != nil {
+		return err
+	}
+	srv := &http.Server{Handler: icat.NewServer(data), ReadHeaderTimeout: 5 * time.Second}
+	go func() {
+		<-ctx.Done()
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(sctx)
+	}()
+	fmt.Fprintf(c.stdout, "reference ICAT+ on http://%s (reader %s, plugin %s)\n", ln.Addr(), data.Reader.Username, data.Reader.Plugin)
+	if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
 }
