@@ -1,0 +1,167 @@
+package testenv
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/clientcmd"
+)
+
+// TestKubeNode runs a pod of the test workload on a real node: Running, its log, its
+// HTTP port through a NodePort on the node IP, a prompt deletion, and a teardown that
+// leaves nothing behind.
+func TestKubeNode(t *testing.T) {
+	started := time.Now()
+	n := StartKubeNode(t)
+	t.Logf("node Ready in %s (NodeIP %s, namespace %s)", time.Since(started).Round(time.Millisecond), n.NodeIP, n.Namespace)
+
+	cfg, err := clientcmd.BuildConfigFromFlags("", n.Kubeconfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cs, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	image := n.WorkloadImage(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+
+	labels := map[string]string{"app": "workload"}
+	pod := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: "workload", Labels: labels},
+		Spec: corev1.PodSpec{
+			Containers: []corev1.Container{{
+				Name: "workload", Image: image, ImagePullPolicy: corev1.PullIfNotPresent,
+				Ports: []corev1.ContainerPort{{ContainerPort: 8888}},
+			}},
+		},
+	}
+	created := time.Now()
+	if _, err := cs.CoreV1().Pods(n.Namespace).Create(ctx, pod, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	svc, err := cs.CoreV1().Services(n.Namespace).Create(ctx, &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Name: "workload"},
+		Spec: corev1.ServiceSpec{
+			Type: corev1.ServiceTypeNodePort, Selector: labels,
+			Ports: []corev1.ServicePort{{Port: 8888, TargetPort: intstr.FromInt32(8888)}},
+		},
+	}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	var running *corev1.Pod
+	for running == nil {
+		p, err := cs.CoreV1().Pods(n.Namespace).Get(ctx, "workload", metav1.GetOptions{})
+		if err != nil {
+			t.Fatalf("get pod: %v\n%s", err, n.Logs())
+		}
+		if p.Status.Phase == corev1.PodRunning {
+			running = p
+			break
+		}
+		if p.Status.Phase == corev1.PodFailed || ctx.Err() != nil {
+			t.Fatalf("pod %s: %+v\n%s", p.Status.Phase, p.Status, n.Logs())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Logf("pod Running in %s, IP %s", time.Since(created).Round(time.Millisecond), running.Status.PodIP)
+
+	// Its log: the identity line and the token line.
+	var log string
+	for !strings.Contains(log, "token=") {
+		b, err := cs.CoreV1().Pods(n.Namespace).GetLogs("workload", &corev1.PodLogOptions{}).DoRaw(ctx)
+		if err == nil {
+			log = string(b)
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("log has no token line: %q (%v)\n%s", log, err, n.Logs())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	// The image says USER 65534:65534; the kubelet passes only the user on (the group
+	// of an image's USER is not used: a pod that wants one sets runAsGroup).
+	if !strings.Contains(log, "uid=65534 gid=0") {
+		t.Errorf("log: %q, want the identity uid=65534 gid=0", log)
+	}
+
+	// Its HTTP port through the NodePort, from the host, on the node IP.
+	u := fmt.Sprintf("http://%s:%d/", n.NodeIP, svc.Spec.Ports[0].NodePort)
+	client := &http.Client{Timeout: 2 * time.Second}
+	var body string
+	for {
+		res, err := client.Get(u)
+		if err == nil {
+			b, _ := io.ReadAll(res.Body)
+			res.Body.Close()
+			body = string(b)
+			if res.StatusCode == http.StatusOK {
+				break
+			}
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("GET %s: %v %q\n%s", u, err, body, n.Logs())
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if !strings.Contains(body, "calipso test workload") {
+		t.Errorf("GET %s: %q", u, body)
+	}
+	// The pod's own address answers too.
+	if res, err := client.Get(fmt.Sprintf("http://%s:8888/", running.Status.PodIP)); err != nil {
+		t.Errorf("GET the pod IP: %v", err)
+	} else {
+		res.Body.Close()
+	}
+
+	// Deletion: the workload ends on SIGTERM, well before the 30 s grace period.
+	deleted := time.Now()
+	if err := cs.CoreV1().Pods(n.Namespace).Delete(ctx, "workload", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		_, err := cs.CoreV1().Pods(n.Namespace).Get(ctx, "workload", metav1.GetOptions{})
+		if err != nil && strings.Contains(err.Error(), "not found") {
+			break
+		}
+		if time.Since(deleted) > 20*time.Second {
+			t.Fatalf("pod still there %s after its deletion\n%s", time.Since(deleted), n.Logs())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Logf("pod gone %s after its deletion", time.Since(deleted).Round(time.Millisecond))
+
+	// A pod left running is cleaned by the teardown too.
+	pod.Name = "left-behind"
+	if _, err := cs.CoreV1().Pods(n.Namespace).Create(ctx, pod, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		p, err := cs.CoreV1().Pods(n.Namespace).Get(ctx, pod.Name, metav1.GetOptions{})
+		if err == nil && p.Status.Phase == corev1.PodRunning {
+			break
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("second pod not Running\n%s", n.Logs())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+
+	stopped := time.Now()
+	n.stop()
+	t.Logf("teardown in %s", time.Since(stopped).Round(time.Millisecond))
+	if left := kubeNodeLeftovers(n); len(left) > 0 {
+		t.Errorf("the teardown left:\n%s", strings.Join(left, "\n"))
+	}
+}
