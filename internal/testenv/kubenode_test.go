@@ -5,7 +5,10 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -36,6 +39,17 @@ func TestKubeNode(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 
+	// A hostPath volume (how the provisioner mounts datasets), written by the workload.
+	data := t.TempDir()
+	if err := os.WriteFile(filepath.Join(data, "probe"), []byte("dataset"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(data, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	hostDir := corev1.HostPathDirectory
+	token := "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
+
 	labels := map[string]string{"app": "workload"}
 	pod := &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Name: "workload", Labels: labels},
@@ -43,7 +57,15 @@ func TestKubeNode(t *testing.T) {
 			Containers: []corev1.Container{{
 				Name: "workload", Image: image, ImagePullPolicy: corev1.PullIfNotPresent,
 				Ports: []corev1.ContainerPort{{ContainerPort: 8888}},
+				Env: []corev1.EnvVar{
+					{Name: "READ_TEST", Value: "/data/probe," + token},
+					{Name: "WRITE_TEST", Value: "/data/written"},
+				},
+				VolumeMounts: []corev1.VolumeMount{{Name: "data", MountPath: "/data"}},
 			}},
+			Volumes: []corev1.Volume{{Name: "data", VolumeSource: corev1.VolumeSource{
+				HostPath: &corev1.HostPathVolumeSource{Path: data, Type: &hostDir},
+			}}},
 		},
 	}
 	created := time.Now()
@@ -94,6 +116,41 @@ func TestKubeNode(t *testing.T) {
 	// of an image's USER is not used: a pod that wants one sets runAsGroup).
 	if !strings.Contains(log, "uid=65534 gid=0") {
 		t.Errorf("log: %q, want the identity uid=65534 gid=0", log)
+	}
+
+	for _, want := range []string{
+		`read /data/probe: mode=-rw-r--r-- uid=0 gid=0 content="dataset"`,
+		"write /data/written: ok",
+		// The service account token's volume, a tmpfs that the kubelet mounts in its own
+		// mount namespace, reaches the container.
+		fmt.Sprintf("read %s: mode=-rw-r--r-- uid=0 gid=0 content=%q", token, n.Namespace),
+	} {
+		if !strings.Contains(log, want) {
+			t.Errorf("log: %q, want %q", log, want)
+		}
+	}
+	if st, err := os.Stat(filepath.Join(data, "written")); err != nil {
+		t.Errorf("the workload's file on the host: %v", err)
+	} else if uid := st.Sys().(*syscall.Stat_t).Uid; uid != 65534 {
+		t.Errorf("the workload's file belongs to %d, want 65534", uid)
+	}
+
+	// The pod has no default route: it reaches its subnet (the node IP) and nothing else.
+	for _, pid := range pidsMatching(func(args []string) bool { return args[0] == "/workload" }) {
+		cg, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", pid))
+		if !strings.Contains(string(cg), kubeNodeCgroup) {
+			continue // a Docker test's workload
+		}
+		routes, err := os.ReadFile(fmt.Sprintf("/proc/%d/net/route", pid))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, line := range strings.Split(string(routes), "\n")[1:] {
+			if f := strings.Fields(line); len(f) > 2 && f[1] == "00000000" {
+				t.Errorf("the pod has a default route: %s", routes)
+			}
+		}
+		t.Logf("the pod's routes:\n%s", routes)
 	}
 
 	// Its HTTP port through the NodePort, from the host, on the node IP.
