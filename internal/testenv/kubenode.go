@@ -220,6 +220,18 @@ func (n *KubeNode) start(t testing.TB) error {
 	if err := run("ip", "link", "set", kubeNodeBridge, "up"); err != nil {
 		return err
 	}
+	// ClusterIPs that kube-proxy does not translate go to the bridge, never to the
+	// host's default route.
+	if err := run("ip", "route", "add", kubeServiceNet, "dev", kubeNodeBridge); err != nil {
+		return err
+	}
+	// Docker sets the FORWARD policy to DROP, and with br_netfilter even the frames
+	// between two pods of the bridge go through it: accept those (only those).
+	if forwardDrops() {
+		if err := run("iptables", append([]string{"-w", "5", "-I", "FORWARD", "1"}, forwardRule...)...); err != nil {
+			return err
+		}
+	}
 
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
@@ -457,7 +469,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
 		cniBinDir, filepath.Join(n.dir, "cni", "net.d"), filepath.Join(d, "runc"))
 }
 
-// cniConfig: a bridge with no gateway route and no masquerade; host-local addresses.
+// cniConfig: a bridge with no default route and no masquerade; host-local addresses.
 func (n *KubeNode) cniConfig() string {
 	cfg := map[string]any{
 		"cniVersion": "1.0.0",
@@ -466,8 +478,10 @@ func (n *KubeNode) cniConfig() string {
 			map[string]any{
 				"type": "bridge", "bridge": kubeNodeBridge, "isGateway": false, "ipMasq": false, "hairpinMode": true,
 				"ipam": map[string]any{
-					"type":    "host-local",
-					"ranges":  []any{[]any{map[string]any{"subnet": kubeNodeSubnet, "gateway": kubeNodeIP}}},
+					"type":   "host-local",
+					"ranges": []any{[]any{map[string]any{"subnet": kubeNodeSubnet, "gateway": kubeNodeIP}}},
+					// No default route: the pod's subnet (with the node IP) and the ClusterIPs only.
+					"routes":  []any{map[string]any{"dst": kubeServiceNet, "gw": kubeNodeIP}},
 					"dataDir": filepath.Join(n.dir, "cni", "ipam"),
 				},
 			},
@@ -989,11 +1003,28 @@ func (n *KubeNode) teardown() {
 	}
 	n.killCgroups()
 	unmountUnder(n.dir)
-	_ = exec.Command("ip", "link", "del", kubeNodeBridge).Run()
+	_ = exec.Command("ip", "link", "del", kubeNodeBridge).Run() // and the route through it
+	for range 10 {
+		if _, err := exec.LookPath("iptables"); err != nil || exec.Command("iptables", append([]string{"-w", "5", "-D", "FORWARD"}, forwardRule...)...).Run() != nil {
+			break
+		}
+	}
 	n.deleteTables()
 	removeCgroups()
 	_ = os.RemoveAll(n.dir)
 	removeShadowPoints()
+}
+
+// forwardRule accepts what goes from the node's bridge to the node's bridge.
+var forwardRule = []string{"-i", kubeNodeBridge, "-o", kubeNodeBridge, "-m", "comment", "--comment", "calipso-kubenode", "-j", "ACCEPT"}
+
+// forwardDrops says whether iptables' FORWARD chain drops by default (Docker's doing).
+func forwardDrops() bool {
+	if _, err := exec.LookPath("iptables"); err != nil {
+		return false
+	}
+	out, err := exec.Command("iptables", "-w", "5", "-S", "FORWARD").Output()
+	return err == nil && bytes.Contains(out, []byte("-P FORWARD DROP"))
 }
 
 // kubeletShadows are the host folders that the kubelet writes to whatever its

@@ -4,14 +4,17 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
@@ -136,11 +139,13 @@ func TestKubeNode(t *testing.T) {
 	}
 
 	// The pod has no default route: it reaches its subnet (the node IP) and nothing else.
+	var workloadPIDs []int
 	for _, pid := range pidsMatching(func(args []string) bool { return args[0] == "/workload" }) {
 		cg, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", pid))
 		if !strings.Contains(string(cg), kubeNodeCgroup) {
 			continue // a Docker test's workload
 		}
+		workloadPIDs = append(workloadPIDs, pid)
 		routes, err := os.ReadFile(fmt.Sprintf("/proc/%d/net/route", pid))
 		if err != nil {
 			t.Fatal(err)
@@ -182,6 +187,40 @@ func TestKubeNode(t *testing.T) {
 		res.Body.Close()
 	}
 
+	// A second pod (which stays for the teardown to clean): the first reaches it, and
+	// the kubernetes Service, from its own network namespace; not the host's other
+	// addresses.
+	peer := pod.DeepCopy()
+	peer.Name, peer.Labels = "peer", nil
+	if _, err := cs.CoreV1().Pods(n.Namespace).Create(ctx, peer, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	var peerIP string
+	for peerIP == "" {
+		p, err := cs.CoreV1().Pods(n.Namespace).Get(ctx, peer.Name, metav1.GetOptions{})
+		if err == nil && p.Status.Phase == corev1.PodRunning {
+			peerIP = p.Status.PodIP
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("second pod not Running\n%s", n.Logs())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if len(workloadPIDs) == 0 {
+		t.Fatal("no process of the workload in the node's cgroups")
+	}
+	if reply, err := fromNetns(workloadPIDs[0], net.JoinHostPort(peerIP, "8888"), "GET / HTTP/1.0\r\n\r\n"); err != nil || !strings.Contains(reply, "calipso test workload") {
+		t.Errorf("pod to pod %s: %q, %v", peerIP, reply, err)
+	}
+	if _, err := fromNetns(workloadPIDs[0], net.JoinHostPort(kubeServiceIP, "443"), ""); err != nil {
+		t.Errorf("pod to the kubernetes Service %s: %v", kubeServiceIP, err)
+	}
+	for _, ip := range hostAddresses(t) {
+		if _, err := fromNetns(workloadPIDs[0], net.JoinHostPort(ip, "22"), ""); err == nil || !strings.Contains(err.Error(), "unreachable") {
+			t.Errorf("pod to the host's %s: %v, want the network unreachable", ip, err)
+		}
+	}
+
 	// Deletion: the workload ends on SIGTERM, well before the 30 s grace period.
 	deleted := time.Now()
 	if err := cs.CoreV1().Pods(n.Namespace).Delete(ctx, "workload", metav1.DeleteOptions{}); err != nil {
@@ -199,26 +238,69 @@ func TestKubeNode(t *testing.T) {
 	}
 	t.Logf("pod gone %s after its deletion", time.Since(deleted).Round(time.Millisecond))
 
-	// A pod left running is cleaned by the teardown too.
-	pod.Name = "left-behind"
-	if _, err := cs.CoreV1().Pods(n.Namespace).Create(ctx, pod, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	for {
-		p, err := cs.CoreV1().Pods(n.Namespace).Get(ctx, pod.Name, metav1.GetOptions{})
-		if err == nil && p.Status.Phase == corev1.PodRunning {
-			break
-		}
-		if ctx.Err() != nil {
-			t.Fatalf("second pod not Running\n%s", n.Logs())
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-
 	stopped := time.Now()
 	n.stop()
 	t.Logf("teardown in %s", time.Since(stopped).Round(time.Millisecond))
 	if left := kubeNodeLeftovers(n); len(left) > 0 {
 		t.Errorf("the teardown left:\n%s", strings.Join(left, "\n"))
 	}
+}
+
+// fromNetns connects to addr from the network namespace of process pid, sends req
+// (when not empty) and returns what comes back.
+func fromNetns(pid int, addr, req string) (string, error) {
+	type result struct {
+		reply string
+		err   error
+	}
+	done := make(chan result, 1)
+	go func() {
+		// Never unlocked: the thread, in the pod's namespace, ends with the goroutine.
+		runtime.LockOSThread()
+		f, err := os.Open(fmt.Sprintf("/proc/%d/ns/net", pid))
+		if err != nil {
+			done <- result{err: err}
+			return
+		}
+		defer f.Close()
+		if err := unix.Setns(int(f.Fd()), unix.CLONE_NEWNET); err != nil {
+			done <- result{err: fmt.Errorf("setns: %w", err)}
+			return
+		}
+		c, err := net.DialTimeout("tcp", addr, 3*time.Second)
+		if err != nil {
+			done <- result{err: err}
+			return
+		}
+		defer c.Close()
+		if req == "" {
+			done <- result{}
+			return
+		}
+		_ = c.SetDeadline(time.Now().Add(3 * time.Second))
+		if _, err := io.WriteString(c, req); err != nil {
+			done <- result{err: err}
+			return
+		}
+		b, err := io.ReadAll(c)
+		done <- result{string(b), err}
+	}()
+	r := <-done
+	return r.reply, r.err
+}
+
+// hostAddresses returns the host's IPv4 addresses outside the node's bridge and loopback.
+func hostAddresses(t *testing.T) []string {
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, pods, _ := net.ParseCIDR(kubeNodeSubnet)
+	var ips []string
+	for _, a := range addrs {
+		if ipn, ok := a.(*net.IPNet); ok && ipn.IP.To4() != nil && !ipn.IP.IsLoopback() && !pods.Contains(ipn.IP) {
+			ips = append(ips, ipn.IP.String())
+		}
+	}
+	return ips
 }
