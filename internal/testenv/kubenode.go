@@ -45,8 +45,13 @@ const (
 	kubeNodeIP     = "10.213.77.1"      // the bridge's own address: the node IP
 	kubeServiceNet = "10.213.78.0/24"   // ClusterIPs (virtual, kube-proxy's nftables only)
 	kubeServiceIP  = "10.213.78.1"      // the kubernetes Service
-	// PauseImage is the sandbox image of the node's containerd (a static program that
-	// sleeps until SIGTERM), imported at start.
+	// kubeNodeDir holds everything of the node (state, sockets, logs); a fixed short
+	// path, so that a later start finds what a killed test binary left, and the unix
+	// sockets under it stay within their length limit.
+	kubeNodeDir  = "/tmp/calipso-kubenode"
+	kubeNodeLock = "/tmp/calipso-kubenode.lock"
+	// kubePauseRepository is the sandbox image of the node's containerd (a static
+	// program that sleeps until SIGTERM), imported at start.
 	kubePauseRepository = "calipso.local/pause"
 	// KubeWorkloadRepository is the repository of the test workload image in the node's
 	// containerd (the same program as WorkloadRepository on Docker).
@@ -128,7 +133,7 @@ func StartKubeNode(t testing.TB) *KubeNode {
 	var last error
 	for attempt := 1; attempt <= 3; attempt++ {
 		n = &KubeNode{
-			dir:    filepath.Join(os.TempDir(), "calipso-kubenode"),
+			dir:    kubeNodeDir,
 			bins:   bins,
 			assets: assets,
 			NodeIP: kubeNodeIP,
@@ -166,7 +171,7 @@ const cniBinDir = "/usr/lib/cni"
 // lockKubeNode takes the machine-wide lock of the node (released when the process
 // ends, however it ends).
 func lockKubeNode(timeout time.Duration) (*os.File, error) {
-	f, err := os.OpenFile(filepath.Join(os.TempDir(), "calipso-kubenode.lock"), os.O_CREATE|os.O_RDWR, 0o600)
+	f, err := os.OpenFile(kubeNodeLock, os.O_CREATE|os.O_RDWR, 0o600)
 	if err != nil {
 		return nil, err
 	}
@@ -236,7 +241,7 @@ func (n *KubeNode) start(t testing.TB) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 
-	etcd, err := n.spawn("etcd", nil, filepath.Join(n.assets, "etcd"),
+	etcd, err := n.spawn("etcd", filepath.Join(n.assets, "etcd"),
 		"--name=default", "--data-dir="+filepath.Join(n.dir, "etcd"),
 		fmt.Sprintf("--listen-client-urls=http://127.0.0.1:%d", etcdPort),
 		fmt.Sprintf("--advertise-client-urls=http://127.0.0.1:%d", etcdPort),
@@ -252,7 +257,7 @@ func (n *KubeNode) start(t testing.TB) error {
 	}
 
 	pki := func(f string) string { return filepath.Join(n.dir, "pki", f) }
-	api, err := n.spawn("kube-apiserver", nil, filepath.Join(n.assets, "kube-apiserver"),
+	api, err := n.spawn("kube-apiserver", filepath.Join(n.assets, "kube-apiserver"),
 		fmt.Sprintf("--etcd-servers=http://127.0.0.1:%d", etcdPort),
 		"--bind-address="+n.NodeIP, "--advertise-address="+n.NodeIP, fmt.Sprintf("--secure-port=%d", apiPort),
 		"--tls-cert-file="+pki("apiserver.crt"), "--tls-private-key-file="+pki("apiserver.key"),
@@ -283,7 +288,7 @@ func (n *KubeNode) start(t testing.TB) error {
 	if err := os.WriteFile(filepath.Join(n.dir, "cni", "net.d", "10-calipso.conflist"), []byte(n.cniConfig()), 0o600); err != nil {
 		return err
 	}
-	ctrd, err := n.spawn("containerd", nil, "containerd", "--config", filepath.Join(n.dir, "containerd", "config.toml"))
+	ctrd, err := n.spawn("containerd", "containerd", "--config", filepath.Join(n.dir, "containerd", "config.toml"))
 	if err != nil {
 		return err
 	}
@@ -303,7 +308,7 @@ func (n *KubeNode) start(t testing.TB) error {
 			"--flex-volume-plugin-dir=" + filepath.Join(n.dir, "kcm-flexvolume")},
 		"kube-scheduler": {"--kubeconfig=" + n.Kubeconfig, "--secure-port=0", "--leader-elect=false"},
 	} {
-		if _, err := n.spawn(name, nil, filepath.Join(n.bins, name), args...); err != nil {
+		if _, err := n.spawn(name, filepath.Join(n.bins, name), args...); err != nil {
 			return err
 		}
 	}
@@ -332,7 +337,7 @@ func (n *KubeNode) start(t testing.TB) error {
 	if err := os.WriteFile(filepath.Join(n.dir, "kubelet.yaml"), []byte(n.kubeletConfig(kubeletPort)), 0o600); err != nil {
 		return err
 	}
-	kubelet, err := n.spawn("kubelet", nil, "unshare", "-m", "--propagation", "unchanged", "--", "/bin/sh", "-ec", script, "kubelet",
+	kubelet, err := n.spawn("kubelet", "unshare", "-m", "--propagation", "unchanged", "--", "/bin/sh", "-ec", script, "kubelet",
 		filepath.Join(n.bins, "kubelet"), "--config="+filepath.Join(n.dir, "kubelet.yaml"),
 		"--kubeconfig="+filepath.Join(n.dir, "kubelet.kubeconfig"), "--root-dir="+kubeletDir,
 		"--cert-dir="+filepath.Join(n.dir, "pki", "kubelet"),
@@ -344,7 +349,7 @@ func (n *KubeNode) start(t testing.TB) error {
 	if err := os.WriteFile(filepath.Join(n.dir, "kube-proxy.yaml"), []byte(n.proxyConfig(proxyHealth, proxyMetrics)), 0o600); err != nil {
 		return err
 	}
-	proxy, err := n.spawn("kube-proxy", nil, filepath.Join(n.bins, "kube-proxy"), "--config="+filepath.Join(n.dir, "kube-proxy.yaml"))
+	proxy, err := n.spawn("kube-proxy", filepath.Join(n.bins, "kube-proxy"), "--config="+filepath.Join(n.dir, "kube-proxy.yaml"))
 	if err != nil {
 		return err
 	}
@@ -561,7 +566,7 @@ func (n *KubeNode) proxyConfig(health, metrics int) string {
 
 // spawn starts a component with its output in logs/<name>.log; it dies with the test
 // process (SIGKILL), whatever ends that.
-func (n *KubeNode) spawn(name string, env []string, bin string, args ...string) (*kubeProc, error) {
+func (n *KubeNode) spawn(name string, bin string, args ...string) (*kubeProc, error) {
 	logPath := filepath.Join(n.dir, "logs", name+".log")
 	f, err := os.Create(logPath)
 	if err != nil {
@@ -569,17 +574,40 @@ func (n *KubeNode) spawn(name string, env []string, bin string, args ...string) 
 	}
 	defer f.Close()
 	cmd := exec.Command(bin, args...)
-	cmd.Env = append([]string{"PATH=" + os.Getenv("PATH"), "HOME=" + n.dir, "TMPDIR=" + n.dir}, env...)
+	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + n.dir, "TMPDIR=" + n.dir}
 	cmd.Dir = n.dir
 	cmd.Stdout, cmd.Stderr = f, f
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
-	if err := cmd.Start(); err != nil {
+	if err := startOnSpawnerThread(cmd); err != nil {
 		return nil, fmt.Errorf("start %s: %w", name, err)
 	}
 	p := &kubeProc{name: name, cmd: cmd, log: logPath, exited: make(chan struct{})}
 	go func() { p.err = cmd.Wait(); close(p.exited) }()
 	n.procs = append(n.procs, p)
 	return p, nil
+}
+
+// The components are forked from one thread that lives as long as the process: the
+// kernel sends Pdeathsig when the forking thread ends, and Go ends a thread whose
+// goroutine exits locked to it (runtime.LockOSThread anywhere in a test).
+var spawner struct {
+	once sync.Once
+	work chan func()
+}
+
+func startOnSpawnerThread(cmd *exec.Cmd) error {
+	spawner.once.Do(func() {
+		spawner.work = make(chan func())
+		go func() {
+			runtime.LockOSThread() // never unlocked, never returns
+			for f := range spawner.work {
+				f()
+			}
+		}()
+	})
+	done := make(chan error, 1)
+	spawner.work <- func() { done <- cmd.Start() }
+	return <-done
 }
 
 // waitFor polls check every 100 ms until it succeeds, ctx ends or p exits.
@@ -720,7 +748,17 @@ func (n *KubeNode) Logs() string {
 		if err != nil {
 			continue
 		}
-		fmt.Fprintf(&b, "--- %s (last lines)\n%s\n", name, tail(string(data), 25))
+		state := ""
+		for _, p := range n.procs {
+			if p.name == name {
+				select {
+				case <-p.exited:
+					state = fmt.Sprintf(", EXITED: %v", p.err)
+				default:
+				}
+			}
+		}
+		fmt.Fprintf(&b, "--- %s (last lines%s)\n%s\n", name, state, tail(string(data), 25))
 	}
 	return b.String()
 }
@@ -1034,7 +1072,7 @@ var kubeletShadows = []string{"/var/log/containers", "/var/lib/kubelet", "/usr/l
 
 // shadowsMade lists the folders that makeShadowPoints made on the host (it outlives a
 // killed test binary, so that the next teardown removes them).
-var shadowsMade = filepath.Join(os.TempDir(), "calipso-kubenode.made")
+var shadowsMade = kubeNodeDir + ".made"
 
 // makeShadowPoints makes the kubeletShadows folders that the host lacks, as mount
 // points, and notes them for removeShadowPoints.
@@ -1296,8 +1334,8 @@ func (n *KubeNode) deleteTables() {
 	}
 }
 
-// KubeNodeTables lists the nft tables a node leaves while it runs (for the tests
-// that check nothing stays).
+// kubeNodeLeftovers lists what of a node is still on the machine (for the test that
+// checks that a teardown leaves nothing).
 func kubeNodeLeftovers(n *KubeNode) []string {
 	var left []string
 	if _, err := net.InterfaceByName(kubeNodeBridge); err == nil {
@@ -1327,6 +1365,15 @@ func kubeNodeLeftovers(n *KubeNode) []string {
 	}
 	if _, err := os.Stat(n.dir); err == nil {
 		left = append(left, "folder "+n.dir)
+	}
+	if _, err := os.Stat(shadowsMade); err == nil {
+		left = append(left, "file "+shadowsMade)
+	}
+	if out, err := exec.Command("iptables", "-w", "5", "-S", "FORWARD").Output(); err == nil && bytes.Contains(out, []byte(kubeNodeBridge)) {
+		left = append(left, "iptables FORWARD rule for "+kubeNodeBridge)
+	}
+	if out, err := exec.Command("ip", "route", "show", kubeServiceNet).Output(); err == nil && len(bytes.TrimSpace(out)) > 0 {
+		left = append(left, "route "+string(bytes.TrimSpace(out)))
 	}
 	return left
 }

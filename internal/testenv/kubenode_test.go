@@ -255,18 +255,33 @@ func fromNetns(pid int, addr, req string) (string, error) {
 	}
 	done := make(chan result, 1)
 	go func() {
-		// Never unlocked: the thread, in the pod's namespace, ends with the goroutine.
+		// The thread goes back to the host's namespace; if it cannot, it stays locked
+		// and ends with the goroutine.
 		runtime.LockOSThread()
+		host, err := os.Open("/proc/thread-self/ns/net")
+		if err != nil {
+			runtime.UnlockOSThread()
+			done <- result{err: err}
+			return
+		}
+		defer host.Close()
 		f, err := os.Open(fmt.Sprintf("/proc/%d/ns/net", pid))
 		if err != nil {
+			runtime.UnlockOSThread()
 			done <- result{err: err}
 			return
 		}
 		defer f.Close()
 		if err := unix.Setns(int(f.Fd()), unix.CLONE_NEWNET); err != nil {
+			runtime.UnlockOSThread()
 			done <- result{err: fmt.Errorf("setns: %w", err)}
 			return
 		}
+		defer func() {
+			if unix.Setns(int(host.Fd()), unix.CLONE_NEWNET) == nil {
+				runtime.UnlockOSThread()
+			}
+		}()
 		c, err := net.DialTimeout("tcp", addr, 3*time.Second)
 		if err != nil {
 			done <- result{err: err}
