@@ -156,14 +156,26 @@ func StartKubeNode(t testing.TB) *KubeNode {
 		}
 		n.stop()
 	})
+	n.Namespace = n.NewNamespace(t)
+	return n
+}
+
+// NewNamespace makes another fresh namespace (with its default service account), for
+// subtests that share one node, and deletes it when t ends.
+func (n *KubeNode) NewNamespace(t testing.TB) string {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	ns := "t-" + RandomHex(4)
 	if err := n.createNamespace(ctx, ns); err != nil {
 		t.Fatalf("kube node: %v\n%s", err, n.Logs())
 	}
-	n.Namespace = ns
-	return n
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_ = n.api(ctx, http.MethodDelete, "/api/v1/namespaces/"+ns, nil, nil) // a stopped node is gone anyway
+	})
+	return ns
 }
 
 const cniBinDir = "/usr/lib/cni"
