@@ -61,11 +61,25 @@ const (
 // KubeNode is a private single-node cluster: etcd, kube-apiserver, controller-manager,
 // scheduler, a private containerd, kubelet, kube-proxy; stopped and cleaned at t.Cleanup.
 //
-// Pods get an address on a private bridge (kubeNodeSubnet) with no default route and no
-// masquerade: they reach the node IP (where the API server, NodePorts and the kubelet
-// answer) and each other, nothing beyond the machine. NodePorts answer on NodeIP only
-// (not on 127.0.0.1). Images are never pulled: import them (WorkloadImage,
-// ImportTarball) and use pull policy IfNotPresent or Never.
+// What a test sees:
+//   - Network: pods get an address on a private bridge (kubeNodeSubnet, 10.213.77.0/24;
+//     the node IP 10.213.77.1 is the bridge's) with no default route and no masquerade:
+//     they reach the node IP (the API server, the kubelet, NodePorts), each other and
+//     the ClusterIPs (10.213.78.0/24; the kubernetes Service is 10.213.78.1), nothing
+//     else: not the host's other addresses, not beyond the machine. There is no DNS
+//     (no CoreDNS, an empty resolv.conf). From the host, NodePorts answer on NodeIP
+//     only (not on 127.0.0.1), pod IPs and ClusterIPs directly.
+//   - Images are never pulled (no registry): import them (WorkloadImage, ImportTarball)
+//     and use pull policy IfNotPresent or Never.
+//   - Users: the kubelet passes only the user of an image's USER (uid:gid) to the
+//     runtime: without runAsGroup the container's group is 0.
+//   - Volumes: hostPath works (the kubelet runs in a mount namespace of its own, but
+//     the containers are made by containerd in the host's, and the kubelet's root is
+//     a shared mount, so emptyDir, secrets and service account tokens reach them).
+//   - Cgroups: cgroupfs driver on cgroup v1, pods under /calipso-kubenode/kubepods in
+//     every hierarchy (outside the test's own cgroup); limits are enforced there.
+//   - One node at a time per machine (fixed names, a lock in /tmp); everything of it
+//     lives under /tmp/calipso-kubenode, removed by the teardown.
 type KubeNode struct {
 	Kubeconfig string // path of an admin kubeconfig
 	NodeIP     string // the bridge address: NodePorts and pod IPs are reached from the host here
