@@ -490,13 +490,37 @@ func (p *Provisioner) Stop(ctx context.Context, name string) error {
 	return nil
 }
 
-// Remove deletes the pod, the Secret and the Service; what is already gone is success.
+// Remove deletes the pod, the Secret and the Service, and waits (bounded by ctx) for
+// the kubelet to have ended the pod: a removed workload is gone, as on Docker, not
+// terminating. What is already gone is success.
 func (p *Provisioner) Remove(ctx context.Context, name string) error {
 	err := errors.Join(p.deleteOwned(ctx, name, podsAPI{p}), p.deleteSecret(ctx, name), p.deleteOwned(ctx, name, servicesAPI{p}))
+	if err == nil {
+		err = p.waitPodGone(ctx, name)
+	}
 	if err != nil {
 		return fmt.Errorf("remove %s: %w", name, err)
 	}
 	return nil
+}
+
+// waitPodGone polls until this installation's pod name no longer exists.
+func (p *Provisioner) waitPodGone(ctx context.Context, name string) error {
+	pods := p.client.CoreV1().Pods(p.cfg.Namespace)
+	for {
+		pod, err := pods.Get(ctx, name, metav1.GetOptions{})
+		if apierrors.IsNotFound(err) || (err == nil && !p.owns(pod.ObjectMeta)) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("get pod: %w", classify(err))
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%w: the pod is still terminating: %w", provisioner.ErrUnavailable, ctx.Err())
+		case <-time.After(p.cfg.PollInterval):
+		}
+	}
 }
 
 // objectAPI is the little of the pod and service clients that deleteOwned needs.
