@@ -46,6 +46,7 @@ func TestOnNode(t *testing.T) {
 	nodeImage = node.WorkloadImage(t)
 	t.Run("contract", testContractOnNode)
 	t.Run("from inside the pod", testFromInsideThePod)
+	t.Run("ClusterIP from the host", testClusterIP)
 	if t.Failed() {
 		t.Logf("the node's logs:\n%s", node.Logs())
 	}
@@ -133,7 +134,7 @@ func testFromInsideThePod(t *testing.T) {
 	spec.Env = map[string]string{
 		"WRITE_TEST": "/data/raw/probe,/data/results/probe",
 		// cgroup v1, as this machine has it: the pod's own limits.
-		"READ_TEST": "/sys/fs/cgroup/memory/memory.limit_in_bytes,/sys/fs/cgroup/cpu/cpu.cfs_quota_us,/sys/fs/cgroup/cpu/cpu.cfs_period_us",
+		"READ_TEST": "/sys/fs/cgroup/memory/memory.limit_in_bytes,/sys/fs/cgroup/cpu/cpu.cfs_quota_us,/sys/fs/cgroup/cpu/cpu.cfs_period_us,/proc/self/status",
 	}
 	w := start(t, p, spec)
 	log := podLog(t, ns, spec.Name())
@@ -153,6 +154,13 @@ func testFromInsideThePod(t *testing.T) {
 			t.Errorf("cgroup %s: want %s in\n%s", file, want, log)
 		}
 	}
+	// The security context, as the kernel applies it: no capability, no privilege to gain.
+	// The workload prints the file %q-quoted: a tab is \t there.
+	for _, want := range []string{`CapEff:\t0000000000000000`, `NoNewPrivs:\t1`} {
+		if !strings.Contains(log, want) {
+			t.Errorf("/proc/self/status lacks %q:\n%s", want, log)
+		}
+	}
 	// The notebook link points at the node's address, and answers there.
 	if w.Host != node.NodeIP || !strings.HasPrefix(w.URL, "http://"+net.JoinHostPort(node.NodeIP, strconv.Itoa(w.Port))) {
 		t.Errorf("workload %+v: want the node's address %s", w, node.NodeIP)
@@ -169,5 +177,34 @@ func testFromInsideThePod(t *testing.T) {
 	}
 	if err != nil {
 		t.Fatalf("NodePort %d on %s: %v", w.Port, node.NodeIP, err)
+	}
+}
+
+// testClusterIP: with service_type ClusterIP the workload is reached at its Service's
+// cluster address (from the host here: the node routes the service range), and the
+// provisioner answers the Service's in-cluster name as its host.
+func testClusterIP(t *testing.T) {
+	p, ns := realNode(t, func(c *Config) { c.ServiceType = ServiceClusterIP })
+	spec := specFor(8)
+	spec.Instance, spec.Mounts = p.cfg.Instance, nil
+	spec.Image, spec.Protocol, spec.LogRegex = nodeImage, "http", `token=([0-9a-f]+)`
+	w := start(t, p, spec)
+	if w.Host != spec.Name()+"."+ns+".svc" {
+		t.Errorf("host %q, want the Service's name", w.Host)
+	}
+	svc, err := nodeClient.CoreV1().Services(ns).Get(context.Background(), spec.Name(), metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	target := fmt.Sprintf("http://%s/", net.JoinHostPort(svc.Spec.ClusterIP, strconv.Itoa(w.Port)))
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+		resp, err := (&http.Client{Timeout: 5 * time.Second}).Get(target)
+		if err == nil {
+			resp.Body.Close()
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("ClusterIP %s: %v", target, err)
+		}
 	}
 }
