@@ -208,3 +208,70 @@ func testClusterIP(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkStartOnNode compares the provisioner's Start (Service, Secret, pod, then
+// running and its log line) with a bare pod of the same image created with the
+// client and waited for until Running: the provisioner's overhead on a real node.
+func BenchmarkStartOnNode(b *testing.B) {
+	node = testenv.StartKubeNode(b)
+	cfg, err := clientcmd.BuildConfigFromFlags("", node.Kubeconfig)
+	if err != nil {
+		b.Fatal(err)
+	}
+	nodeREST, nodeClient = cfg, k8s.NewForConfigOrDie(cfg)
+	nodeImage = node.WorkloadImage(b)
+	ctx := context.Background()
+	b.Run("provisioner", func(b *testing.B) {
+		ns := node.NewNamespace(b)
+		p := provisionerIn(b, ns, nodeREST, func(c *Config) {
+			c.HostAddress, c.ReadyTimeout, c.Logger = node.NodeIP, 60*time.Second, slog.New(slog.DiscardHandler)
+		})
+		for i := range b.N {
+			spec := specFor(int64(i + 1))
+			spec.Instance, spec.Mounts = p.cfg.Instance, nil
+			spec.Image, spec.Protocol, spec.LogRegex = nodeImage, "http", `token=([0-9a-f]+)`
+			if _, err := p.Start(ctx, spec); err != nil {
+				b.Fatal(err)
+			}
+			b.StopTimer()
+			if err := p.Remove(ctx, spec.Name()); err != nil {
+				b.Fatal(err)
+			}
+			b.StartTimer()
+		}
+	})
+	b.Run("direct pod", func(b *testing.B) {
+		ns := node.NewNamespace(b)
+		pods := nodeClient.CoreV1().Pods(ns)
+		for i := range b.N {
+			name := fmt.Sprintf("direct-%d", i)
+			pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: name}, Spec: corev1.PodSpec{
+				Containers: []corev1.Container{{Name: "w", Image: nodeImage, ImagePullPolicy: corev1.PullIfNotPresent}},
+			}}
+			if _, err := pods.Create(ctx, pod, metav1.CreateOptions{}); err != nil {
+				b.Fatal(err)
+			}
+			for {
+				got, err := pods.Get(ctx, name, metav1.GetOptions{})
+				if err != nil {
+					b.Fatal(err)
+				}
+				if got.Status.Phase == corev1.PodRunning {
+					break
+				}
+				time.Sleep(50 * time.Millisecond)
+			}
+			b.StopTimer()
+			if err := pods.Delete(ctx, name, metav1.DeleteOptions{}); err != nil {
+				b.Fatal(err)
+			}
+			for {
+				if _, err := pods.Get(ctx, name, metav1.GetOptions{}); err != nil {
+					break
+				}
+				time.Sleep(50 * time.Millisecond)
+			}
+			b.StartTimer()
+		}
+	})
+}
