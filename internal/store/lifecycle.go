@@ -190,16 +190,7 @@ func (s *Store) Extensions(ctx context.Context, resourceID int64, state string) 
 	if err != nil {
 		return nil, s.wrap(err)
 	}
-	defer rows.Close()
-	out := []calipso.Extension{}
-	for rows.Next() {
-		e, err := scanExtension(rows)
-		if err != nil {
-			return nil, s.wrap(err)
-		}
-		out = append(out, e)
-	}
-	return out, s.wrap(rows.Err())
+	return collect(s, rows, scanExtension)
 }
 
 // RanBetween lists the resources that were running at some time between from and

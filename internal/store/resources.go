@@ -266,16 +266,7 @@ func (s *Store) resources(ctx context.Context, query string, args ...any) ([]cal
 	if err != nil {
 		return nil, fmt.Errorf("resources: %w", s.wrap(err))
 	}
-	defer rows.Close()
-	out := []calipso.Resource{}
-	for rows.Next() {
-		r, err := scanResource(rows)
-		if err != nil {
-			return nil, s.wrap(err)
-		}
-		out = append(out, r)
-	}
-	return out, s.wrap(rows.Err())
+	return collect(s, rows, scanResource)
 }
 
 // Update holds the fields a transition may set (nil: unchanged).

@@ -511,3 +511,17 @@ func intPtr(v sql.NullInt64) *int {
 	i := int(v.Int64)
 	return &i
 }
+
+// collect scans every row of rows with scan (closing rows), as the listings do.
+func collect[T any](s *Store, rows *sql.Rows, scan func(row interface{ Scan(...any) error }) (T, error)) ([]T, error) {
+	defer rows.Close()
+	out := []T{}
+	for rows.Next() {
+		v, err := scan(rows)
+		if err != nil {
+			return nil, s.wrap(err)
+		}
+		out = append(out, v)
+	}
+	return out, s.wrap(rows.Err())
+}

@@ -108,16 +108,7 @@ func (s *Store) Tokens(ctx context.Context, userID int64) ([]calipso.Token, erro
 	if err != nil {
 		return nil, s.wrap(err)
 	}
-	defer rows.Close()
-	out := []calipso.Token{}
-	for rows.Next() {
-		t, err := scanToken(rows)
-		if err != nil {
-			return nil, s.wrap(err)
-		}
-		out = append(out, t)
-	}
-	return out, s.wrap(rows.Err())
+	return collect(s, rows, scanToken)
 }
 
 // RevokeToken ends the token of id for good. Revoking a revoked token is success.
