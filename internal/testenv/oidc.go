@@ -162,33 +162,25 @@ func (p *OIDCProvider) start(t testing.TB, bin, dir, cfgPath, logPath string) er
 	cmd := exec.Command(bin, "serve", "all", "--dev", "--sqa-opt-out", "--config", cfgPath)
 	// A clean environment: hydra reads any variable named after a configuration key.
 	cmd.Env = []string{"DSN=memory", "HOME=" + dir, "TMPDIR=" + dir, "PATH=" + os.Getenv("PATH")}
-	cmd.Dir = dir
-	cmd.Stdout, cmd.Stderr = logFile, logFile
-	if err := cmd.Start(); err != nil {
+	c, err := startChild(cmd, dir, logFile)
+	if err != nil {
 		return err
-	}
-	exited := make(chan struct{})
-	var waitErr error
-	go func() { waitErr = cmd.Wait(); close(exited) }()
-	stop := func() {
-		_ = cmd.Process.Kill()
-		<-exited
 	}
 
 	// Ready, then the signing keys: hydra makes them on the first request for its JWKS.
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	for _, u := range []string{p.AdminURL + "/health/ready", p.Issuer + "/health/ready", p.Issuer + "/.well-known/jwks.json"} {
-		if err := waitOK(ctx, u, exited); err != nil {
-			stop()
+		if err := waitOK(ctx, u, c.exited); err != nil {
+			c.stop()
 			if errors.Is(err, errExited) {
-				return fmt.Errorf("hydra exited (%v) before %s answered", waitErr, u)
+				return fmt.Errorf("hydra exited (%v) before %s answered", c.err, u)
 			}
 			return err
 		}
 	}
 	t.Cleanup(func() {
-		stop()
+		c.stop()
 		if t.Failed() {
 			log, _ := os.ReadFile(logPath)
 			t.Logf("hydra's log (%s), last lines:\n%s", logPath, tail(string(log), 60))
@@ -197,7 +189,32 @@ func (p *OIDCProvider) start(t testing.TB, bin, dir, cfgPath, logPath string) er
 	return nil
 }
 
-var errExited = calipso.NewError(calipso.EUNAVAILABLE, "hydra exited")
+var errExited = calipso.NewError(calipso.EUNAVAILABLE, "the part's process exited")
+
+// child is a part's process (hydra, mailpit): run in dir with the environment its
+// command was given, its output in log; exited closes when it ends, err then says how.
+type child struct {
+	cmd    *exec.Cmd
+	exited chan struct{}
+	err    error
+}
+
+func startChild(cmd *exec.Cmd, dir string, log io.Writer) (*child, error) {
+	cmd.Dir = dir
+	cmd.Stdout, cmd.Stderr = log, log
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	c := &child{cmd: cmd, exited: make(chan struct{})}
+	go func() { c.err = cmd.Wait(); close(c.exited) }()
+	return c, nil
+}
+
+// stop kills the process and waits for it; stopping a stopped one is nothing.
+func (c *child) stop() {
+	_ = c.cmd.Process.Kill()
+	<-c.exited
+}
 
 // waitOK polls u until it answers 200, the context ends or the process exits
 // (errExited).

@@ -107,32 +107,24 @@ func (s *SMTPServer) start(t testing.TB, bin, dir, dbPath string) error {
 	)
 	// A clean environment: mailpit reads any MP_* variable as an option.
 	cmd.Env = []string{"HOME=" + dir, "TMPDIR=" + dir, "PATH=" + os.Getenv("PATH")}
-	cmd.Dir = dir
-	cmd.Stdout, cmd.Stderr = logFile, logFile
-	if err := cmd.Start(); err != nil {
+	c, err := startChild(cmd, dir, logFile)
+	if err != nil {
 		return err
-	}
-	exited := make(chan struct{})
-	var waitErr error
-	go func() { waitErr = cmd.Wait(); close(exited) }()
-	stop := func() {
-		_ = cmd.Process.Kill()
-		<-exited
 	}
 
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if err := waitOK(ctx, s.APIURL+"/readyz", exited); err != nil {
-		stop()
+	if err := waitOK(ctx, s.APIURL+"/readyz", c.exited); err != nil {
+		c.stop()
 		if errors.Is(err, errExited) {
-			return fmt.Errorf("mailpit exited (%v) before its API answered", waitErr)
+			return fmt.Errorf("mailpit exited (%v) before its API answered", c.err)
 		}
 		return err
 	}
-	if err := waitGreeting(ctx, net.JoinHostPort(s.Host, strconv.Itoa(s.Port)), exited); err != nil {
-		stop()
+	if err := waitGreeting(ctx, net.JoinHostPort(s.Host, strconv.Itoa(s.Port)), c.exited); err != nil {
+		c.stop()
 		if errors.Is(err, errExited) {
-			return fmt.Errorf("mailpit exited (%v) before its SMTP port answered", waitErr)
+			return fmt.Errorf("mailpit exited (%v) before its SMTP port answered", c.err)
 		}
 		return err
 	}
@@ -140,7 +132,7 @@ func (s *SMTPServer) start(t testing.TB, bin, dir, dbPath string) error {
 	// On failure (of StartSMTPServer's caller, Messages or WaitFor alike) the tail of
 	// mailpit's log is shown here, once.
 	t.Cleanup(func() {
-		stop()
+		c.stop()
 		if t.Failed() {
 			t.Logf("mailpit's log (%s), last lines:\n%s", s.logPath, mailpitLogTail(s.logPath))
 		}
